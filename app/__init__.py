@@ -1,0 +1,50 @@
+"""Redirect Bridge: Smart Glocal's 3-D Secure redirects, done once and properly."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from quart import Quart
+from quart_schema import QuartSchema
+
+from . import api, errors, metrics, ops, pages, webhooks
+from .bridge import Bridge
+from .config import load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+__version__ = "0.1.0"
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Quart:
+    """Build the app: defaults, then ``BRIDGE_*`` environment variables, then ``config``.
+
+    ``config`` takes the same names with or without the prefix; ``CLOCK`` (a function returning
+    Unix seconds) replaces the wall clock, for tests. Raises :class:`app.config.ConfigError`.
+    """
+    overrides = dict(config or {})
+    clock = overrides.pop("CLOCK", time.time)
+    settings = load_settings(overrides=overrides)
+
+    app = Quart(__name__, template_folder=ROOT / "templates", static_folder=ROOT / "static")
+    app.config["MAX_CONTENT_LENGTH"] = settings.webhook_max_bytes
+    app.extensions["bridge"] = bridge = Bridge.from_settings(settings, clock)
+    QuartSchema(
+        app,
+        info={"title": "Redirect Bridge", "version": __version__},
+        swagger_ui_path=None,  # the documentation UIs load scripts from CDNs; the JSON is enough
+        redoc_ui_path=None,
+        scalar_ui_path=None,
+        security_schemes={"partnerKey": {"type": "http", "scheme": "bearer"}},
+    )
+    metrics.init_app(app, bridge.metrics)
+    errors.init_app(app)
+    pages.init_app(app)
+    app.register_blueprint(webhooks.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(ops.bp)
+    app.before_serving(bridge.start)
+    app.after_serving(bridge.stop)
+    return app

@@ -1,0 +1,138 @@
+"""The bridge's operations, in the domain's words: what the views ask for.
+
+Views deal in HTTP; this module puts the store, the tokens, the clock and the state machine
+together; :mod:`app.lifecycle` decides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from quart import current_app
+
+from . import lifecycle
+from .config import Settings
+from .lifecycle import Session
+from .metrics import Metrics
+from .provider import Webhook
+from .store import Changed, Delivery, Store, open_store
+from .tokens import Minted, Tokens
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Bridge:
+    settings: Settings
+    store: Store
+    tokens: Tokens
+    clock: Callable[[], float] = time.time
+    metrics: Metrics = field(default_factory=Metrics)
+    _sweeper: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, clock: Callable[[], float] = time.time) -> Bridge:
+        return cls(
+            settings=settings,
+            store=open_store(settings.database_url),
+            tokens=Tokens(settings.secret_keys, settings.token_ttl, clock),
+            clock=clock,
+        )
+
+    async def start(self) -> None:
+        await self.store.open()
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="action-timeout sweep")
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        await self.store.close()
+
+    async def receive_webhook(self, body: bytes, webhook: Webhook) -> Changed:
+        """Store a verified webhook durably and move its session on, at most once."""
+        received_at = self.clock()
+        delivery = Delivery(
+            digest=hashlib.sha256(body).digest(),
+            body=body,
+            session_id=webhook.session_id,
+            type=webhook.type,
+            received_at=received_at,
+        )
+        changed = await self.store.record_webhook(
+            delivery,
+            lambda session: lifecycle.apply(
+                session, webhook, received_at=received_at,
+                action_timeout=self.settings.action_timeout,
+            ),
+        )
+        self.metrics.webhook(webhook.type, "duplicate" if changed.duplicate else "accepted")
+        self._count_transition(changed)
+        return changed
+
+    async def mint_token(self, session_id: str) -> Minted:
+        """A customer token; the session becomes known (``pending``) if nothing was heard yet."""
+        now = self.clock()
+        await self.store.update_session(
+            session_id, lambda session: session or lifecycle.new_session(session_id, now)
+        )
+        return self.tokens.mint(session_id)
+
+    async def session(self, session_id: str) -> Session | None:
+        """The session as it stands now, the action window applied."""
+        session = await self.store.get_session(session_id)
+        return None if session is None else lifecycle.at(session, self.clock())
+
+    def session_for(self, token: str) -> str | None:
+        """The session a customer token opens; ``None`` (and counted) for a bad one."""
+        session_id = self.tokens.session_id(token)
+        if session_id is None:
+            self.metrics.token_failures.inc()
+        return session_id
+
+    async def record_return(self, session_id: str) -> None:
+        """The customer is back from the bank."""
+        now = self.clock()
+        await self.store.update_session(
+            session_id,
+            lambda session: replace(
+                session or lifecycle.new_session(session_id, now), returned_at=now
+            ),
+        )
+
+    async def sweep(self) -> int:
+        """Record ``canceled`` / ``action_timeout`` for every window that has ended."""
+        now = self.clock()
+        due = await self.store.sessions_due(now)
+        for session_id in due:
+            changed = await self.store.update_session(
+                session_id, lambda session: session and lifecycle.at(session, now)
+            )
+            self._count_transition(changed)
+        return len(due)
+
+    def _count_transition(self, changed: Changed) -> None:
+        before, after = changed.before, changed.after
+        if after is not None and (before is None or before.status is not after.status):
+            self.metrics.transitions.labels(after.status.value).inc()
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.sweep_interval)
+            try:
+                if expired := await self.sweep():
+                    log.info("recorded action timeouts", extra={"sessions": expired})
+            except Exception:  # the next round tries again; reads infer timeouts meanwhile
+                log.exception("action-timeout sweep failed")
+
+
+def bridge() -> Bridge:
+    """The running app's :class:`Bridge`."""
+    return current_app.extensions["bridge"]

@@ -1,0 +1,59 @@
+"""The ``redirect-bridge`` command: ``serve`` and ``demo``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from .config import ConfigError, load_settings
+
+
+@click.group()
+@click.version_option(package_name="redirect-bridge")
+def main() -> None:
+    """Redirect Bridge: Smart Glocal's 3-D Secure redirects, done once and properly."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
+def serve(host: str, port: int) -> None:
+    """Serve the bridge with the production ASGI server (uvicorn)."""
+    import uvicorn
+
+    _check_settings()
+    configure_logging()
+    uvicorn.run(
+        "app:create_app", factory=True, host=host, port=port, proxy_headers=True,
+        log_config=None, access_log=False,
+    )
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=int,
+              help="The bridge's port; the simulated shop, provider and bank use the next one.")
+def demo(host: str, port: int) -> None:
+    """Run the whole journey on this machine with nothing configured."""
+    from .demo import run_demo
+
+    configure_logging()
+    run_demo(host, port)
+
+
+def _check_settings() -> None:
+    try:
+        load_settings()
+    except ConfigError as error:
+        click.echo(f"redirect-bridge: configuration error: {error}", err=True)
+        sys.exit(2)
+
+
+def configure_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )

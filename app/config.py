@@ -1,0 +1,211 @@
+"""Settings from ``BRIDGE_*`` environment variables, checked once at start-up."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+PREFIX = "BRIDGE_"
+DEFAULT_DATABASE_URL = "sqlite:///instance/bridge.sqlite3"
+_PEM_BLOCK = re.compile(
+    rb"-----BEGIN (?:RSA )?PUBLIC KEY-----.+?-----END (?:RSA )?PUBLIC KEY-----", re.DOTALL
+)
+_ORIGIN = re.compile(r"^https?://(\*\.)?[A-Za-z0-9.-]+(:\d{1,5})?$")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+log = logging.getLogger(__name__)
+
+
+class ConfigError(Exception):
+    """A configuration value is missing or wrong; the message names the variable."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str
+    secret_keys: tuple[str, ...]
+    sg_public_keys: tuple[RSAPublicKey, ...]
+    api_keys: tuple[str, ...]
+    public_url: str | None
+    frame_ancestors: tuple[str, ...]
+    return_url: str | None
+    action_timeout: int
+    token_ttl: int
+    allow_insecure_acs: bool
+    webhook_max_bytes: int
+    sweep_interval: float
+
+    @property
+    def sqlite_path(self) -> str:
+        """The file path of a ``sqlite:///PATH`` URL (``sqlite:////abs`` for an absolute one)."""
+        return self.database_url.removeprefix("sqlite:///")
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+) -> Settings:
+    """Read settings from the environment, then from ``overrides`` (keys with or without prefix).
+
+    Raises :class:`ConfigError` with one line that names the variable at fault.
+    """
+    values = {k: v for k, v in (os.environ if environ is None else environ).items()}
+    for key, value in (overrides or {}).items():
+        name = key if key.startswith(PREFIX) else PREFIX + key
+        values[name] = _as_text(value)
+
+    def read(name: str, parse: Callable[[str], Any], default: Any = None) -> Any:
+        raw = values.get(PREFIX + name)
+        if raw is None:
+            return default
+        try:
+            return parse(raw)
+        except (ValueError, OSError) as error:
+            raise ConfigError(f"{PREFIX}{name}: {error}") from None
+
+    secret_keys = read("SECRET_KEY", _secret_keys)
+    if not secret_keys:
+        raise ConfigError(f"{PREFIX}SECRET_KEY: must be set (a secret, or a JSON list of secrets)")
+    sg_keys = read("SG_PUBLIC_KEY", _public_keys)
+    if not sg_keys:
+        raise ConfigError(f"{PREFIX}SG_PUBLIC_KEY: must be set (PEM text or a path to a PEM file)")
+    action_timeout = read("ACTION_TIMEOUT", _positive_int, 3600)
+    token_ttl = read("TOKEN_TTL", _positive_int, 21600)
+    if token_ttl <= action_timeout:
+        raise ConfigError(
+            f"{PREFIX}TOKEN_TTL: must be longer than BRIDGE_ACTION_TIMEOUT ({action_timeout} s)"
+        )
+    return Settings(
+        database_url=read("DATABASE_URL", _database_url, DEFAULT_DATABASE_URL),
+        secret_keys=secret_keys,
+        sg_public_keys=sg_keys,
+        api_keys=read("API_KEYS", _api_keys, ()),
+        public_url=read("PUBLIC_URL", _base_url),
+        frame_ancestors=read("FRAME_ANCESTORS", _origins, ()),
+        return_url=read("RETURN_URL", _absolute_url),
+        action_timeout=action_timeout,
+        token_ttl=token_ttl,
+        allow_insecure_acs=read("ALLOW_INSECURE_ACS", _boolean, False),
+        webhook_max_bytes=read("WEBHOOK_MAX_BYTES", _positive_int, 64 * 1024),
+        sweep_interval=read("SWEEP_INTERVAL", _positive_float, 15.0),
+    )
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return json.dumps(list(value))
+    return str(value)
+
+
+def _secret_keys(raw: str) -> tuple[str, ...]:
+    keys = _json_strings(raw) if raw.lstrip().startswith("[") else [raw]
+    if not all(keys):
+        raise ValueError("secrets must not be empty")
+    if any(len(key) < 16 for key in keys):
+        log.warning("BRIDGE_SECRET_KEY holds a secret shorter than 16 characters")
+    return tuple(keys)
+
+
+def _public_keys(raw: str) -> tuple[RSAPublicKey, ...]:
+    text = raw.strip()
+    if "-----BEGIN" not in text:
+        path = Path(text)
+        if not path.is_file():
+            raise ValueError(f"no PEM text and no file at {text!r}")
+        text = path.read_text()
+    if "\n" not in text.strip():
+        text = text.replace("\\n", "\n")  # PEM squeezed into one line of an env file
+    blocks = _PEM_BLOCK.findall(text.encode())
+    if not blocks:
+        raise ValueError("no PEM public key block found")
+    keys = []
+    for block in blocks:
+        key = load_pem_public_key(block)
+        if not isinstance(key, RSAPublicKey):
+            raise ValueError("every key must be an RSA public key")
+        keys.append(key)
+    return tuple(keys)
+
+
+def _api_keys(raw: str) -> tuple[str, ...]:
+    keys = _json_strings(raw)
+    if not all(keys):
+        raise ValueError("API keys must not be empty")
+    return tuple(keys)
+
+
+def _json_strings(raw: str) -> list[str]:
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        raise ValueError("expected a JSON list of strings") from None
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValueError("expected a JSON list of strings")
+    return value
+
+
+def _database_url(raw: str) -> str:
+    if raw.startswith("sqlite:///") and len(raw) > len("sqlite:///"):
+        return raw
+    if raw.startswith(("postgresql://", "postgres://")):
+        raise ValueError("PostgreSQL storage is not available in this version")
+    raise ValueError("expected sqlite:///PATH")
+
+
+def _absolute_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("expected an absolute http(s) URL")
+    return raw
+
+
+def _base_url(raw: str) -> str:
+    url = _absolute_url(raw).rstrip("/")
+    if urlsplit(url).query or urlsplit(url).fragment:
+        raise ValueError("a base URL cannot carry a query or a fragment")
+    return url
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    origins = tuple(raw.split())
+    for origin in origins:
+        if not _ORIGIN.match(origin):
+            raise ValueError(f"{origin!r} is not an origin like https://shop.example")
+    return origins
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError("must be a positive whole number")
+    return value
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0:
+        raise ValueError("must be a positive number")
+    return value
+
+
+def _boolean(raw: str) -> bool:
+    text = raw.strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError("expected true or false")

@@ -1,0 +1,59 @@
+"""One error type for the JSON API, and one place that turns errors into answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart import Quart, Response, jsonify, render_template, request
+from quart_schema import RequestSchemaValidationError
+from werkzeug.exceptions import HTTPException
+
+_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+    429: "too_many_requests",
+}
+
+
+class APIError(Exception):
+    """An answer of the JSON API that is not a success."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def error_body(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+def init_app(app: Quart) -> None:
+    @app.errorhandler(APIError)
+    async def api_error(error: APIError) -> tuple[Response, int]:
+        return jsonify(error_body(error.code, error.message)), error.status
+
+    @app.errorhandler(RequestSchemaValidationError)
+    async def invalid_request(error: RequestSchemaValidationError) -> tuple[Response, int]:
+        return jsonify(error_body("invalid_request", _validation_message(error))), 400
+
+    @app.errorhandler(HTTPException)
+    async def http_error(error: HTTPException) -> tuple[Response | str, int]:
+        status = error.code or 500
+        if request.path.startswith("/pay/"):
+            return await render_template("errors/http.html", status=status), status
+        code = _CODES.get(status, "http_error")
+        return jsonify(error_body(code, error.description or "")), status
+
+
+def _validation_message(error: RequestSchemaValidationError) -> str:
+    details = getattr(error.validation_error, "errors", None)
+    if callable(details):
+        parts = [f"{'.'.join(map(str, item['loc']))}: {item['msg']}" for item in details()]
+        return "; ".join(parts) or "the request is not valid"
+    return "the request is not valid"

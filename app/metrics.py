@@ -1,0 +1,54 @@
+"""Prometheus metrics, one registry per app, and the hooks that time every request."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from quart import Quart, Response, g, request
+
+from .provider import WEBHOOK_TYPES
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.webhooks = Counter(
+            "bridge_webhooks", "Webhook deliveries by type and outcome", ["type", "outcome"],
+            registry=self.registry,
+        )
+        self.transitions = Counter(
+            "bridge_status_transitions", "Session status changes by new status", ["status"],
+            registry=self.registry,
+        )
+        self.token_failures = Counter(
+            "bridge_token_failures", "Customer tokens refused (bad, tampered or expired)",
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "bridge_request_duration_seconds", "Request latency by route", ["route", "method"],
+            registry=self.registry,
+        )
+        self.waiters = Gauge(
+            "bridge_long_poll_waiters", "Status requests waiting for a change",
+            registry=self.registry,
+        )
+
+    def webhook(self, kind: str | None, outcome: str) -> None:
+        label = kind if kind in WEBHOOK_TYPES else ("other" if kind else "none")
+        self.webhooks.labels(label, outcome).inc()
+
+
+def init_app(app: Quart, metrics: Metrics) -> None:
+    @app.before_request
+    async def _start_timer() -> None:
+        g.request_started = time.perf_counter()
+
+    @app.after_request
+    async def _observe(response: Response) -> Response:
+        started = g.get("request_started")
+        if started is not None:
+            route = request.url_rule.rule if request.url_rule else "unmatched"
+            metrics.latency.labels(route, request.method).observe(time.perf_counter() - started)
+        return response
+

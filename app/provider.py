@@ -1,0 +1,140 @@
+"""Smart Glocal webhook payloads turned into the bridge's domain terms. Pure: no I/O.
+
+Both API shapes are read: v1 lists payments under ``acquiring_payments``, v2 under
+``payment_list``. Unknown fields are ignored, never rejected.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+WEBHOOK_TYPES = frozenset(
+    {"action_required", "ready_to_confirm", "ready_to_capture", "payment_finished",
+     "payment_refunded"}
+)
+_PAYMENT_LISTS = ("payment_list", "acquiring_payments")
+
+
+class MalformedWebhookError(ValueError):
+    """JSON that is not a webhook: no ``type`` or no ``session.id``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Payment:
+    id: str | None
+    status: str | None
+    amount: int | None = None
+    currency: str | None = None
+    created_at: str | None = None
+    finished_at: str | None = None
+    error_code: str | None = None
+    chargeback: bool = False
+    interaction: Mapping[str, Any] | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """What a partner may see: no card data, no customer data, no bank instruction."""
+        return {
+            "id": self.id,
+            "status": self.status,
+            "amount": self.amount,
+            "currency": self.currency,
+            "created_at": self.created_at,
+            "finished_at": self.finished_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    type: str
+    session_id: str
+    session_status: str | None
+    payments: tuple[Payment, ...] = field(default=())
+
+    @property
+    def interaction(self) -> Mapping[str, Any] | None:
+        """The newest customer interaction the session's payments carry, if any."""
+        for payment in reversed(self.payments):
+            if payment.interaction is not None:
+                return payment.interaction
+        return None
+
+
+def parse_webhook(document: Any) -> Webhook:
+    """Read a decoded webhook body. Raises :class:`MalformedWebhookError` when it is not one."""
+    if not isinstance(document, dict):
+        raise MalformedWebhookError("the body must be a JSON object")
+    kind = document.get("type")
+    if not isinstance(kind, str) or not kind:
+        raise MalformedWebhookError("the webhook has no type")
+    session = document.get("session")
+    if not isinstance(session, dict):
+        raise MalformedWebhookError("the webhook has no session object")
+    session_id = session.get("id")
+    if not isinstance(session_id, str) or not session_id or len(session_id) > 256:
+        raise MalformedWebhookError("the webhook's session has no id")
+    status = session.get("status")
+    return Webhook(
+        type=kind,
+        session_id=session_id,
+        session_status=status if isinstance(status, str) else None,
+        payments=tuple(_payment(item) for item in _payment_items(session)),
+    )
+
+
+def _payment_items(session: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    for name in _PAYMENT_LISTS:
+        items = session.get(name)
+        if isinstance(items, list):
+            return [item for item in items if isinstance(item, dict)]
+    return []
+
+
+def _payment(item: Mapping[str, Any]) -> Payment:
+    amount = _object(item.get("amount_details"))
+    error = _object(item.get("error"))
+    refunds = item.get("refunds") if isinstance(item.get("refunds"), list) else []
+    return Payment(
+        id=_text(item.get("id")),
+        status=_text(item.get("status")),
+        amount=amount.get("amount") if isinstance(amount.get("amount"), int) else None,
+        currency=_text(amount.get("currency")),
+        created_at=_text(item.get("created_at")),
+        finished_at=_text(item.get("finished_at")),
+        error_code=_text(error.get("code")),
+        chargeback=any(_object(refund).get("is_chargeback") is True for refund in refunds),
+        interaction=_interaction(item.get("customer_interaction")),
+    )
+
+
+def _interaction(value: Any) -> Mapping[str, Any] | None:
+    """Keep a ``redirect`` or ``inform`` interaction as sent; anything else is no interaction."""
+    if not isinstance(value, dict):
+        return None
+    kind = value.get("type")
+    if kind in ("redirect", "inform") and isinstance(value.get(kind), dict):
+        return {"type": kind, kind: value[kind]}
+    return None
+
+
+def _object(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def field_text(value: Any) -> str:
+    """The text a form field or query parameter carries for a JSON value.
+
+    Strings travel as they are; numbers and booleans as JSON writes them; ``null`` as an empty
+    value; objects and lists as compact JSON.
+    """
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)

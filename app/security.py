@@ -1,0 +1,43 @@
+"""The headers every customer page carries."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from quart import Response
+
+
+def content_security_policy(
+    *, nonce: str, bank_origin: str | None, frame_ancestors: Sequence[str]
+) -> str:
+    """Nothing but the page's own script, style and status API; forms only to us and the bank.
+
+    Chromium checks ``form-action`` on every redirect after a submitted form too, and banks
+    redirect across their own hosts before coming back, so a page with a bank form also allows
+    ``https:``. An insecure (``http://``) bank is named alone, never as a whole scheme.
+    """
+    form_action = ["'self'"]
+    if bank_origin is not None:
+        form_action += [bank_origin, "https:"]
+    ancestors = " ".join(frame_ancestors) or "'none'"
+    directives = [
+        "default-src 'none'",
+        f"script-src 'nonce-{nonce}'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "connect-src 'self'",
+        "base-uri 'none'",
+        f"form-action {' '.join(form_action)}",
+        f"frame-ancestors {ancestors}",
+    ]
+    return "; ".join(directives)
+
+
+def protect(response: Response, csp: str, *, framed: bool) -> Response:
+    response.headers["Content-Security-Policy"] = csp
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    if not framed:
+        response.headers["X-Frame-Options"] = "DENY"
+    return response

@@ -1,0 +1,124 @@
+"""Storage behind one small interface; one implementation per engine.
+
+The store knows rows and transactions, never rules: every change to a session is a pure
+function from :mod:`app.lifecycle`, run inside the store's transaction.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..changes import ChangeFeed
+from ..lifecycle import Session, Status
+
+Update = Callable[[Session | None], Session | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One webhook delivery as it arrived, for the event log."""
+
+    digest: bytes  # SHA-256 of the body: equal digests are duplicate deliveries
+    body: bytes
+    session_id: str
+    type: str
+    received_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Changed:
+    """A session before and after one write; ``duplicate`` when a delivery was seen already."""
+
+    before: Session | None
+    after: Session | None
+    duplicate: bool = False
+
+
+class Store(abc.ABC):
+    """A durable home for the webhook log and each session's current state."""
+
+    def __init__(self) -> None:
+        self.changes = ChangeFeed()
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect, and create or upgrade the schema."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise unless the storage answers."""
+
+    @abc.abstractmethod
+    async def record_webhook(self, delivery: Delivery, update: Update) -> Changed:
+        """Log ``delivery`` and apply ``update`` to its session in one durable transaction.
+
+        A delivery whose digest is already logged changes nothing and is reported duplicate.
+        """
+
+    @abc.abstractmethod
+    async def update_session(self, session_id: str, update: Update) -> Changed:
+        """Apply ``update`` to one session in one durable transaction."""
+
+    @abc.abstractmethod
+    async def get_session(self, session_id: str) -> Session | None: ...
+
+    @abc.abstractmethod
+    async def sessions_due(self, now: float, limit: int = 500) -> list[str]:
+        """Sessions whose action window has ended but whose status still says so."""
+
+
+def open_store(database_url: str) -> Store:
+    """The store for a ``BRIDGE_DATABASE_URL``."""
+    if database_url.startswith("sqlite:///"):
+        from .sqlite import SQLiteStore
+
+        return SQLiteStore(database_url.removeprefix("sqlite:///"))
+    raise ValueError(f"unsupported database URL scheme: {database_url.split(':', 1)[0]}")
+
+
+SESSION_COLUMNS = (
+    "session_id, status, reason, interaction, action_received_at, action_expires_at,"
+    " returned_at, payments, created_at, updated_at"
+)
+
+
+def session_row(session: Session) -> tuple[Any, ...]:
+    """A session as the values of :data:`SESSION_COLUMNS`."""
+    return (
+        session.id,
+        session.status.value,
+        session.reason,
+        None if session.interaction is None else json.dumps(session.interaction),
+        session.action_received_at,
+        session.action_expires_at,
+        session.returned_at,
+        json.dumps(list(session.payments)),
+        session.created_at,
+        session.updated_at,
+    )
+
+
+def session_from_row(row: Mapping[str, Any] | tuple[Any, ...] | None) -> Session | None:
+    if row is None:
+        return None
+    (session_id, status, reason, interaction, action_received_at, action_expires_at,
+     returned_at, payments, created_at, updated_at) = tuple(row)
+    return Session(
+        id=session_id,
+        status=Status(status),
+        reason=reason,
+        interaction=None if interaction is None else json.loads(interaction),
+        action_received_at=action_received_at,
+        action_expires_at=action_expires_at,
+        returned_at=returned_at,
+        payments=tuple(json.loads(payments)),
+        created_at=created_at,
+        updated_at=updated_at,
+    )

@@ -1,0 +1,176 @@
+"""SQLite storage through aiosqlite: WAL, ``synchronous=FULL`` (a commit is on disk), one writer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import aiosqlite
+
+from ..lifecycle import Session, Status
+from . import SESSION_COLUMNS, Changed, Delivery, Store, Update, session_from_row, session_row
+
+T = TypeVar("T")
+
+# Each entry upgrades the schema by one version; never edit one that has shipped.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE webhooks (
+        id INTEGER PRIMARY KEY,
+        digest BLOB NOT NULL UNIQUE,
+        session_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        body BLOB NOT NULL
+    );
+    CREATE INDEX webhooks_by_session ON webhooks (session_id, id);
+    CREATE TABLE sessions (
+        session_id TEXT PRIMARY KEY,
+        status TEXT NOT NULL,
+        reason TEXT,
+        interaction TEXT,
+        action_received_at REAL,
+        action_expires_at REAL,
+        returned_at REAL,
+        payments TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX sessions_by_action_expiry ON sessions (action_expires_at)
+        WHERE status = 'action_required';
+    """,
+)
+
+_UPSERT = (
+    f"INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (session_id) DO UPDATE SET status = excluded.status,"
+    " reason = excluded.reason, interaction = excluded.interaction,"
+    " action_received_at = excluded.action_received_at,"
+    " action_expires_at = excluded.action_expires_at, returned_at = excluded.returned_at,"
+    " payments = excluded.payments, updated_at = excluded.updated_at"
+)
+_SELECT = f"SELECT {SESSION_COLUMNS} FROM sessions WHERE session_id = ?"
+
+
+class SQLiteStore(Store):
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._write_lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._writer = await self._connect()
+        await self._writer.execute("PRAGMA journal_mode = WAL")
+        await self._migrate(self._writer)
+        self._reader = await self._connect()
+        await self._reader.execute("PRAGMA query_only = ON")
+
+    async def _connect(self) -> aiosqlite.Connection:
+        connection = await aiosqlite.connect(self.path, isolation_level=None)
+        await connection.execute("PRAGMA synchronous = FULL")
+        await connection.execute("PRAGMA busy_timeout = 5000")
+        return connection
+
+    async def _migrate(self, db: aiosqlite.Connection) -> None:
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            await db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            async with db.execute("SELECT max(version) FROM schema_version") as cursor:
+                row = await cursor.fetchone()
+            version = (row[0] if row else None) or 0
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                for statement in filter(str.strip, script.split(";")):
+                    await db.execute(statement)
+                await db.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
+            await db.execute("COMMIT")
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+
+    async def close(self) -> None:
+        for connection in (self._reader, self._writer):
+            if connection is not None:
+                await connection.close()
+        self._reader = self._writer = None
+
+    async def ping(self) -> None:
+        async with self._read().execute("SELECT 1") as cursor:
+            await cursor.fetchone()
+
+    async def record_webhook(self, delivery: Delivery, update: Update) -> Changed:
+        async def work(db: aiosqlite.Connection) -> Changed:
+            cursor = await db.execute(
+                "INSERT INTO webhooks (digest, session_id, type, received_at, body)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING",
+                (delivery.digest, delivery.session_id, delivery.type, delivery.received_at,
+                 delivery.body),
+            )
+            if cursor.rowcount == 0:
+                session = await self._select(db, delivery.session_id)
+                return Changed(before=session, after=session, duplicate=True)
+            return await self._change(db, delivery.session_id, update)
+
+        changed = await self._transaction(work)
+        if changed.after != changed.before:
+            self.changes.publish(delivery.session_id)
+        return changed
+
+    async def update_session(self, session_id: str, update: Update) -> Changed:
+        changed = await self._transaction(lambda db: self._change(db, session_id, update))
+        if changed.after != changed.before:
+            self.changes.publish(session_id)
+        return changed
+
+    async def get_session(self, session_id: str) -> Session | None:
+        return await self._select(self._read(), session_id)
+
+    async def sessions_due(self, now: float, limit: int = 500) -> list[str]:
+        async with self._read().execute(
+            "SELECT session_id FROM sessions WHERE status = ? AND action_expires_at <= ?"
+            " ORDER BY action_expires_at LIMIT ?",
+            (Status.ACTION_REQUIRED.value, now, limit),
+        ) as cursor:
+            return [row[0] for row in await cursor.fetchall()]
+
+    async def _change(self, db: aiosqlite.Connection, session_id: str, update: Update) -> Changed:
+        before = await self._select(db, session_id)
+        after = update(before)
+        if after is not None and after != before:
+            await db.execute(_UPSERT, session_row(after))
+        return Changed(before=before, after=after)
+
+    @staticmethod
+    async def _select(db: aiosqlite.Connection, session_id: str) -> Session | None:
+        async with db.execute(_SELECT, (session_id,)) as cursor:
+            return session_from_row(await cursor.fetchone())
+
+    async def _transaction(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+        # Shielded: a client that hangs up must not cut a transaction between COMMIT and ROLLBACK.
+        return await asyncio.shield(self._run_transaction(work))
+
+    async def _run_transaction(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+        db = self._write()
+        async with self._write_lock:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                result = await work(db)
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+            await db.execute("COMMIT")
+            return result
+
+    def _write(self) -> aiosqlite.Connection:
+        if self._writer is None:
+            raise RuntimeError("the store is not open")
+        return self._writer
+
+    def _read(self) -> aiosqlite.Connection:
+        if self._reader is None:
+            raise RuntimeError("the store is not open")
+        return self._reader

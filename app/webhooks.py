@@ -1,0 +1,49 @@
+"""``POST /webhooks/smart-glocal``: verify, parse, store durably, then answer."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from quart import Blueprint, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from .bridge import bridge
+from .errors import APIError
+from .provider import MalformedWebhookError, parse_webhook
+from .signature import HEADER, verify
+
+log = logging.getLogger(__name__)
+bp = Blueprint("webhooks", __name__)
+
+
+@bp.post("/webhooks/smart-glocal")
+async def receive() -> tuple[dict[str, str], int]:
+    try:
+        body = await request.get_data(cache=False)
+    except RequestEntityTooLarge:
+        raise _refused(413, "body_too_large", "the body is over the size limit") from None
+    # Verify before parse: nobody but the provider gets as far as the JSON decoder.
+    if not verify(bridge().settings.sg_public_keys, body, request.headers.get(HEADER)):
+        raise _refused(401, "invalid_signature", f"{HEADER} is missing or does not verify")
+    try:
+        document = json.loads(body)
+    except ValueError:
+        raise _refused(400, "invalid_json", "the body is not JSON") from None
+    try:
+        webhook = parse_webhook(document)
+    except MalformedWebhookError as error:
+        raise _refused(422, "not_a_webhook", str(error)) from None
+    changed = await bridge().receive_webhook(body, webhook)
+    outcome = "duplicate" if changed.duplicate else "accepted"
+    status = changed.after.status.value if changed.after else None
+    log.info(
+        "webhook %s: %s for %s, session %s", outcome, webhook.type, webhook.session_id, status
+    )
+    return {"status": outcome}, 200
+
+
+def _refused(status: int, code: str, message: str) -> APIError:
+    bridge().metrics.webhook(None, code)
+    log.warning("webhook refused: %s", message)
+    return APIError(status, code, message)

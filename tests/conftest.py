@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from quart import Quart
+from quart.typing import TestClientProtocol
+
+from app import create_app
+from app.signature import sign
+
+from .payloads import webhook
+
+API_KEY = "partner-key-0123456789"
+
+
+class FakeClock:
+    """The bridge's clock, moved by hand."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture(scope="session")
+def provider_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def public_pem(key: rsa.RSAPrivateKey) -> str:
+    return key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def config(tmp_path: Path, provider_key: rsa.RSAPrivateKey, clock: FakeClock) -> dict[str, Any]:
+    return {
+        "DATABASE_URL": f"sqlite:///{tmp_path}/bridge.sqlite3",
+        "SECRET_KEY": "test-secret-key-0123456789",
+        "SG_PUBLIC_KEY": public_pem(provider_key),
+        "API_KEYS": [API_KEY],
+        "PUBLIC_URL": "https://bridge.test",
+        "CLOCK": clock,
+    }
+
+
+@pytest.fixture
+async def app(config: dict[str, Any]) -> AsyncIterator[Quart]:
+    application = create_app(config)
+    async with application.test_app() as test_app:
+        yield test_app  # type: ignore[misc]
+
+
+@pytest.fixture
+def client(app: Quart) -> TestClientProtocol:
+    return app.test_client()
+
+
+class Provider:
+    """Sends webhooks the way Smart Glocal does: raw bytes, signed."""
+
+    def __init__(self, client: TestClientProtocol, key: rsa.RSAPrivateKey) -> None:
+        self.client = client
+        self.key = key
+
+    async def send(self, payload: dict[str, Any] | bytes, *, signature: str | None = None) -> Any:
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        headers = {
+            "Content-Type": "application/json",
+            "X-PARTNER-SIGN": signature if signature is not None else sign(self.key, body),
+        }
+        return await self.client.post("/webhooks/smart-glocal", data=body, headers=headers)
+
+    async def deliver(self, kind: str, session_id: str = "ps_1", **fields: Any) -> Any:
+        response = await self.send(webhook(kind, session_id, **fields))
+        assert response.status_code == 200, await response.get_data(as_text=True)
+        return response
+
+
+@pytest.fixture
+def provider(client: TestClientProtocol, provider_key: rsa.RSAPrivateKey) -> Provider:
+    return Provider(client, provider_key)
+
+
+class Partner:
+    """The partner's backend: Bearer key, JSON API."""
+
+    def __init__(self, client: TestClientProtocol) -> None:
+        self.client = client
+        self.headers = {"Authorization": f"Bearer {API_KEY}"}
+
+    async def token(self, session_id: str = "ps_1") -> str:
+        response = await self.client.post(
+            f"/api/v1/sessions/{session_id}/tokens", headers=self.headers
+        )
+        assert response.status_code == 201
+        return (await response.get_json())["token"]
+
+    async def session(self, session_id: str = "ps_1") -> Any:
+        return await self.client.get(f"/api/v1/sessions/{session_id}", headers=self.headers)
+
+
+@pytest.fixture
+def partner(client: TestClientProtocol) -> Partner:
+    return Partner(client)
