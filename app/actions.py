@@ -66,9 +66,16 @@ def _target_url(redirect: Mapping[str, Any]) -> str:
     target = url if isinstance(url, str) and url else base_url
     if not isinstance(target, str) or not target:
         raise RefusedActionError("the instruction carries no URL")
-    present = {name for name, _ in parse_qsl(urlsplit(target).query, keep_blank_values=True)}
-    missing = [(name, field_text(value)) for name, value in _pairs(redirect.get("qs"))
-               if name not in present]
+    try:
+        query = urlsplit(target).query
+    except ValueError:  # e.g. an unclosed "[": refuse it like any other bad URL, never crash
+        raise RefusedActionError("the URL cannot be parsed") from None
+    present = {name for name, _ in parse_qsl(query, keep_blank_values=True)}
+    missing = [
+        (name, field_text(value))
+        for name, value in _pairs(redirect.get("qs"))
+        if name not in present
+    ]
     if not missing:
         return target
     head, _, fragment = target.partition("#")

@@ -19,9 +19,9 @@ from quart_schema import document_response, security_scheme, validate_querystrin
 
 from . import lifecycle
 from .bridge import bridge
-from .errors import APIError
+from .errors import APIError, ErrorAnswer
 from .lifecycle import Session
-from .links import pay_url, status_url
+from .links import external_url, pay_url, status_url
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -30,19 +30,11 @@ MAX_WAIT = 30
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 
-class ErrorDetail(BaseModel):
-    code: str
-    message: str
-
-
-class ErrorAnswer(BaseModel):
-    error: ErrorDetail
-
-
 class TokenAnswer(BaseModel):
     token: str
     pay_url: str
     status_url: str
+    return_url: str = Field(description="Give Smart Glocal this as payment_options.return_url")
     expires_at: str
 
 
@@ -80,7 +72,9 @@ class StatusAnswer(BaseModel):
 
 class StatusQuery(BaseModel):
     wait: int | None = Field(
-        default=None, ge=0, le=MAX_WAIT,
+        default=None,
+        ge=0,
+        le=MAX_WAIT,
         description="Hold the answer up to this many seconds until the status changes",
     )
 
@@ -115,6 +109,7 @@ async def create_token(session_id: str) -> tuple[TokenAnswer, int]:
         token=minted.token,
         pay_url=pay_url(minted.token),
         status_url=status_url(minted.token),
+        return_url=external_url("pages.came_back", token=minted.token),
         expires_at=iso(minted.expires_at),
     )
     return answer, 201

@@ -69,7 +69,9 @@ class Bridge:
         changed = await self.store.record_webhook(
             delivery,
             lambda session: lifecycle.apply(
-                session, webhook, received_at=received_at,
+                session,
+                webhook,
+                received_at=received_at,
                 action_timeout=self.settings.action_timeout,
             ),
         )

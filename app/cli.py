@@ -26,15 +26,25 @@ def serve(host: str, port: int) -> None:
     _check_settings()
     configure_logging()
     uvicorn.run(
-        "app:create_app", factory=True, host=host, port=port, proxy_headers=True,
-        log_config=None, access_log=False,
+        "app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        proxy_headers=True,
+        log_config=None,
+        access_log=False,
     )
 
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8000, show_default=True, type=int,
-              help="The bridge's port; the simulated shop, provider and bank use the next one.")
+@click.option(
+    "--port",
+    default=8000,
+    show_default=True,
+    type=int,
+    help="The bridge's port; the simulated shop, provider and bank use the next one.",
+)
 def demo(host: str, port: int) -> None:
     """Run the whole journey on this machine with nothing configured."""
     from .demo import run_demo

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
 from quart import Quart, Response, jsonify, render_template, request
 from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
@@ -17,6 +18,17 @@ _CODES = {
     415: "unsupported_media_type",
     429: "too_many_requests",
 }
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorAnswer(BaseModel):
+    """Every JSON error: ``{"error": {"code", "message"}}``."""
+
+    error: ErrorDetail
 
 
 class APIError(Exception):

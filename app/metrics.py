@@ -14,23 +14,31 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.webhooks = Counter(
-            "bridge_webhooks", "Webhook deliveries by type and outcome", ["type", "outcome"],
+            "bridge_webhooks",
+            "Webhook deliveries by type and outcome",
+            ["type", "outcome"],
             registry=self.registry,
         )
         self.transitions = Counter(
-            "bridge_status_transitions", "Session status changes by new status", ["status"],
+            "bridge_status_transitions",
+            "Session status changes by new status",
+            ["status"],
             registry=self.registry,
         )
         self.token_failures = Counter(
-            "bridge_token_failures", "Customer tokens refused (bad, tampered or expired)",
+            "bridge_token_failures",
+            "Customer tokens refused (bad, tampered or expired)",
             registry=self.registry,
         )
         self.latency = Histogram(
-            "bridge_request_duration_seconds", "Request latency by route", ["route", "method"],
+            "bridge_request_duration_seconds",
+            "Request latency by route",
+            ["route", "method"],
             registry=self.registry,
         )
         self.waiters = Gauge(
-            "bridge_long_poll_waiters", "Status requests waiting for a change",
+            "bridge_long_poll_waiters",
+            "Status requests waiting for a change",
             registry=self.registry,
         )
 
@@ -51,4 +59,3 @@ def init_app(app: Quart, metrics: Metrics) -> None:
             route = request.url_rule.rule if request.url_rule else "unmatched"
             metrics.latency.labels(route, request.method).observe(time.perf_counter() - started)
         return response
-

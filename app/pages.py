@@ -8,14 +8,23 @@ from typing import Any
 from urllib.parse import urlencode
 
 import segno
-
-from quart import Blueprint, Quart, Response, abort, g, redirect, render_template, request
+from quart import (
+    Blueprint,
+    Quart,
+    Response,
+    abort,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from quart_schema import hide
 
 from . import lifecycle
 from .actions import BankForm, QRCode, RefusedActionError, customer_action
 from .bridge import bridge
 from .lifecycle import Session, Status
-from .links import pay_url, status_url
 from .security import content_security_policy, protect
 
 log = logging.getLogger(__name__)
@@ -25,11 +34,13 @@ PageAnswer = Response | str | tuple[str, int]
 
 
 @bp.get("/pay/<token>")
+@hide
 async def pay(token: str) -> PageAnswer:
     return await _page(token, _session_id(token))
 
 
 @bp.route("/pay/<token>/return", methods=["GET", "POST"])
+@hide
 async def came_back(token: str) -> PageAnswer:
     """The customer is back from the bank (whatever the bank posted is not read)."""
     session_id = _session_id(token)
@@ -81,12 +92,11 @@ def _script_settings(token: str, session: Session) -> dict[str, Any]:
     return {
         "status": session.status.value,
         "final": session.status.is_final,
-        "status_url": status_url(token),
-        "next_url": pay_url(token),
+        # Same-origin paths: the page's CSP allows 'self', whatever BRIDGE_PUBLIC_URL says.
+        "status_url": url_for("api.status", token=token),
+        "next_url": url_for("pages.pay", token=token),
         "action_id": f"{session.id}:{session.action_received_at}",
-        "origins": [
-            origin for origin in bridge().settings.frame_ancestors if "*" not in origin
-        ],
+        "origins": [origin for origin in bridge().settings.frame_ancestors if "*" not in origin],
     }
 
 

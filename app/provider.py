@@ -12,8 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 WEBHOOK_TYPES = frozenset(
-    {"action_required", "ready_to_confirm", "ready_to_capture", "payment_finished",
-     "payment_refunded"}
+    {
+        "action_required",
+        "ready_to_confirm",
+        "ready_to_capture",
+        "payment_finished",
+        "payment_refunded",
+    }
 )
 _PAYMENT_LISTS = ("payment_list", "acquiring_payments")
 
@@ -96,10 +101,12 @@ def _payment(item: Mapping[str, Any]) -> Payment:
     amount = _object(item.get("amount_details"))
     error = _object(item.get("error"))
     refunds = item.get("refunds") if isinstance(item.get("refunds"), list) else []
+    minor_units = amount.get("amount")
     return Payment(
         id=_text(item.get("id")),
         status=_text(item.get("status")),
-        amount=amount.get("amount") if isinstance(amount.get("amount"), int) else None,
+        # bool is an int subclass: JSON true is not an amount
+        amount=minor_units if type(minor_units) is int else None,
         currency=_text(amount.get("currency")),
         created_at=_text(item.get("created_at")),
         finished_at=_text(item.get("finished_at")),

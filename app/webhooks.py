@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Literal
 
+from pydantic import BaseModel
 from quart import Blueprint, request
+from quart_schema import document_response
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from .bridge import bridge
-from .errors import APIError
+from .errors import APIError, ErrorAnswer
 from .provider import MalformedWebhookError, parse_webhook
 from .signature import HEADER, verify
 
@@ -17,8 +20,18 @@ log = logging.getLogger(__name__)
 bp = Blueprint("webhooks", __name__)
 
 
+class WebhookAnswer(BaseModel):
+    status: Literal["accepted", "duplicate"]
+
+
 @bp.post("/webhooks/smart-glocal")
+@document_response(WebhookAnswer)
+@document_response(ErrorAnswer, 400)
+@document_response(ErrorAnswer, 401)
+@document_response(ErrorAnswer, 413)
+@document_response(ErrorAnswer, 422)
 async def receive() -> tuple[dict[str, str], int]:
+    """Smart Glocal's webhooks, signed with ``X-PARTNER-SIGN``; stored before the answer."""
     try:
         body = await request.get_data(cache=False)
     except RequestEntityTooLarge:
@@ -37,9 +50,7 @@ async def receive() -> tuple[dict[str, str], int]:
     changed = await bridge().receive_webhook(body, webhook)
     outcome = "duplicate" if changed.duplicate else "accepted"
     status = changed.after.status.value if changed.after else None
-    log.info(
-        "webhook %s: %s for %s, session %s", outcome, webhook.type, webhook.session_id, status
-    )
+    log.info("webhook %s: %s for %s, session %s", outcome, webhook.type, webhook.session_id, status)
     return {"status": outcome}, 200
 
 

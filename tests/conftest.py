@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +40,11 @@ def provider_key() -> rsa.RSAPrivateKey:
 
 
 def public_pem(key: rsa.RSAPrivateKey) -> str:
-    return key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
 
 
 @pytest.fixture
@@ -63,8 +67,8 @@ def config(tmp_path: Path, provider_key: rsa.RSAPrivateKey, clock: FakeClock) ->
 @pytest.fixture
 async def app(config: dict[str, Any]) -> AsyncIterator[Quart]:
     application = create_app(config)
-    async with application.test_app() as test_app:
-        yield test_app  # type: ignore[misc]
+    async with application.test_app():  # runs start-up and shut-down
+        yield application
 
 
 @pytest.fixture
@@ -119,3 +123,30 @@ class Partner:
 @pytest.fixture
 def partner(client: TestClientProtocol) -> Partner:
     return Partner(client)
+
+
+@dataclass
+class Deployment:
+    """An app started with its own settings, and the parties that talk to it."""
+
+    app: Quart
+    client: TestClientProtocol
+    provider: Provider
+    partner: Partner
+
+
+Configured = Callable[..., AbstractAsyncContextManager[Deployment]]
+
+
+@pytest.fixture
+def configured(config: dict[str, Any], provider_key: rsa.RSAPrivateKey) -> Configured:
+    """``async with configured(RETURN_URL=...) as bridge:`` for a test that changes settings."""
+
+    @asynccontextmanager
+    async def start(**overrides: Any) -> AsyncIterator[Deployment]:
+        application = create_app({**config, **overrides})
+        async with application.test_app():
+            client = application.test_client()
+            yield Deployment(application, client, Provider(client, provider_key), Partner(client))
+
+    return start

@@ -108,8 +108,18 @@ def session_row(session: Session) -> tuple[Any, ...]:
 def session_from_row(row: Mapping[str, Any] | tuple[Any, ...] | None) -> Session | None:
     if row is None:
         return None
-    (session_id, status, reason, interaction, action_received_at, action_expires_at,
-     returned_at, payments, created_at, updated_at) = tuple(row)
+    (
+        session_id,
+        status,
+        reason,
+        interaction,
+        action_received_at,
+        action_expires_at,
+        returned_at,
+        payments,
+        created_at,
+        updated_at,
+    ) = tuple(row)
     return Session(
         id=session_id,
         status=Status(status),

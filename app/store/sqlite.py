@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
@@ -13,6 +14,10 @@ from ..lifecycle import Session, Status
 from . import SESSION_COLUMNS, Changed, Delivery, Store, Update, session_from_row, session_row
 
 T = TypeVar("T")
+
+# aiosqlite logs every statement with its parameters at DEBUG: webhook bodies, PaReq and MD
+# included. Those must never reach a log, whatever level an operator picks.
+logging.getLogger("aiosqlite").setLevel(logging.WARNING)
 
 # Each entry upgrades the schema by one version; never edit one that has shipped.
 MIGRATIONS: tuple[str, ...] = (
@@ -107,8 +112,13 @@ class SQLiteStore(Store):
             cursor = await db.execute(
                 "INSERT INTO webhooks (digest, session_id, type, received_at, body)"
                 " VALUES (?, ?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING",
-                (delivery.digest, delivery.session_id, delivery.type, delivery.received_at,
-                 delivery.body),
+                (
+                    delivery.digest,
+                    delivery.session_id,
+                    delivery.type,
+                    delivery.received_at,
+                    delivery.body,
+                ),
             )
             if cursor.rowcount == 0:
                 session = await self._select(db, delivery.session_id)

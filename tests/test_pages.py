@@ -1,0 +1,319 @@
+from __future__ import annotations
+
+import logging
+import re
+from html.parser import HTMLParser
+from typing import Any
+
+import pytest
+
+from .conftest import Configured, FakeClock, Partner, Provider
+from .payloads import inform, redirect
+
+TRICKY = {
+    "quotes": "say \"hi\" and 'bye'",
+    "markup": "<script>alert(1)</script>",
+    "amp": "a & b &amp; c",
+    "b64": "ab+/cd==",
+    "lines": "one\r\ntwo\nthree",
+    "unicode": "Привет, 世界 ✓",
+    "PaReq": "eJxVUt1ugjAUvl" * 600,
+    "submit": "field named submit",
+    "action": "field named action",
+}
+
+
+class Page(HTMLParser):
+    """The parts of a customer page the tests look at, as a browser would read them."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.forms: list[dict[str, str]] = []
+        self.fields: list[tuple[str, str]] = []
+        self.scripts: list[dict[str, str | None]] = []
+        self.links: list[str] = []
+        self.text = ""
+        self.feed(html)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        if tag == "form":
+            self.forms.append({k: v or "" for k, v in attributes.items()})
+        elif tag == "input":
+            self.fields.append((attributes["name"] or "", attributes["value"] or ""))
+        elif tag == "script":
+            self.scripts.append(attributes)
+        for name in ("src", "href"):
+            if attributes.get(name):
+                self.links.append(attributes[name] or "")
+
+    def handle_data(self, data: str) -> None:
+        self.text += data
+
+
+def csp(response: Any) -> dict[str, str]:
+    header = response.headers["Content-Security-Policy"]
+    return {part.split(" ", 1)[0]: part.split(" ", 1)[1] for part in header.split("; ")}
+
+
+async def open_page(client: Any, token: str, path: str = "") -> tuple[Any, Page]:
+    response = await client.get(f"/pay/{token}{path}")
+    return response, Page(await response.get_data(as_text=True))
+
+
+def assert_customer_headers(response: Any, *, ancestors: str = "'none'") -> None:
+    policy = csp(response)
+    assert policy["default-src"] == "'none'"
+    assert policy["base-uri"] == "'none'"
+    assert policy["frame-ancestors"] == ancestors
+    assert re.fullmatch(r"'nonce-[A-Za-z0-9_-]{16,}'", policy["script-src"])
+    assert "unsafe-inline" not in response.headers["Content-Security-Policy"]
+    assert "*" not in policy["form-action"].split()
+    assert "http:" not in policy["form-action"].split()
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Referrer-Policy"] == "no-referrer"
+
+
+def assert_nothing_from_elsewhere(page: Page) -> None:
+    for link in page.links:
+        assert link.startswith("/") and not link.startswith("//") or link.startswith("data:"), link
+
+
+async def test_nothing_heard_yet_shows_a_waiting_page_that_moves_on(
+    partner: Partner, client: Any
+) -> None:
+    response, page = await open_page(client, await partner.token())
+    assert response.status_code == 200
+    assert "Preparing your payment" in page.text
+    assert page.forms == []
+    assert_customer_headers(response)
+    nonce = csp(response)["script-src"][len("'nonce-") : -1]
+    inline = [script for script in page.scripts if script.get("type") != "application/json"]
+    assert inline == [{"nonce": nonce}]
+    assert '<meta http-equiv="refresh" content="5">' in await response.get_data(as_text=True)
+    assert_nothing_from_elsewhere(page)
+
+
+async def test_each_response_gets_a_fresh_nonce(partner: Partner, client: Any) -> None:
+    token = await partner.token()
+    first, _ = await open_page(client, token)
+    second, _ = await open_page(client, token)
+    assert csp(first)["script-src"] != csp(second)["script-src"]
+
+
+async def test_post_instruction_renders_the_exact_form(
+    provider: Provider, partner: Partner, client: Any
+) -> None:
+    token = await partner.token()
+    await provider.deliver("action_required", interaction=redirect(params=TRICKY))
+    response, page = await open_page(client, token)
+    assert response.status_code == 200
+    assert page.forms == [
+        {"id": "bank-form", "method": "post", "action": "https://acs.bank.test/challenge?foo=bar"}
+    ]
+    assert page.fields == list(TRICKY.items())
+    html = await response.get_data(as_text=True)
+    assert "<script>alert(1)</script>" not in html
+    assert "HTMLFormElement.prototype.submit.call(form)" in html
+    assert re.search(
+        r"<noscript><button type=\"submit\"[^>]*>Continue to your bank</button></noscript>", html
+    )
+    assert_customer_headers(response)
+    assert csp(response)["form-action"] == "'self' https://acs.bank.test https:"
+    assert_nothing_from_elsewhere(page)
+
+
+async def test_qs_missing_from_url_is_added_and_base_url_alone_works(
+    provider: Provider, partner: Partner, client: Any
+) -> None:
+    token = await partner.token()
+    await provider.deliver(
+        "action_required",
+        interaction=redirect(
+            url=None, base_url="https://acs.bank.test/3ds", qs={"a": "1 2", "b": "&"}
+        ),
+    )
+    _, page = await open_page(client, token)
+    assert page.forms[0]["action"] == "https://acs.bank.test/3ds?a=1+2&b=%26"
+
+
+async def test_get_instruction_carries_qs_and_params_as_fields(
+    provider: Provider, partner: Partner, client: Any
+) -> None:
+    token = await partner.token()
+    await provider.deliver(
+        "action_required",
+        interaction=redirect(method="GET", params={"creq": "eyJ0+/=", "threeDSSessionData": "x y"}),
+    )
+    response, page = await open_page(client, token)
+    assert page.forms == [
+        {"id": "bank-form", "method": "get", "action": "https://acs.bank.test/challenge"}
+    ]
+    assert page.fields == [("foo", "bar"), ("creq", "eyJ0+/="), ("threeDSSessionData", "x y")]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://acs.bank.test/",
+        "javascript:alert(1)",
+        "not a url",
+        "/relative",
+        "https://user@acs.bank.test/",
+    ],
+)
+async def test_an_unsafe_bank_url_is_refused_and_logged_without_the_url(
+    provider: Provider, partner: Partner, client: Any, caplog: pytest.LogCaptureFixture, url: str
+) -> None:
+    token = await partner.token()
+    await provider.deliver("action_required", interaction=redirect(url=url, base_url=None))
+    with caplog.at_level(logging.INFO):
+        response, page = await open_page(client, token)
+    assert response.status_code == 502
+    assert page.forms == [] and page.fields == []
+    assert "could not open your bank" in page.text
+    assert url not in await response.get_data(as_text=True)
+    assert any("refused a bank instruction" in record.getMessage() for record in caplog.records)
+    assert url not in caplog.text
+    assert_customer_headers(response)
+
+
+async def test_insecure_banks_are_allowed_only_when_configured(configured: Configured) -> None:
+    async with configured(ALLOW_INSECURE_ACS="true") as bridge:
+        token = await bridge.partner.token()
+        await bridge.provider.deliver(
+            "action_required", interaction=redirect(url="http://127.0.0.1:9/acs", base_url=None)
+        )
+        response, page = await open_page(bridge.client, token)
+    assert page.forms[0]["action"] == "http://127.0.0.1:9/acs?foo=bar"
+    assert csp(response)["form-action"] == "'self' http://127.0.0.1:9 https:"
+
+
+async def test_inform_shows_a_qr_code_drawn_here_and_a_link(
+    provider: Provider, partner: Partner, client: Any
+) -> None:
+    token = await partner.token()
+    await provider.deliver("action_required", interaction=inform())
+    response, page = await open_page(client, token)
+    assert response.status_code == 200
+    assert "Scan to pay" in page.text
+    assert any(link.startswith("data:image/svg+xml") for link in page.links)
+    assert "https://qr.nspk.test/AS1000670LSS7DN18SJQDNP4B05KLJL2" in page.links
+    assert_customer_headers(response)
+
+
+async def test_final_status_shows_the_outcome(
+    provider: Provider, partner: Partner, client: Any
+) -> None:
+    token = await partner.token()
+    await provider.deliver(
+        "payment_finished", payment_status="failed", error_code="insufficient_funds"
+    )
+    response, page = await open_page(client, token)
+    assert response.status_code == 200
+    assert "Payment not approved" in page.text
+    assert_customer_headers(response)
+
+
+async def test_final_status_redirects_to_the_return_url_when_configured(
+    configured: Configured,
+) -> None:
+    async with configured(RETURN_URL="https://shop.test/done?order=7") as bridge:
+        token = await bridge.partner.token()
+        await bridge.provider.deliver("payment_finished", session_status="accepted")
+        response = await bridge.client.get(f"/pay/{token}")
+    assert response.status_code == 303
+    assert response.headers["Location"] == (
+        "https://shop.test/done?order=7&session_id=ps_1&status=succeeded"
+    )
+    assert_customer_headers(response)
+
+
+async def test_a_passed_window_shows_the_expired_page(
+    provider: Provider, partner: Partner, client: Any, clock: FakeClock
+) -> None:
+    token = await partner.token()
+    await provider.deliver("action_required")
+    clock.advance(3600)
+    response, page = await open_page(client, token)
+    assert response.status_code == 410
+    assert "expired" in page.text
+    assert page.forms == []
+    assert_customer_headers(response)
+
+
+@pytest.mark.parametrize("path", ["/pay/garbage", "/pay/garbage/return", "/pay/a/b/c"])
+async def test_bad_tokens_get_a_plain_404_page(client: Any, path: str) -> None:
+    response = await client.get(path)
+    assert response.status_code == 404
+    assert "This link is not valid" in await response.get_data(as_text=True)
+    assert response.headers["Content-Type"].startswith("text/html")
+    assert_customer_headers(response)
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_the_return_from_the_bank_waits_then_shows_the_outcome(
+    provider: Provider, partner: Partner, client: Any, method: str
+) -> None:
+    token = await partner.token()
+    await provider.deliver("action_required")
+    response = await client.open(
+        f"/pay/{token}/return", method=method, form={"PaRes": "bank-answer", "MD": "abc75daefnn"}
+    )
+    page = Page(await response.get_data(as_text=True))
+    assert response.status_code == 200
+    assert "Checking the result" in page.text
+    assert page.forms == []  # back from the bank: never the old form again
+    assert_customer_headers(response)
+    _, again = await open_page(client, token)
+    assert "Checking the result" in again.text
+    await provider.deliver("payment_finished", session_status="accepted")
+    _, done = await open_page(client, token, "/return")
+    assert "Payment complete" in done.text
+
+
+async def test_a_new_action_after_the_return_shows_its_form(
+    provider: Provider, partner: Partner, client: Any, clock: FakeClock
+) -> None:
+    token = await partner.token()
+    await provider.deliver("action_required")
+    await client.get(f"/pay/{token}/return")
+    clock.advance(5)
+    await provider.deliver("action_required", interaction=redirect(params={"creq": "second"}))
+    _, page = await open_page(client, token)
+    assert page.fields == [("creq", "second")]
+
+
+async def test_frame_ancestors_come_from_configuration(configured: Configured) -> None:
+    async with configured(FRAME_ANCESTORS="https://shop.test https://*.shop.test") as bridge:
+        token = await bridge.partner.token()
+        response, _ = await open_page(bridge.client, token)
+    assert_customer_headers(response, ancestors="https://shop.test https://*.shop.test")
+    assert "X-Frame-Options" not in response.headers
+
+
+async def test_page_settings_never_carry_the_bank_instruction(
+    provider: Provider, partner: Partner, client: Any
+) -> None:
+    token = await partner.token()
+    await provider.deliver("action_required")
+    html = await (await client.get(f"/pay/{token}")).get_data(as_text=True)
+    settings = re.search(r'<script type="application/json" id="bridge-page">(.*?)</script>', html)
+    assert settings is not None
+    for secret in ("sdfew", "abc75daefnn", "acs.bank.test"):
+        assert secret not in settings.group(1)
+
+
+async def test_no_log_line_carries_pareq_md_or_the_bank_url(
+    provider: Provider, partner: Partner, client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG):
+        token = await partner.token()
+        await provider.deliver("action_required")
+        await client.get(f"/pay/{token}")
+        await client.post(f"/pay/{token}/return", form={"PaRes": "bank-answer"})
+        await provider.deliver("payment_finished", session_status="accepted")
+        await client.get(f"/api/v1/status/{token}")
+    assert caplog.records
+    for secret in ("sdfew^//asdhbv", "abc75daefnn", "acs.bank.test", "bank-answer", "4446008801"):
+        assert secret not in caplog.text

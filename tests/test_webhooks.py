@@ -1,0 +1,208 @@
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from app.signature import sign
+
+from .conftest import Configured, Partner, Provider, public_pem
+from .payloads import webhook
+
+
+def stored(config: dict[str, Any]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """What is on disk, read with a separate connection: (webhook log, sessions)."""
+    path = config["DATABASE_URL"].removeprefix("sqlite:///")
+    with sqlite3.connect(path) as db:
+        log = db.execute("SELECT session_id, type, body FROM webhooks ORDER BY id").fetchall()
+        sessions = db.execute("SELECT session_id, status, reason FROM sessions").fetchall()
+    return log, sessions
+
+
+async def test_accepts_a_signed_webhook_and_stores_it_before_answering(
+    provider: Provider, config: dict[str, Any]
+) -> None:
+    body = json.dumps(webhook("action_required", "ps_3230")).encode()
+    response = await provider.send(body)
+    assert response.status_code == 200
+    assert await response.get_json() == {"status": "accepted"}
+    log, sessions = stored(config)
+    assert log == [("ps_3230", "action_required", body)]
+    assert sessions == [("ps_3230", "action_required", None)]
+
+
+async def test_the_same_bytes_again_are_a_duplicate_that_changes_nothing(
+    provider: Provider, config: dict[str, Any]
+) -> None:
+    body = json.dumps(webhook("action_required")).encode()
+    assert await (await provider.send(body)).get_json() == {"status": "accepted"}
+    again = await provider.send(body)
+    assert again.status_code == 200
+    assert await again.get_json() == {"status": "duplicate"}
+    log, _ = stored(config)
+    assert len(log) == 1
+
+
+async def test_same_content_with_other_bytes_is_stored_but_changes_nothing(
+    provider: Provider, partner: Partner, config: dict[str, Any]
+) -> None:
+    payload = webhook("action_required")
+    await provider.send(json.dumps(payload).encode())
+    before = await (await partner.session()).get_json()
+    response = await provider.send(json.dumps(payload, indent=2).encode())
+    assert await response.get_json() == {"status": "accepted"}
+    assert await (await partner.session()).get_json() == before
+    assert len(stored(config)[0]) == 2
+
+
+async def test_a_late_action_required_cannot_bring_a_finished_session_back(
+    provider: Provider, partner: Partner
+) -> None:
+    await provider.deliver("payment_finished", session_status="accepted")
+    await provider.deliver("action_required")
+    answer = await (await partner.session()).get_json()
+    assert answer["status"] == "succeeded"
+    assert answer["action"] is None
+
+
+async def test_api_v2_payment_list_is_read(provider: Provider, partner: Partner) -> None:
+    await provider.deliver("action_required", api="v2")
+    answer = await (await partner.session()).get_json()
+    assert answer["status"] == "action_required"
+    assert answer["payments"][0]["id"] == "pm_1313"
+
+
+async def test_unknown_types_and_fields_are_stored_and_answered_200(
+    provider: Provider, config: dict[str, Any]
+) -> None:
+    payload = webhook("payout_finished", "ps_9", surprise={"nested": [1, 2]})
+    payload["session"]["brand_new_field"] = True
+    response = await provider.send(payload)
+    assert response.status_code == 200
+    assert await response.get_json() == {"status": "accepted"}
+    log, sessions = stored(config)
+    assert [(row[0], row[1]) for row in log] == [("ps_9", "payout_finished")]
+    assert sessions == []
+
+
+async def test_missing_signature_is_401_and_stores_nothing(
+    client: Any, config: dict[str, Any]
+) -> None:
+    body = json.dumps(webhook("action_required")).encode()
+    response = await client.post(
+        "/webhooks/smart-glocal", data=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 401
+    error = (await response.get_json())["error"]
+    assert error["code"] == "invalid_signature"
+    assert error["message"]
+    assert stored(config) == ([], [])
+
+
+async def test_signature_over_other_bytes_is_401(
+    provider: Provider, config: dict[str, Any]
+) -> None:
+    body = json.dumps(webhook("payment_finished")).encode()
+    forged = sign(provider.key, body.replace(b"succeeded", b"failed!!!"))
+    response = await provider.send(body, signature=forged)
+    assert response.status_code == 401
+    assert stored(config) == ([], [])
+
+
+async def test_signature_from_another_key_is_401(provider: Provider) -> None:
+    stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    body = json.dumps(webhook("payment_finished")).encode()
+    response = await provider.send(body, signature=sign(stranger, body))
+    assert response.status_code == 401
+
+
+async def test_signature_that_is_not_base64_is_401(provider: Provider) -> None:
+    response = await provider.send(webhook("payment_finished"), signature="not base64 !!")
+    assert response.status_code == 401
+    response = await provider.send(
+        webhook("payment_finished"), signature=base64.b64encode(b"x").decode()
+    )
+    assert response.status_code == 401
+
+
+async def test_the_signature_is_checked_before_the_body_is_parsed(provider: Provider) -> None:
+    response = await provider.send(b"{not json", signature="AAAA")
+    assert response.status_code == 401
+
+
+async def test_signed_body_that_is_not_json_is_400(
+    provider: Provider, config: dict[str, Any]
+) -> None:
+    for body in (b"{not json", b"\xff\xfe\x00garbage", b""):
+        response = await provider.send(body)
+        assert response.status_code == 400, body
+        assert (await response.get_json())["error"]["code"] == "invalid_json"
+    assert stored(config) == ([], [])
+
+
+async def test_json_that_is_not_a_webhook_is_422(
+    provider: Provider, config: dict[str, Any]
+) -> None:
+    for document in (
+        [],
+        {"session": {"id": "ps_1"}},
+        {"type": "action_required"},
+        {"type": "action_required", "session": {}},
+        {"type": "action_required", "session": {"id": 42}},
+        "text",
+    ):
+        response = await provider.send(json.dumps(document).encode())
+        assert response.status_code == 422, document
+        body = await response.get_json()
+        assert body["error"]["code"] == "not_a_webhook"
+    assert stored(config) == ([], [])
+
+
+async def test_body_over_the_limit_is_413(provider: Provider, config: dict[str, Any]) -> None:
+    payload = webhook("action_required", padding="x" * (64 * 1024))
+    response = await provider.send(payload)
+    assert response.status_code == 413
+    assert (await response.get_json())["error"]["code"] == "body_too_large"
+    assert stored(config) == ([], [])
+
+
+async def test_the_body_limit_is_configurable(configured: Configured) -> None:
+    async with configured(WEBHOOK_MAX_BYTES="2048") as bridge:
+        small = await bridge.provider.send(webhook("action_required", padding="x" * 1000))
+        large = await bridge.provider.send(webhook("action_required", padding="x" * 2048))
+    assert (small.status_code, large.status_code) == (200, 413)
+
+
+async def test_any_of_several_rotated_keys_verifies(
+    configured: Configured, provider_key: rsa.RSAPrivateKey
+) -> None:
+    old = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    async with configured(SG_PUBLIC_KEY=public_pem(old) + public_pem(provider_key)) as bridge:
+        for number, key in enumerate((old, provider_key)):
+            sender = Provider(bridge.client, key)
+            response = await sender.send(webhook("action_required", f"ps_{number}"))
+            assert response.status_code == 200
+
+
+async def test_a_refused_bank_url_is_still_stored_and_answered_200(
+    provider: Provider, partner: Partner
+) -> None:
+    from .payloads import redirect
+
+    response = await provider.send(
+        webhook("action_required", interaction=redirect(url="http://acs.bank.test/", base_url=None))
+    )
+    assert response.status_code == 200
+    assert (await (await partner.session()).get_json())["status"] == "action_required"
+
+
+async def test_webhooks_are_counted_in_metrics(provider: Provider, client: Any) -> None:
+    await provider.deliver("action_required")
+    await provider.send(webhook("action_required"), signature="AAAA")
+    text = await (await client.get("/metrics")).get_data(as_text=True)
+    assert 'bridge_webhooks_total{outcome="accepted",type="action_required"} 1.0' in text
+    assert 'bridge_webhooks_total{outcome="invalid_signature",type="none"} 1.0' in text
+    assert 'bridge_status_transitions_total{status="action_required"} 1.0' in text
