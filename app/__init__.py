@@ -18,15 +18,18 @@ ROOT = Path(__file__).resolve().parent.parent
 __version__ = "0.1.0"
 
 
-def create_app(config: Mapping[str, Any] | None = None) -> Quart:
-    """Build the app: defaults, then ``BRIDGE_*`` environment variables, then ``config``.
+def create_app(
+    config: Mapping[str, Any] | None = None, *, environ: Mapping[str, str] | None = None
+) -> Quart:
+    """Build the app: defaults, then ``BRIDGE_*`` variables of ``environ``, then ``config``.
 
-    ``config`` takes the same names with or without the prefix; ``CLOCK`` (a function returning
-    Unix seconds) replaces the wall clock, for tests. Raises :class:`app.config.ConfigError`.
+    ``environ`` is the process environment unless given (the demo passes ``{}``). ``config``
+    takes the same names with or without the prefix; ``CLOCK`` (a function returning Unix
+    seconds) replaces the wall clock, for tests. Raises :class:`app.config.ConfigError`.
     """
     overrides = dict(config or {})
     clock = overrides.pop("CLOCK", time.time)
-    settings = load_settings(overrides=overrides)
+    settings = load_settings(environ, overrides)
 
     app = Quart(__name__, template_folder=ROOT / "templates", static_folder=ROOT / "static")
     app.config["MAX_CONTENT_LENGTH"] = settings.webhook_max_bytes

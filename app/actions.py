@@ -17,7 +17,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .provider import field_text
 
-_CONTROL = {chr(code) for code in range(0x21)} | {"\x7f"}
+# Browsers read a backslash as a slash in http(s) URLs, so a host could differ from ours.
+_REFUSED_CHARACTERS = {chr(code) for code in range(0x21)} | {"\x7f", "\\"}
 
 
 class RefusedActionError(ValueError):
@@ -84,11 +85,12 @@ def _target_url(redirect: Mapping[str, Any]) -> str:
 
 
 def _checked_url(url: str, *, allow_http: bool) -> Any:
-    if any(character in _CONTROL for character in url):
-        raise RefusedActionError("the URL holds spaces or control characters")
+    if any(character in _REFUSED_CHARACTERS for character in url):
+        raise RefusedActionError("the URL holds spaces, backslashes or control characters")
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises on a bad port
+        if parts.port == 0:
+            raise ValueError("port 0")
     except ValueError:
         raise RefusedActionError("the URL cannot be parsed") from None
     allowed = ("https", "http") if allow_http else ("https",)

@@ -11,7 +11,8 @@ Three exceptions keep every delivery order converging on the provider's truth:
 - ``error`` is the provider's non-final error state: a later ``succeeded``, ``failed`` or
   ``canceled`` replaces it.
 - ``refunded`` proves the payment succeeded, so it is taken from any status but ``failed`` and a
-  provider's ``canceled``, even when the refund overtakes ``payment_finished``.
+  provider's ``canceled``, even when the refund overtakes ``payment_finished``; a chargeback
+  marks a refunded session whichever refund came first.
 """
 
 from __future__ import annotations
@@ -147,7 +148,9 @@ def may_move(current: Session, target: Target) -> bool:
     if current.timed_out:
         return status.is_final
     if status is current.status:
-        return status is Status.ACTION_REQUIRED
+        # A new action replaces the old one; a chargeback is news about a refund.
+        chargeback = target.reason == CHARGEBACK != current.reason
+        return status is Status.ACTION_REQUIRED or (status is Status.REFUNDED and chargeback)
     if status is Status.REFUNDED:
         return current.status not in (Status.FAILED, Status.CANCELED)
     if current.status is Status.ERROR:

@@ -27,7 +27,9 @@ def redirect(
     return {"type": "redirect", "redirect": instruction}
 
 
-def inform(content: str = "https://qr.nspk.test/AS1000670LSS7DN18SJQDNP4B05KLJL2") -> dict[str, Any]:
+def inform(
+    content: str = "https://qr.nspk.test/AS1000670LSS7DN18SJQDNP4B05KLJL2",
+) -> dict[str, Any]:
     return {"type": "inform", "inform": {"qr": {"content": content, "img": None}}}
 
 

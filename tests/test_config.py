@@ -129,3 +129,17 @@ def test_serve_refuses_to_start_with_one_clear_line(environ: dict[str, str], mis
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
     assert missing in lines[0]
+
+
+def test_create_app_reads_the_environment_unless_given_one(
+    environ: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app import create_app
+
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("BRIDGE_RETURN_URL", "https://shop.test/from-env")
+    from_process = create_app().extensions["bridge"].settings
+    assert from_process.return_url == "https://shop.test/from-env"
+    given = create_app(dict(environ), environ={}).extensions["bridge"].settings
+    assert given.return_url is None
