@@ -15,27 +15,30 @@
   }
 
   // The bank form goes once per tab: Back, or a reload after the bank, shows a button instead
-  // of posting the old form again.
+  // of posting the old form again. Returns whether the page is on its way to the bank.
   function submitOnce(form) {
     var key = "redirect-bridge:sent:" + page.action_id;
     var sent = false;
     try { sent = window.sessionStorage.getItem(key) === "1"; } catch (ignored) { /* storage blocked */ }
-    if (sent) { document.getElementById("bank-again").hidden = false; return; }
+    if (sent) { document.getElementById("bank-again").hidden = false; return false; }
     try { window.sessionStorage.setItem(key, "1"); } catch (ignored) { /* storage blocked */ }
     // Through the prototype: a field named "submit" shadows form.submit.
     HTMLFormElement.prototype.submit.call(form);
+    return true;
   }
 
-  // Follow the status API (long-poll) and move on as soon as the answer changes: a 200 to a
-  // request that sent its ETag is a change; so is a first answer whose status is not the page's.
+  // Follow the status API and move on as soon as the answer changes. The first request does
+  // not wait: the status may have moved since this page was made. After that, long-poll with
+  // the ETag, so a 200 always means a change.
   function follow() {
     var etag = null;
     var pause = 1000;
     function moveOn() { window.location.replace(page.next_url); }
     function retry() { window.setTimeout(poll, pause); pause = Math.min(pause * 2, 30000); }
     function poll() {
+      var url = etag ? page.status_url + "?wait=25" : page.status_url;
       var headers = etag ? { "If-None-Match": etag } : {};
-      fetch(page.status_url + "?wait=25", { headers: headers, cache: "no-store", credentials: "omit" })
+      fetch(url, { headers: headers, cache: "no-store", credentials: "omit" })
         .then(function (response) {
           if (response.status === 304) { pause = 1000; poll(); return; }
           if (response.status !== 200) { if (response.status === 404) { moveOn(); } else { retry(); } return; }
@@ -53,11 +56,12 @@
 
   notify();
   var form = document.getElementById("bank-form");
+  var leaving = false;
   if (form) {
-    submitOnce(form);
+    leaving = submitOnce(form);
     window.addEventListener("pageshow", function (event) {
-      if (event.persisted) { document.getElementById("bank-again").hidden = false; }
+      if (event.persisted) { document.getElementById("bank-again").hidden = false; follow(); }
     });
   }
-  if (!page.final) { follow(); }
+  if (!page.final && !leaving) { follow(); }
 }());

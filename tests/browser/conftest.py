@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, sync_playwright
+
+from .harness import Bank, Bridge, ServerThread, start_bridge
+
+CHROMIUM = "/usr/bin/chromium"
+# As root, without a sandbox, and never reaching out to the network this machine does not have.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[ServerThread]:
+    thread = ServerThread()
+    yield thread
+    thread.stop()
+
+
+@pytest.fixture(scope="session")
+def bank_server(servers: ServerThread) -> Bank:
+    bank = Bank()
+    bank.url = servers.serve(bank.app())
+    return bank
+
+
+@pytest.fixture
+def bank(bank_server: Bank) -> Bank:
+    bank_server.arrivals.clear()
+    return bank_server
+
+
+@pytest.fixture(scope="session")
+def bridge_factory(
+    servers: ServerThread, provider_key: rsa.RSAPrivateKey, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[..., Bridge]:
+    """Bridges by settings, started once each for the whole run."""
+    started: dict[tuple[tuple[str, str], ...], Bridge] = {}
+
+    def bridge(**settings: Any) -> Bridge:
+        key = tuple(sorted((name, str(value)) for name, value in settings.items()))
+        if key not in started:
+            database = tmp_path_factory.mktemp("bridge") / "bridge.sqlite3"
+            started[key] = start_bridge(servers, provider_key, str(database), **settings)
+        return started[key]
+
+    return bridge
+
+
+@pytest.fixture
+def bridge(bridge_factory: Callable[..., Bridge]) -> Bridge:
+    return bridge_factory()
+
+
+@pytest.fixture
+def session_id() -> str:
+    return f"ps_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+class Console:
+    """Every console message and page error, with the URL of the page that had it."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, str, str]] = []
+        self.expected: list[str] = []
+
+    def watch(self, page: Page) -> None:
+        page.on("console", lambda message: self._message(message))
+        page.on("pageerror", lambda error: self.messages.append(("pageerror", str(error), "")))
+
+    def _message(self, message: ConsoleMessage) -> None:
+        self.messages.append((message.type, message.text, message.location.get("url", "")))
+
+    def expect_status(self, status: int) -> None:
+        """Chromium logs a page answered with 4xx or 5xx as an error: expected for this one."""
+        self.expected.append(f"the server responded with a status of {status} ")
+
+    def problems(self) -> list[tuple[str, str, str]]:
+        return [
+            entry
+            for entry in self.messages
+            if entry[0] in ("error", "warning", "pageerror")
+            and not any(expected in entry[1] for expected in self.expected)
+        ]
+
+
+@pytest.fixture
+def console() -> Console:
+    return Console()
+
+
+@pytest.fixture
+def context(browser: Browser, console: Console) -> Iterator[BrowserContext]:
+    context = browser.new_context(viewport={"width": 390, "height": 800})
+    context.on("page", console.watch)
+    yield context
+    context.close()
+
+
+@pytest.fixture
+def page(context: BrowserContext, console: Console) -> Iterator[Page]:
+    """A customer's tab. The test fails if any page logged an error, a CSP violation included."""
+    tab = context.new_page()
+    yield tab
+    assert console.problems() == []
+
+
+@pytest.fixture(scope="session")
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where page screenshots go: ``scripts/screenshots`` points this at docs/screenshots."""
+    folder = os.environ.get("BRIDGE_SCREENSHOTS")
+    return Path(folder) if folder else tmp_path_factory.mktemp("screenshots")

@@ -1,0 +1,175 @@
+"""Real servers on loopback for browser tests: the bridge, a fake bank, a partner's page.
+
+Servers run under uvicorn in one background thread with its own event loop; tests talk to them
+over real HTTP and drive Debian's Chromium through Playwright's sync API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+import uvicorn
+from cryptography.hazmat.primitives.asymmetric import rsa
+from quart import Quart, Response, request
+
+from app import create_app
+from app.signature import sign
+
+from ..conftest import public_pem
+
+
+class ServerThread:
+    """One event loop in a thread, serving any number of ASGI apps on loopback ports."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        self._running: list[tuple[uvicorn.Server, Future[None]]] = []
+
+    def serve(self, app: Any) -> str:
+        """Serve ``app`` on a free loopback port; its base URL once it accepts connections."""
+        sock = socket.create_server(("127.0.0.1", 0))
+        # uvicorn leaves signals alone outside the main thread.
+        config = uvicorn.Config(app, lifespan="on", log_config=None, access_log=False, ws="none")
+        server = uvicorn.Server(config)
+        future = asyncio.run_coroutine_threadsafe(server.serve(sockets=[sock]), self.loop)
+        self._running.append((server, future))
+        wait_until(lambda: server.started or future.done())
+        future.done() and future.result()  # a server that failed to start raises here
+        host, port = sock.getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    def stop(self) -> None:
+        for server, _ in self._running:
+            server.should_exit = True
+        for _, future in self._running:
+            future.result(timeout=10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=5)
+        self.loop.close()
+
+
+# --- the fake bank ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """One request as the bank received it."""
+
+    method: str
+    path: str
+    query: str
+    body: bytes
+    fields: list[tuple[str, str]]
+
+
+@dataclass
+class Bank:
+    """Records exactly what arrives, and offers a button back to ``TermUrl``."""
+
+    arrivals: list[Arrival] = field(default_factory=list)
+    url: str = ""
+
+    def app(self) -> Quart:
+        bank = Quart(__name__)
+
+        @bank.route("/favicon.ico")
+        async def favicon() -> Response:
+            return Response(b"", status=204)
+
+        @bank.route("/<path:path>", methods=["GET", "POST"])
+        async def acs(path: str) -> Response:
+            body = await request.get_data()
+            query = request.query_string.decode("ascii")
+            raw = body.decode() if request.method == "POST" else query
+            fields = parse_qsl(raw, keep_blank_values=True)
+            self.arrivals.append(Arrival(request.method, "/" + path, query, body, fields))
+            back = dict(fields).get("TermUrl", "")
+            page = (
+                "<!doctype html><html lang=en><head><meta charset=utf-8><title>Bank</title>"
+                "</head><body><h1>Bank challenge</h1>"
+                f"<form method=post action='{_attribute(back)}'>"
+                "<input type=hidden name=PaRes value=bank-answer>"
+                "<button type=submit id=complete>Complete</button></form></body></html>"
+            )
+            return Response(page, content_type="text/html; charset=utf-8")
+
+        return bank
+
+    def posts(self) -> list[Arrival]:
+        return [arrival for arrival in self.arrivals if arrival.path != "/favicon.ico"]
+
+
+def _attribute(value: str) -> str:
+    return value.replace("&", "&amp;").replace("'", "&#39;").replace("<", "&lt;")
+
+
+# --- the bridge and the parties that talk to it ---------------------------------------------------
+
+
+@dataclass
+class Bridge:
+    url: str
+    key: rsa.RSAPrivateKey
+    api_key: str
+
+    def token(self, session_id: str) -> dict[str, Any]:
+        request_ = urllib.request.Request(
+            f"{self.url}/api/v1/sessions/{session_id}/tokens",
+            method="POST",
+            headers={"Authorization": f"Bearer {self.api_key}"},
+        )
+        with urllib.request.urlopen(request_, timeout=10) as answer:
+            return json.loads(answer.read())
+
+    def send(self, payload: dict[str, Any]) -> dict[str, Any]:
+        body = json.dumps(payload).encode()
+        request_ = urllib.request.Request(
+            f"{self.url}/webhooks/smart-glocal",
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json", "X-PARTNER-SIGN": sign(self.key, body)},
+        )
+        with urllib.request.urlopen(request_, timeout=10) as answer:
+            return json.loads(answer.read())
+
+    def status(self, token: str) -> dict[str, Any]:
+        with urllib.request.urlopen(f"{self.url}/api/v1/status/{token}", timeout=10) as answer:
+            return json.loads(answer.read())
+
+
+def start_bridge(
+    servers: ServerThread, key: rsa.RSAPrivateKey, database: str, **settings: Any
+) -> Bridge:
+    """A bridge on its own port. Its public URL is only known once served, so links come from
+    the request (the Host header is the loopback address the browser used)."""
+    api_key = "browser-test-partner-key"
+    config = {
+        "SECRET_KEY": "browser-test-secret-0123456789",
+        "SG_PUBLIC_KEY": public_pem(key),
+        "API_KEYS": [api_key],
+        "DATABASE_URL": f"sqlite:///{database}",
+        "ALLOW_INSECURE_ACS": True,
+        **settings,
+    }
+    url = servers.serve(create_app(config, environ={}))
+    return Bridge(url, key, api_key)
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("the condition did not come true in time")
+        time.sleep(0.02)
