@@ -10,7 +10,7 @@ from typing import Any
 from quart import Quart
 from quart_schema import QuartSchema
 
-from . import api, errors, metrics, ops, pages, webhooks
+from . import api, errors, metrics, ops, pages, status, webhooks
 from .bridge import Bridge
 from .config import load_settings
 
@@ -47,6 +47,7 @@ def create_app(
     pages.init_app(app)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(status.bp)
     app.register_blueprint(ops.bp)
     app.before_serving(bridge.start)
     app.after_serving(bridge.stop)

@@ -21,4 +21,4 @@ def pay_url(token: str) -> str:
 
 
 def status_url(token: str) -> str:
-    return external_url("api.status", token=token)
+    return external_url("status.status", token=token)

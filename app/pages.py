@@ -93,7 +93,7 @@ def _script_settings(token: str, session: Session) -> dict[str, Any]:
         "status": session.status.value,
         "final": session.status.is_final,
         # Same-origin paths: the page's CSP allows 'self', whatever BRIDGE_PUBLIC_URL says.
-        "status_url": url_for("api.status", token=token),
+        "status_url": url_for("status.status", token=token),
         "next_url": url_for("pages.pay", token=token),
         "action_id": f"{session.id}:{session.action_received_at}",
         "origins": [origin for origin in bridge().settings.frame_ancestors if "*" not in origin],

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Literal
 
-from pydantic import BaseModel
 from quart import Blueprint, request
 from quart_schema import document_response
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -14,14 +12,11 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from .bridge import bridge
 from .errors import APIError, ErrorAnswer
 from .provider import MalformedWebhookError, parse_webhook
+from .schemas import WebhookAnswer
 from .signature import HEADER, verify
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhooks", __name__)
-
-
-class WebhookAnswer(BaseModel):
-    status: Literal["accepted", "duplicate"]
 
 
 @bp.post("/webhooks/smart-glocal")

@@ -329,3 +329,35 @@ async def test_unknown_api_paths_answer_json_errors(client: Any) -> None:
     response = await client.get("/webhooks/smart-glocal")
     assert response.status_code == 405
     assert (await response.get_json())["error"]["code"] == "method_not_allowed"
+
+
+async def test_the_status_api_answers_any_origin_and_exposes_its_etag(
+    partner: Partner, client: Any
+) -> None:
+    token = await partner.token()
+    origin = {"Origin": "https://shop.test"}
+    preflight = await client.options(
+        f"/api/v1/status/{token}",
+        headers={
+            **origin,
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "if-none-match",
+        },
+    )
+    assert preflight.headers["Access-Control-Allow-Origin"] == "*"
+    assert "if-none-match" in preflight.headers["Access-Control-Allow-Headers"].lower()
+    answer = await client.get(f"/api/v1/status/{token}", headers=origin)
+    assert answer.headers["Access-Control-Allow-Origin"] == "*"
+    assert "etag" in answer.headers["Access-Control-Expose-Headers"].lower()
+    missing = await client.get("/api/v1/status/bad-token", headers=origin)
+    assert missing.status_code == 404
+    assert missing.headers["Access-Control-Allow-Origin"] == "*"
+
+
+async def test_partner_endpoints_do_not_answer_browsers_of_other_origins(
+    partner: Partner, client: Any
+) -> None:
+    response = await client.get(
+        "/api/v1/sessions/ps_1", headers={**partner.headers, "Origin": "https://shop.test"}
+    )
+    assert "Access-Control-Allow-Origin" not in response.headers
