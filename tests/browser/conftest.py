@@ -72,8 +72,10 @@ def session_id() -> str:
     return f"ps_{uuid.uuid4().hex[:12]}"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
+    # Package scope: Playwright's sync API runs an event loop of its own, which must be gone
+    # before the asyncio tests outside this folder start.
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium

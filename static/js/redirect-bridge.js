@@ -1,0 +1,171 @@
+/*
+ * Redirect Bridge embedding script: runs the bank step (3-D Secure) from a partner's checkout
+ * page in an iframe, a popup or a full redirect, and reports the outcome. No dependencies, no
+ * build step. See the README's "Embedding" section.
+ *
+ *   var flow = RedirectBridge.start({
+ *     statusUrl: "https://bridge.example/api/v1/status/TOKEN",  // from the token answer
+ *     mode: "iframe",                     // "iframe" | "popup" | "redirect"
+ *     container: document.getElementById("bank-step"),          // iframe mode
+ *     size: "500x600",                    // "250x400" | "390x400" | "500x600" | "600x400" | "full"
+ *     onStatus: function (answer) {},     // every change: {status, reason, action_url, updated_at}
+ *     onComplete: function (answer) {},   // once, with the final answer; the step is cleaned up
+ *     onError: function (error) {}        // {code, message}: "not_found", "popup_closed"
+ *   });
+ *   flow.stop();                          // stop following and clean up
+ *
+ * Call start() from the customer's click: browsers only allow a popup opened by a user gesture
+ * (a blocked popup falls back to a full redirect).
+ */
+(function (global) {
+  "use strict";
+
+  var SIZES = {
+    "250x400": [250, 400],
+    "390x400": [390, 400],
+    "500x600": [500, 600],
+    "600x400": [600, 400]
+  };
+  var FINAL = { succeeded: true, failed: true, canceled: true, error: true, refunded: true };
+  var STATUS_PATH = "/api/v1/status/";
+
+  function parseStatusUrl(statusUrl) {
+    var url = new URL(statusUrl, global.location.href);
+    var at = url.pathname.lastIndexOf(STATUS_PATH);
+    if (at < 0) { throw new Error("RedirectBridge: statusUrl must end in " + STATUS_PATH + "{token}"); }
+    var token = url.pathname.slice(at + STATUS_PATH.length);
+    var base = url.origin + url.pathname.slice(0, at);
+    return {
+      origin: url.origin,
+      statusUrl: base + STATUS_PATH + token,
+      payUrl: base + "/pay/" + token
+    };
+  }
+
+  function makeFrame(payUrl, size, container) {
+    var frame = document.createElement("iframe");
+    frame.src = payUrl;
+    frame.title = "Payment confirmation with your bank";
+    frame.setAttribute("data-redirect-bridge", "");
+    frame.style.border = "0";
+    if (size === "full") {
+      frame.style.cssText += "position:fixed;inset:0;width:100%;height:100%;z-index:2147483647;background:#fff";
+      document.body.appendChild(frame);
+    } else {
+      var box = SIZES[size] || SIZES["500x600"];
+      frame.width = String(box[0]);
+      frame.height = String(box[1]);
+      (container || document.body).appendChild(frame);
+    }
+    return frame;
+  }
+
+  function start(options) {
+    if (!options || !options.statusUrl) { throw new Error("RedirectBridge: statusUrl is required"); }
+    var bridge = parseStatusUrl(options.statusUrl);
+    var mode = options.mode || "iframe";
+    var noop = function () {};
+    var onStatus = options.onStatus || noop;
+    var onComplete = options.onComplete || noop;
+    var onError = options.onError || noop;
+    var frame = null;
+    var popup = null;
+    var stopped = false;
+    var last = null;
+    var etag = null;
+    var pause = 1000;
+    var pending = null;
+    var watchPopup = null;
+
+    function cleanUp() {
+      stopped = true;
+      global.removeEventListener("message", onMessage);
+      if (pending) { pending.abort(); }
+      if (watchPopup) { global.clearInterval(watchPopup); }
+      if (frame && frame.parentNode) { frame.parentNode.removeChild(frame); }
+      if (popup && !popup.closed) { popup.close(); }
+    }
+
+    function seen(answer) {
+      if (last === null || answer.status !== last.status || answer.reason !== last.reason) {
+        last = answer;
+        onStatus(answer);
+      }
+      if (FINAL[answer.status]) {
+        cleanUp();
+        onComplete(answer);
+      }
+    }
+
+    // The status API is the truth; it is followed with long-polls until the outcome is final.
+    function poll(waitForChange) {
+      if (stopped) { return; }
+      if (pending) { pending.abort(); }
+      pending = new AbortController();
+      var url = bridge.statusUrl + (waitForChange && etag ? "?wait=25" : "");
+      var headers = waitForChange && etag ? { "If-None-Match": etag } : {};
+      fetch(url, { headers: headers, cache: "no-store", credentials: "omit", signal: pending.signal })
+        .then(function (response) {
+          if (response.status === 304) { pause = 1000; poll(true); return; }
+          if (response.status === 404) {
+            cleanUp();
+            onError({ code: "not_found", message: "the token is unknown or has expired" });
+            return;
+          }
+          if (!response.ok) { throw new Error("status " + response.status); }
+          etag = response.headers.get("ETag");
+          return response.json().then(function (answer) {
+            pause = 1000;
+            seen(answer);
+            poll(true);
+          });
+        })
+        .catch(function (error) {
+          if (stopped || (error && error.name === "AbortError")) { return; }
+          global.setTimeout(function () { poll(true); }, pause);
+          pause = Math.min(pause * 2, 30000);
+        });
+    }
+
+    // A message from the bridge's pages only says "look now"; its content is not trusted.
+    function onMessage(event) {
+      if (event.origin !== bridge.origin) { return; }
+      var source = frame ? frame.contentWindow : popup;
+      if (source && event.source !== source) { return; }
+      var data = event.data;
+      if (data && data.source === "redirect-bridge" && data.type === "status") { poll(false); }
+    }
+
+    global.addEventListener("message", onMessage);
+    if (mode === "iframe") {
+      frame = makeFrame(bridge.payUrl, options.size || "500x600", options.container);
+    } else if (mode === "popup") {
+      var box = SIZES[options.size] || SIZES["500x600"];
+      popup = global.open(bridge.payUrl, "redirect-bridge", "popup,width=" + box[0] + ",height=" + box[1]);
+      if (!popup) {
+        mode = "redirect";  // blocked: the whole page goes instead
+      } else {
+        watchPopup = global.setInterval(function () {
+          if (popup.closed && !stopped) {
+            global.clearInterval(watchPopup);
+            watchPopup = null;
+            onError({ code: "popup_closed", message: "the customer closed the bank window" });
+            poll(false);
+          }
+        }, 500);
+      }
+    }
+    if (mode === "redirect") {
+      global.location.assign(bridge.payUrl);
+    } else {
+      poll(false);
+    }
+
+    return {
+      get mode() { return mode; },
+      stop: cleanUp
+    };
+  }
+
+  global.RedirectBridge = { start: start, version: "1" };
+}(window));
