@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import re
 from collections.abc import Awaitable, Callable
 from functools import wraps
 from typing import Any, TypeVar
@@ -15,11 +14,11 @@ from . import lifecycle
 from .bridge import bridge
 from .errors import APIError, ErrorAnswer
 from .links import external_url, pay_url, status_url
+from .provider import is_session_id
 from .schemas import ActionAnswer, PaymentAnswer, SessionAnswer, TokenAnswer, iso
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1/sessions")
 
-SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 
@@ -46,8 +45,10 @@ def partner_only(view: F) -> F:
 @document_response(ErrorAnswer, 422)
 async def create_token(session_id: str) -> tuple[TokenAnswer, int]:
     """Mint a customer token for a session; works before any webhook has arrived."""
-    if not SESSION_ID.fullmatch(session_id):
-        raise APIError(422, "invalid_session_id", "a session id is 1-128 letters, digits, _.:-")
+    if not is_session_id(session_id):
+        raise APIError(
+            422, "invalid_session_id", "a session id is 1-256 printable characters, no spaces"
+        )
     minted = await bridge().mint_token(session_id)
     answer = TokenAnswer(
         token=minted.token,

@@ -66,13 +66,13 @@ class Bridge:
             type=webhook.type,
             received_at=received_at,
         )
+        timeout = self.settings.action_timeout
         changed = await self.store.record_webhook(
             delivery,
-            lambda session: lifecycle.apply(
-                session,
-                webhook,
-                received_at=received_at,
-                action_timeout=self.settings.action_timeout,
+            # Any signed webhook makes its session known, even one that moves nothing.
+            lambda session: (
+                lifecycle.apply(session, webhook, received_at=received_at, action_timeout=timeout)
+                or lifecycle.new_session(webhook.session_id, received_at)
             ),
         )
         self.metrics.webhook(webhook.type, "duplicate" if changed.duplicate else "accepted")

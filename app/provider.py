@@ -7,6 +7,7 @@ Both API shapes are read: v1 lists payments under ``acquiring_payments``, v2 und
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,8 @@ WEBHOOK_TYPES = frozenset(
     }
 )
 _PAYMENT_LISTS = ("payment_list", "acquiring_payments")
+# Printable, no white space, no "/" (ids travel as one URL path segment), at most 256 characters.
+_SESSION_ID = re.compile(r"[^\s/\x00-\x1f\x7f]{1,256}")
 
 
 class MalformedWebhookError(ValueError):
@@ -78,8 +81,10 @@ def parse_webhook(document: Any) -> Webhook:
     if not isinstance(session, dict):
         raise MalformedWebhookError("the webhook has no session object")
     session_id = session.get("id")
-    if not isinstance(session_id, str) or not session_id or len(session_id) > 256:
-        raise MalformedWebhookError("the webhook's session has no id")
+    if not isinstance(session_id, str) or not is_session_id(session_id):
+        raise MalformedWebhookError("the webhook's session has no usable id")
+    if not _is_text(document):
+        raise MalformedWebhookError("the JSON holds a lone surrogate escape, which is not text")
     status = session.get("status")
     return Webhook(
         type=kind,
@@ -87,6 +92,21 @@ def parse_webhook(document: Any) -> Webhook:
         session_status=status if isinstance(status, str) else None,
         payments=tuple(_payment(item) for item in _payment_items(session)),
     )
+
+
+def is_session_id(text: str) -> bool:
+    """Whether ``text`` can be a session id here: what the provider's ids and URLs can carry."""
+    return _SESSION_ID.fullmatch(text) is not None
+
+
+def _is_text(document: Any) -> bool:
+    """JSON may escape half a surrogate pair (``"\\ud800"``); such a string cannot be stored or
+    shown, so the whole document is refused rather than failing later."""
+    try:
+        json.dumps(document, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _payment_items(session: Mapping[str, Any]) -> list[Mapping[str, Any]]:

@@ -38,6 +38,8 @@ async def receive() -> tuple[dict[str, str], int]:
         document = json.loads(body)
     except ValueError:
         raise _refused(400, "invalid_json", "the body is not JSON") from None
+    except RecursionError:
+        raise _refused(400, "invalid_json", "the JSON is nested too deeply") from None
     try:
         webhook = parse_webhook(document)
     except MalformedWebhookError as error:

@@ -69,7 +69,7 @@ async def test_without_configured_api_keys_partner_endpoints_answer_401(
 
 
 async def test_a_bad_session_id_is_422(partner: Partner, client: Any) -> None:
-    response = await client.post(f"/api/v1/sessions/{'x' * 200}/tokens", headers=partner.headers)
+    response = await client.post(f"/api/v1/sessions/{'x' * 257}/tokens", headers=partner.headers)
     assert response.status_code == 422
     assert (await response.get_json())["error"]["code"] == "invalid_session_id"
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 from app.lifecycle import Session, Status, new_session
@@ -13,7 +14,7 @@ def delivery(body: bytes, session_id: str = "ps_1") -> Delivery:
     return Delivery(hashlib.sha256(body).digest(), body, session_id, "action_required", 10.0)
 
 
-def moved(status: Status):  # noqa: ANN201 - a store update function
+def moved(status: Status) -> Callable[[Session | None], Session]:
     def update(session: Session | None) -> Session:
         return Session(id="ps_1", status=status, created_at=1.0, updated_at=2.0)
 
@@ -99,3 +100,31 @@ async def test_changes_wake_watchers_only_when_something_changed(tmp_path: Path)
         await asyncio.wait_for(changed, timeout=1)
     assert store.changes.waiting == 0
     await store.close()
+
+
+async def test_a_cancelled_writer_still_commits_and_wakes_its_watchers(tmp_path: Path) -> None:
+    import asyncio
+
+    store = open_store(f"sqlite:///{tmp_path}/bridge.sqlite3")
+    await store.open()
+    with store.changes.watch("ps_1") as changed:
+        writer = asyncio.create_task(
+            store.record_webhook(delivery(b"hung up"), moved(Status.ACTION_REQUIRED))
+        )
+        await asyncio.sleep(0)  # the write has started
+        writer.cancel()
+        await asyncio.wait_for(changed, timeout=2)
+    session = await store.get_session("ps_1")
+    await store.close()
+    assert session is not None and session.status is Status.ACTION_REQUIRED
+
+
+async def test_commits_are_synchronous_full(tmp_path: Path) -> None:
+    from app.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(str(tmp_path / "bridge.sqlite3"))
+    await store.open()
+    async with store._write().execute("PRAGMA synchronous") as cursor:
+        level = await cursor.fetchone()
+    await store.close()
+    assert level == (2,)  # FULL: the WAL is synced on every commit

@@ -5,6 +5,7 @@ import json
 import sqlite3
 from typing import Any
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from app.signature import sign
@@ -85,7 +86,7 @@ async def test_unknown_types_and_fields_are_stored_and_answered_200(
     assert await response.get_json() == {"status": "accepted"}
     log, sessions = stored(config)
     assert [(row[0], row[1]) for row in log] == [("ps_9", "payout_finished")]
-    assert sessions == []
+    assert sessions == [("ps_9", "pending", None)]
 
 
 async def test_missing_signature_is_401_and_stores_nothing(
@@ -206,3 +207,58 @@ async def test_webhooks_are_counted_in_metrics(provider: Provider, client: Any) 
     assert 'bridge_webhooks_total{outcome="accepted",type="action_required"} 1.0' in text
     assert 'bridge_webhooks_total{outcome="invalid_signature",type="none"} 1.0' in text
     assert 'bridge_status_transitions_total{status="action_required"} 1.0' in text
+
+
+async def test_a_lone_surrogate_anywhere_is_422_and_stores_nothing(
+    provider: Provider, config: dict[str, Any]
+) -> None:
+    template = json.dumps(webhook("action_required", "ps_SURROGATE"))
+    for target in ('"ps_SURROGATE"', '"action_required"', '"abc75daefnn"'):
+        body = template.replace(target, target[:-1] + '\\ud800"').encode()
+        response = await provider.send(body)
+        assert response.status_code == 422, target
+        assert (await response.get_json())["error"]["code"] == "not_a_webhook"
+    assert stored(config) == ([], [])
+
+
+async def test_json_nested_too_deeply_is_400(provider: Provider) -> None:
+    response = await provider.send(b"[" * 30000 + b"]" * 30000)
+    assert response.status_code == 400
+    assert (await response.get_json())["error"]["message"] == "the JSON is nested too deeply"
+
+
+async def test_every_webhook_makes_its_session_known(provider: Provider, partner: Partner) -> None:
+    await provider.deliver("payout_finished", "ps_unknown_kind")
+    answer = await (await partner.session("ps_unknown_kind")).get_json()
+    assert answer["status"] == "pending"
+
+
+@pytest.mark.parametrize(
+    ("kind", "fields", "status", "reason"),
+    [
+        ("ready_to_confirm", {}, "in_progress", None),
+        ("ready_to_capture", {}, "in_progress", None),
+        ("payment_finished", {"session_status": "accepted"}, "succeeded", None),
+        ("payment_finished", {"session_status": "cancelled"}, "canceled", None),
+        (
+            "payment_finished",
+            {"payment_status": "failed", "error_code": "no_funds"},
+            "failed",
+            "no_funds",
+        ),
+        ("payment_finished", {"session_status": "error", "error_code": "x"}, "error", "x"),
+        ("payment_refunded", {}, "refunded", None),
+    ],
+)
+async def test_each_webhook_type_moves_the_session_as_the_contract_maps_it(
+    provider: Provider,
+    partner: Partner,
+    kind: str,
+    fields: dict[str, Any],
+    status: str,
+    reason: str | None,
+) -> None:
+    await provider.deliver("action_required")
+    await provider.deliver(kind, **fields)
+    answer = await (await partner.session()).get_json()
+    assert (answer["status"], answer["reason"]) == (status, reason)

@@ -6,14 +6,11 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
 
 import aiosqlite
 
 from ..lifecycle import Session, Status
 from . import SESSION_COLUMNS, Changed, Delivery, Store, Update, session_from_row, session_row
-
-T = TypeVar("T")
 
 # aiosqlite logs every statement with its parameters at DEBUG: webhook bodies, PaReq and MD
 # included. Those must never reach a log, whatever level an operator picks.
@@ -98,10 +95,11 @@ class SQLiteStore(Store):
             raise
 
     async def close(self) -> None:
-        for connection in (self._reader, self._writer):
-            if connection is not None:
-                await connection.close()
-        self._reader = self._writer = None
+        async with self._write_lock:  # let a transaction under way finish first
+            for connection in (self._reader, self._writer):
+                if connection is not None:
+                    await connection.close()
+            self._reader = self._writer = None
 
     async def ping(self) -> None:
         async with self._read().execute("SELECT 1") as cursor:
@@ -125,16 +123,10 @@ class SQLiteStore(Store):
                 return Changed(before=session, after=session, duplicate=True)
             return await self._change(db, delivery.session_id, update)
 
-        changed = await self._transaction(work)
-        if changed.after != changed.before:
-            self.changes.publish(delivery.session_id)
-        return changed
+        return await self._transaction(delivery.session_id, work)
 
     async def update_session(self, session_id: str, update: Update) -> Changed:
-        changed = await self._transaction(lambda db: self._change(db, session_id, update))
-        if changed.after != changed.before:
-            self.changes.publish(session_id)
-        return changed
+        return await self._transaction(session_id, lambda db: self._change(db, session_id, update))
 
     async def get_session(self, session_id: str) -> Session | None:
         return await self._select(self._read(), session_id)
@@ -159,21 +151,29 @@ class SQLiteStore(Store):
         async with db.execute(_SELECT, (session_id,)) as cursor:
             return session_from_row(await cursor.fetchone())
 
-    async def _transaction(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
-        # Shielded: a client that hangs up must not cut a transaction between COMMIT and ROLLBACK.
-        return await asyncio.shield(self._run_transaction(work))
+    async def _transaction(
+        self, session_id: str, work: Callable[[aiosqlite.Connection], Awaitable[Changed]]
+    ) -> Changed:
+        # Shielded: a client that hangs up neither cuts a transaction in half nor keeps its
+        # waiters from hearing of a change that was committed.
+        return await asyncio.shield(self._commit_and_publish(session_id, work))
 
-    async def _run_transaction(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+    async def _commit_and_publish(
+        self, session_id: str, work: Callable[[aiosqlite.Connection], Awaitable[Changed]]
+    ) -> Changed:
         db = self._write()
         async with self._write_lock:
             await db.execute("BEGIN IMMEDIATE")
             try:
-                result = await work(db)
+                changed = await work(db)
+                await db.execute("COMMIT")
             except BaseException:
-                await db.execute("ROLLBACK")
+                if db.in_transaction:  # SQLite may have rolled back by itself already
+                    await db.execute("ROLLBACK")
                 raise
-            await db.execute("COMMIT")
-            return result
+        if changed.after != changed.before:
+            self.changes.publish(session_id)
+        return changed
 
     def _write(self) -> aiosqlite.Connection:
         if self._writer is None:
