@@ -10,7 +10,7 @@ from typing import Any
 from quart import Quart
 from quart_schema import QuartSchema
 
-from . import api, errors, metrics, ops, pages, status, webhooks
+from . import api, errors, metrics, ops, pages, security, status, webhooks
 from .bridge import Bridge
 from .config import load_settings
 
@@ -44,7 +44,8 @@ def create_app(
     )
     metrics.init_app(app, bridge.metrics)
     errors.init_app(app)
-    pages.init_app(app)
+    security.init_app(app, settings.frame_ancestors)
+    app.register_blueprint(pages.bp)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(status.bp)

@@ -1,24 +1,28 @@
-"""What the customer's browser must do for an interaction: a bank form, or a QR code. Pure.
+"""What the customer's browser must do for an interaction: a bank step, or a QR code. Pure.
 
-The browser can only be trusted with one thing about a form: it submits the fields we give it.
-So everything is decided here, server-side, and the page only renders it:
-- POST: the form's ``action`` is the bank URL with its query string (``qs``) kept, and every
-  ``params`` entry is a hidden field.
-- GET: a browser submitting a GET form replaces the action's query string with the form's fields,
-  so the query string's own pairs travel as fields too, ahead of ``params``.
+Everything is decided here, server-side, and the page only renders it:
+- POST: a form whose ``action`` is the bank URL with its query string (``qs``) kept, and every
+  ``params`` entry a hidden field.
+- GET: a plain navigation to the bank URL with its own query string kept byte for byte and the
+  ``params`` appended. (A GET form would drop the URL's query string and re-encode the rest.)
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit
+
+import segno
 
 from .provider import field_text
 
 # Browsers read a backslash as a slash in http(s) URLs, so a host could differ from ours.
 _REFUSED_CHARACTERS = {chr(code) for code in range(0x21)} | {"\x7f", "\\"}
+# The bank's host goes into a Content-Security-Policy header: letters, digits, hyphens, dots.
+_HOST = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*")
 
 
 class RefusedActionError(ValueError):
@@ -26,9 +30,9 @@ class RefusedActionError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class BankForm:
-    method: str  # "get" or "post"
-    action: str
+class BankStep:
+    method: str  # "post": submit ``fields`` to ``url``; "get": go to ``url``
+    url: str
     fields: tuple[tuple[str, str], ...]
     origin: str  # scheme://host[:port] of the bank, for Content-Security-Policy form-action
 
@@ -36,29 +40,27 @@ class BankForm:
 @dataclass(frozen=True, slots=True)
 class QRCode:
     content: str
+    image: str  # an SVG ``data:`` URI drawn here, so no image comes from elsewhere
     link: str | None  # the content again when it is a URL a phone can open
 
 
-def customer_action(interaction: Mapping[str, Any], *, allow_http: bool) -> BankForm | QRCode:
-    """The form or QR code for an interaction kept by :mod:`app.provider`."""
+def customer_action(interaction: Mapping[str, Any], *, allow_http: bool) -> BankStep | QRCode:
+    """The bank step or QR code for an interaction kept by :mod:`app.provider`."""
     if interaction.get("type") == "inform":
         return _qr_code(interaction["inform"], allow_http=allow_http)
-    return _bank_form(interaction["redirect"], allow_http=allow_http)
+    return _bank_step(interaction["redirect"], allow_http=allow_http)
 
 
-def _bank_form(redirect: Mapping[str, Any], *, allow_http: bool) -> BankForm:
+def _bank_step(redirect: Mapping[str, Any], *, allow_http: bool) -> BankStep:
     method = redirect.get("method", "POST")
     if not isinstance(method, str) or method.upper() not in ("GET", "POST"):
         raise RefusedActionError("the method is neither GET nor POST")
     target = _target_url(redirect)
-    parts = _checked_url(target, allow_http=allow_http)
+    origin = _origin(_checked_url(target, allow_http=allow_http))
     params = [(name, field_text(value)) for name, value in _pairs(redirect.get("params"))]
-    origin = f"{parts.scheme}://{parts.netloc}".lower()
     if method.upper() == "POST":
-        return BankForm("post", target, tuple(params), origin)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    action = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
-    return BankForm("get", action, tuple(query + params), origin)
+        return BankStep("post", target, tuple(params), origin)
+    return BankStep("get", _appended(target, params), (), origin)
 
 
 def _target_url(redirect: Mapping[str, Any]) -> str:
@@ -68,23 +70,27 @@ def _target_url(redirect: Mapping[str, Any]) -> str:
     if not isinstance(target, str) or not target:
         raise RefusedActionError("the instruction carries no URL")
     try:
-        query = urlsplit(target).query
-    except ValueError:  # e.g. an unclosed "[": refuse it like any other bad URL, never crash
+        present = {name for name, _ in parse_qsl(urlsplit(target).query, keep_blank_values=True)}
+    except ValueError:
         raise RefusedActionError("the URL cannot be parsed") from None
-    present = {name for name, _ in parse_qsl(query, keep_blank_values=True)}
     missing = [
         (name, field_text(value))
         for name, value in _pairs(redirect.get("qs"))
         if name not in present
     ]
-    if not missing:
-        return target
-    head, _, fragment = target.partition("#")
+    return _appended(target, missing)
+
+
+def _appended(url: str, pairs: list[tuple[str, str]]) -> str:
+    """``url`` with ``pairs`` added to its query string; what was there is kept byte for byte."""
+    if not pairs:
+        return url
+    head, hash_mark, fragment = url.partition("#")
     joiner = "&" if urlsplit(head).query else ("" if head.endswith("?") else "?")
-    return head + joiner + urlencode(missing) + (f"#{fragment}" if fragment else "")
+    return head + joiner + urlencode(pairs) + hash_mark + fragment
 
 
-def _checked_url(url: str, *, allow_http: bool) -> Any:
+def _checked_url(url: str, *, allow_http: bool) -> SplitResult:
     if any(character in _REFUSED_CHARACTERS for character in url):
         raise RefusedActionError("the URL holds spaces, backslashes or control characters")
     try:
@@ -101,6 +107,16 @@ def _checked_url(url: str, *, allow_http: bool) -> Any:
     return parts
 
 
+def _origin(parts: SplitResult) -> str:
+    try:
+        host = (parts.hostname or "").encode("idna").decode("ascii")
+    except UnicodeError:
+        raise RefusedActionError("the URL's host is not a valid domain name") from None
+    if not _HOST.fullmatch(host):
+        raise RefusedActionError("the URL's host is not a plain domain name or IPv4 address")
+    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
+
+
 def _pairs(value: Any) -> list[tuple[str, Any]]:
     return list(value.items()) if isinstance(value, dict) else []
 
@@ -111,8 +127,12 @@ def _qr_code(inform: Mapping[str, Any], *, allow_http: bool) -> QRCode:
     if not isinstance(content, str) or not content:
         raise RefusedActionError("the QR code has no content")
     try:
-        _checked_url(content, allow_http=allow_http)
+        image = segno.make(content, error="m").svg_data_uri(scale=4, border=2)
+    except segno.DataOverflowError:
+        raise RefusedActionError("the QR content is too long for a QR code") from None
+    try:
+        _origin(_checked_url(content, allow_http=allow_http))
         link: str | None = content
     except RefusedActionError:
         link = None
-    return QRCode(content=content, link=link)
+    return QRCode(content=content, image=image, link=link)

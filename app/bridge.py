@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from quart import current_app
+from quart import abort, current_app
 
 from . import lifecycle
 from .config import Settings
@@ -92,22 +92,29 @@ class Bridge:
         session = await self.store.get_session(session_id)
         return None if session is None else lifecycle.at(session, self.clock())
 
-    def session_for(self, token: str) -> str | None:
-        """The session a customer token opens; ``None`` (and counted) for a bad one."""
-        session_id = self.tokens.session_id(token)
-        if session_id is None:
-            self.metrics.token_failures.inc()
-        return session_id
+    async def customer_session(self, token: str) -> Session:
+        """The session a customer token opens, as it stands now; a plain 404 for a bad token.
 
-    async def record_return(self, session_id: str) -> None:
-        """The customer is back from the bank."""
+        A session the bridge has not stored yet is ``pending`` since the token was minted.
+        """
+        grant = self.tokens.read(token)
+        if grant is None:
+            self.metrics.token_failures.inc()
+            abort(404)
+        session = await self.session(grant.session_id)
+        return session or lifecycle.new_session(grant.session_id, grant.issued_at)
+
+    async def record_return(self, session_id: str) -> Session:
+        """The customer is back from the bank; the session as it stands now."""
         now = self.clock()
-        await self.store.update_session(
+        changed = await self.store.update_session(
             session_id,
             lambda session: replace(
                 session or lifecycle.new_session(session_id, now), returned_at=now
             ),
         )
+        assert changed.after is not None
+        return lifecycle.at(changed.after, now)
 
     async def sweep(self) -> int:
         """Record ``canceled`` / ``action_timeout`` for every window that has ended."""

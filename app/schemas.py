@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from .lifecycle import Status
+from . import lifecycle
+from .lifecycle import Session, Status
 
 MAX_WAIT = 30
 
@@ -70,3 +73,19 @@ def iso(timestamp: float | None) -> str | None:
         return None
     moment = datetime.fromtimestamp(timestamp, UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def status_answer(session: Session, action_url: str) -> dict[str, Any]:
+    """What a customer's browser may know: never the bank URL, PaReq or MD."""
+    pending_action = lifecycle.expires_at(session) is not None
+    return {
+        "status": session.status.value,
+        "reason": session.reason,
+        "action_url": action_url if pending_action else None,
+        "updated_at": iso(session.updated_at),
+    }
+
+
+def etag_of(answer: dict[str, Any]) -> str:
+    """A strong ETag (unquoted) for a status answer: it changes exactly when the answer does."""
+    return hashlib.sha256(json.dumps(answer, sort_keys=True).encode()).hexdigest()[:20]

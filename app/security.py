@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 
-from quart import Response
+from quart import Quart, Response, g, request
 
 
 def content_security_policy(
@@ -41,3 +42,25 @@ def protect(response: Response, csp: str, *, framed: bool) -> Response:
     if not framed:
         response.headers["X-Frame-Options"] = "DENY"
     return response
+
+
+def csp_nonce() -> str:
+    """This response's script nonce (made on first use)."""
+    if "csp_nonce" not in g:
+        g.csp_nonce = secrets.token_urlsafe(16)
+    return g.csp_nonce
+
+
+def init_app(app: Quart, frame_ancestors: Sequence[str]) -> None:
+    """Every answer under ``/pay/``, error pages and redirects included, carries the headers."""
+
+    async def customer_headers(response: Response) -> Response:
+        if not request.path.startswith("/pay/"):
+            return response
+        csp = content_security_policy(
+            nonce=csp_nonce(), bank_origin=g.get("bank_origin"), frame_ancestors=frame_ancestors
+        )
+        return protect(response, csp, framed=bool(frame_ancestors))
+
+    app.after_request(customer_headers)
+    app.jinja_env.globals["csp_nonce"] = csp_nonce

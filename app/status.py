@@ -6,21 +6,19 @@ The token is the credential, so any origin may ask (CORS), and no cookie is invo
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import time
 from typing import Any, NamedTuple
 
+from pydantic import ValidationError
 from quart import Blueprint, Response, jsonify, request
 from quart_cors import cors
-from quart_schema import document_response, validate_querystring
+from quart_schema import RequestSchemaValidationError, document_querystring, document_response
 
 from . import lifecycle
 from .bridge import bridge
-from .errors import APIError, ErrorAnswer
-from .lifecycle import Session
+from .errors import ErrorAnswer
 from .links import pay_url
-from .schemas import StatusAnswer, StatusQuery, iso
+from .schemas import StatusAnswer, StatusQuery, etag_of, status_answer
 
 bp = cors(
     Blueprint("status", __name__, url_prefix="/api/v1/status"),
@@ -33,18 +31,19 @@ bp = cors(
 
 
 @bp.get("/<token>")
-@validate_querystring(StatusQuery)
+@document_querystring(StatusQuery)
 @document_response(StatusAnswer)
+@document_response(ErrorAnswer, 400)
 @document_response(ErrorAnswer, 404)
-async def status(token: str, query_args: StatusQuery) -> Response:
+async def status(token: str) -> Response:
     """A customer's status: ``ETag`` and ``If-None-Match`` for 304, ``?wait=N`` to long-poll."""
-    session_id = session_for(token)
-    view = await _status(session_id, token)
-    if query_args.wait:
-        baseline = next(iter(request.if_none_match.as_set()), view.etag)
+    view = await _status(token)  # a bad token is 404 before anything else is looked at
+    wait = _wait()
+    if wait:
+        baseline = next(iter(request.if_none_match.as_set(include_weak=True)), view.etag)
         if view.etag == baseline:
-            view = await _hold(session_id, token, baseline, query_args.wait)
-    if request.if_none_match.contains(view.etag):
+            view = await _hold(token, view.session_id, baseline, wait)
+    if request.if_none_match.contains_weak(view.etag):
         response = Response(status=304)
     else:
         response = jsonify(view.answer)
@@ -53,47 +52,33 @@ async def status(token: str, query_args: StatusQuery) -> Response:
     return response
 
 
-def session_for(token: str) -> str:
-    """The session a customer token opens, or a 404 that says nothing more."""
-    session_id = bridge().session_for(token)
-    if session_id is None:
-        raise APIError(404, "not_found", "no such status")
-    return session_id
+def _wait() -> int | None:
+    try:
+        return StatusQuery.model_validate(request.args.to_dict()).wait
+    except ValidationError as error:
+        raise RequestSchemaValidationError(error) from None
 
 
 class _StatusView(NamedTuple):
+    session_id: str
     answer: dict[str, Any]
     etag: str
     expires_at: float | None
 
 
-async def _status(session_id: str, token: str) -> _StatusView:
-    session = await bridge().session(session_id)
-    session = session or lifecycle.new_session(session_id, bridge().clock())
+async def _status(token: str) -> _StatusView:
+    session = await bridge().customer_session(token)
     answer = status_answer(session, pay_url(token))
-    etag = hashlib.sha256(json.dumps(answer, sort_keys=True).encode()).hexdigest()[:20]
-    return _StatusView(answer, etag, lifecycle.expires_at(session))
+    return _StatusView(session.id, answer, etag_of(answer), lifecycle.expires_at(session))
 
 
-def status_answer(session: Session, action_url: str) -> dict[str, Any]:
-    """What a customer's browser may know: never the bank URL, PaReq or MD."""
-    pending_action = lifecycle.expires_at(session) is not None
-    return {
-        "status": session.status.value,
-        "reason": session.reason,
-        "action_url": action_url if pending_action else None,
-        "updated_at": iso(session.updated_at),
-    }
-
-
-async def _hold(session_id: str, token: str, baseline: str, wait: int) -> _StatusView:
+async def _hold(token: str, session_id: str, baseline: str, wait: int) -> _StatusView:
     """The status once its ETag differs from ``baseline``, or after ``wait`` seconds."""
     deadline = time.monotonic() + wait
-    changes = bridge().store.changes
     while True:
         # Subscribe before reading, so a change in between still wakes us.
-        with changes.watch(session_id) as changed:
-            view = await _status(session_id, token)
+        with bridge().store.changes.watch(session_id) as changed:
+            view = await _status(token)
             remaining = deadline - time.monotonic()
             if view.etag != baseline or remaining <= 0:
                 return view

@@ -20,6 +20,14 @@ class Minted:
     expires_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What a valid token proves: this session, since this time."""
+
+    session_id: str
+    issued_at: float
+
+
 class Tokens:
     """Mints and reads tokens. With several secrets the last one signs and every one verifies."""
 
@@ -35,10 +43,10 @@ class Tokens:
         token = self._serializer.dumps(session_id)
         return Minted(token=token, expires_at=float(stamped + self.ttl))
 
-    def session_id(self, token: str) -> str | None:
-        """The session a token opens, or ``None`` for a bad, tampered or expired one."""
+    def read(self, token: str) -> Grant | None:
+        """What a token grants, or ``None`` for a bad, tampered, foreign or expired one."""
         try:
-            value = self._serializer.loads(token, max_age=self.ttl)
+            value, issued = self._serializer.loads(token, max_age=self.ttl, return_timestamp=True)
         except BadData:
             return None
-        return value if isinstance(value, str) else None
+        return Grant(value, issued.timestamp()) if isinstance(value, str) else None

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import base64
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from app.actions import BankForm, QRCode, RefusedActionError, customer_action
+from app.actions import BankStep, QRCode, RefusedActionError, customer_action
 
 from .payloads import BANK_URL, inform, redirect
 
 ORIGIN = "https://acs.bank.test"
 
 
-def form(*, allow_http: bool = False, **fields: Any) -> BankForm:
+def form(*, allow_http: bool = False, **fields: Any) -> BankStep:
     action = customer_action(redirect(**fields), allow_http=allow_http)
-    assert isinstance(action, BankForm)
+    assert isinstance(action, BankStep)
     return action
 
 
@@ -26,13 +27,20 @@ def refused(instruction: dict[str, Any], *, allow_http: bool = False) -> str:
     return str(caught.value)
 
 
+def sent(step: BankStep) -> list[tuple[str, str]]:
+    """The name/value pairs the bank receives: the form's fields, or the URL's query."""
+    if step.method == "post":
+        return list(step.fields)
+    return parse_qsl(urlsplit(step.url).query, keep_blank_values=True)
+
+
 # -- POST -----------------------------------------------------------------------------------------
 
 
 def test_post_as_documented() -> None:
-    assert customer_action(redirect(), allow_http=False) == BankForm(
+    assert customer_action(redirect(), allow_http=False) == BankStep(
         method="post",
-        action=f"{BANK_URL}?foo=bar",
+        url=f"{BANK_URL}?foo=bar",
         fields=(("PaReq", "sdfew^//asdhbv"), ("MD", "abc75daefnn")),
         origin=ORIGIN,
     )
@@ -53,14 +61,14 @@ def test_post_keeps_every_param_in_order() -> None:
 
 def test_post_keeps_the_urls_query_string_untouched() -> None:
     url = f"{BANK_URL}?b=2&a=1&empty=&enc=x%2By%20z&dup=1&dup=2"
-    assert form(url=url, qs={}).action == url
+    assert form(url=url, qs={}).url == url
 
 
 def test_method_defaults_to_post_and_ignores_case() -> None:
     instruction = redirect()["redirect"]
     del instruction["method"]
     action = customer_action({"type": "redirect", "redirect": instruction}, allow_http=False)
-    assert isinstance(action, BankForm) and action.method == "post"
+    assert isinstance(action, BankStep) and action.method == "post"
     assert form(method="post").method == "post"
     assert form(method="Get").method == "get"
 
@@ -69,10 +77,10 @@ def test_params_that_are_not_an_object_give_no_fields() -> None:
     instruction = redirect()["redirect"]
     instruction["params"] = [["PaReq", "x"]]
     action = customer_action({"type": "redirect", "redirect": instruction}, allow_http=False)
-    assert isinstance(action, BankForm) and action.fields == ()
+    assert isinstance(action, BankStep) and action.fields == ()
     del instruction["params"]
     action = customer_action({"type": "redirect", "redirect": instruction}, allow_http=False)
-    assert isinstance(action, BankForm) and action.fields == ()
+    assert isinstance(action, BankStep) and action.fields == ()
 
 
 def test_param_values_that_are_not_text() -> None:
@@ -91,34 +99,34 @@ def test_param_values_that_are_not_text() -> None:
 
 def test_url_is_preferred_to_base_url() -> None:
     action = form(url="https://acs.bank.test/real?foo=bar", base_url="https://other.test/x")
-    assert action.action == "https://acs.bank.test/real?foo=bar"
+    assert action.url == "https://acs.bank.test/real?foo=bar"
     assert action.origin == ORIGIN
 
 
 def test_qs_already_in_url_is_not_repeated() -> None:
-    assert form(url=f"{BANK_URL}?foo=bar", qs={"foo": "bar"}).action == f"{BANK_URL}?foo=bar"
+    assert form(url=f"{BANK_URL}?foo=bar", qs={"foo": "bar"}).url == f"{BANK_URL}?foo=bar"
     # The url's value wins over a differing qs value for the same name.
-    assert form(url=f"{BANK_URL}?foo=bar", qs={"foo": "baz"}).action == f"{BANK_URL}?foo=bar"
+    assert form(url=f"{BANK_URL}?foo=bar", qs={"foo": "baz"}).url == f"{BANK_URL}?foo=bar"
 
 
 def test_qs_pairs_the_url_lacks_are_appended() -> None:
     action = form(url=f"{BANK_URL}?foo=bar", qs={"foo": "bar", "sid": "42", "lang": "en"})
-    assert action.action == f"{BANK_URL}?foo=bar&sid=42&lang=en"
+    assert action.url == f"{BANK_URL}?foo=bar&sid=42&lang=en"
 
 
 def test_qs_appended_to_a_url_without_query() -> None:
-    assert form(url=BANK_URL, qs={"sid": "42"}).action == f"{BANK_URL}?sid=42"
-    assert form(url=f"{BANK_URL}?", qs={"sid": "42"}).action == f"{BANK_URL}?sid=42"
+    assert form(url=BANK_URL, qs={"sid": "42"}).url == f"{BANK_URL}?sid=42"
+    assert form(url=f"{BANK_URL}?", qs={"sid": "42"}).url == f"{BANK_URL}?sid=42"
 
 
 def test_qs_goes_before_the_fragment() -> None:
     action = form(url=f"{BANK_URL}?a=1#step", qs={"sid": "42"})
-    assert action.action == f"{BANK_URL}?a=1&sid=42#step"
+    assert action.url == f"{BANK_URL}?a=1&sid=42#step"
 
 
 def test_base_url_and_qs_when_url_is_absent() -> None:
-    assert form(url=None, qs={"foo": "bar"}).action == f"{BANK_URL}?foo=bar"
-    assert form(url=None, qs={}).action == BANK_URL
+    assert form(url=None, qs={"foo": "bar"}).url == f"{BANK_URL}?foo=bar"
+    assert form(url=None, qs={}).url == BANK_URL
 
 
 @pytest.mark.parametrize("url", ["", 42, None, ["https://acs.bank.test"]])
@@ -126,45 +134,47 @@ def test_base_url_when_url_is_unusable(url: Any) -> None:
     instruction = redirect(url=None, qs={"foo": "bar"})["redirect"]
     instruction["url"] = url
     action = customer_action({"type": "redirect", "redirect": instruction}, allow_http=False)
-    assert isinstance(action, BankForm) and action.action == f"{BANK_URL}?foo=bar"
+    assert isinstance(action, BankStep) and action.url == f"{BANK_URL}?foo=bar"
 
 
 def test_qs_values_are_encoded_in_the_url() -> None:
     action = form(url=None, qs={"q": "a b&c=d", "n": 7, "e": None, "u": "é"})
-    assert action.action == f"{BANK_URL}?q=a+b%26c%3Dd&n=7&e=&u=%C3%A9"
+    assert action.url == f"{BANK_URL}?q=a+b%26c%3Dd&n=7&e=&u=%C3%A9"
 
 
 # -- GET ------------------------------------------------------------------------------------------
 
 
-def test_get_moves_the_query_into_fields_ahead_of_params() -> None:
+def test_get_appends_params_to_the_query_it_keeps() -> None:
     action = form(
         method="GET",
         url=f"{BANK_URL}?foo=bar&x=1#frag",
         qs={"foo": "bar"},
         params={"creq": "c", "threeDSSessionData": "s"},
     )
-    assert action == BankForm(
+    assert action == BankStep(
         method="get",
-        action=BANK_URL,
-        fields=(("foo", "bar"), ("x", "1"), ("creq", "c"), ("threeDSSessionData", "s")),
+        url=f"{BANK_URL}?foo=bar&x=1&creq=c&threeDSSessionData=s#frag",
+        fields=(),
         origin=ORIGIN,
     )
 
 
 def test_get_with_base_url_and_qs() -> None:
     action = form(method="GET", url=None, qs={"sid": "42", "lang": "en"}, params={})
-    assert (action.action, action.fields) == (BANK_URL, (("sid", "42"), ("lang", "en")))
+    assert (action.url, action.fields) == (f"{BANK_URL}?sid=42&lang=en", ())
 
 
-def test_get_decodes_query_pairs_and_keeps_blank_and_repeated_ones() -> None:
-    action = form(method="GET", url=f"{BANK_URL}?a=x%2By&b=c+d&empty=&a=2", qs={}, params={})
-    assert action.fields == (("a", "x+y"), ("b", "c d"), ("empty", ""), ("a", "2"))
+def test_get_keeps_the_query_byte_for_byte() -> None:
+    """Escapes in another charset, bare keys and %20 all reach the bank as the provider wrote."""
+    query = "d=%C0%E1&flag&s=a%20b&a=x%2By&a=2"
+    action = form(method="GET", url=f"{BANK_URL}?{query}", qs={}, params={"x": "é"})
+    assert action.url == f"{BANK_URL}?{query}&x=%C3%A9"
 
 
 def test_get_keeps_the_port_and_path() -> None:
     action = form(method="GET", url="https://acs.bank.test:8443/3ds/v2?x=1", qs={}, params={})
-    assert action.action == "https://acs.bank.test:8443/3ds/v2"
+    assert action.url == "https://acs.bank.test:8443/3ds/v2?x=1"
     assert action.origin == "https://acs.bank.test:8443"
 
 
@@ -175,7 +185,7 @@ def test_http_refused_unless_allowed() -> None:
     message = refused(redirect(url="http://acs.bank.test/c")["redirect"])
     assert "'http'" in message
     action = form(url="http://acs.bank.test/c", allow_http=True)
-    assert (action.action, action.origin) == (
+    assert (action.url, action.origin) == (
         "http://acs.bank.test/c?foo=bar",
         "http://acs.bank.test",
     )
@@ -284,7 +294,7 @@ def test_the_8k_value_is_8k() -> None:
 @pytest.mark.parametrize("value", AWKWARD_VALUES, ids=range(len(AWKWARD_VALUES)))
 def test_field_values_come_out_byte_identical(method: str, value: str) -> None:
     action = form(method=method, params={"PaReq": value, "MD": value + "!"})
-    fields = dict(action.fields)
+    fields = dict(sent(action))
     assert fields["PaReq"].encode() == value.encode()
     assert fields["MD"].encode() == (value + "!").encode()
 
@@ -292,7 +302,7 @@ def test_field_values_come_out_byte_identical(method: str, value: str) -> None:
 @pytest.mark.parametrize("method", ["POST", "GET"])
 def test_fields_named_submit_and_action_are_kept(method: str) -> None:
     params = {"submit": "go", "action": "confirm", "method": "x", "PaReq": "p"}
-    assert form(method=method, url=BANK_URL, qs={}, params=params).fields == tuple(params.items())
+    assert sent(form(method=method, url=BANK_URL, qs={}, params=params)) == list(params.items())
 
 
 # -- inform ---------------------------------------------------------------------------------------
@@ -300,9 +310,29 @@ def test_fields_named_submit_and_action_are_kept(method: str) -> None:
 
 def test_qr_code_with_an_https_link() -> None:
     content = "https://qr.nspk.test/AS1000670LSS7DN18SJQDNP4B05KLJL2"
-    assert customer_action(inform(content), allow_http=False) == QRCode(
-        content=content, link=content
-    )
+    qr = customer_action(inform(content), allow_http=False)
+    assert isinstance(qr, QRCode) and (qr.content, qr.link) == (content, content)
+    assert qr.image.startswith("data:image/svg+xml")
+
+
+def test_qr_content_too_long_for_a_qr_code_is_refused() -> None:
+    with pytest.raises(RefusedActionError, match="too long"):
+        customer_action(
+            {"type": "inform", "inform": {"qr": {"content": "A" * 5000}}}, allow_http=False
+        )
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://acs.bank,upgrade-insecure-requests/x", "https://[::1]/acs", "https://acs;bank.test/"],
+)
+def test_hosts_that_cannot_go_into_a_csp_header_are_refused(url: str) -> None:
+    refused(redirect(url=url, base_url=None)["redirect"])
+
+
+def test_an_international_host_is_named_in_its_ascii_form() -> None:
+    action = form(url="https://банк.рф/acs", qs={})
+    assert action.origin == "https://xn--80ab2al.xn--p1ai"
 
 
 @pytest.mark.parametrize(
@@ -319,12 +349,14 @@ def test_qr_code_with_an_https_link() -> None:
     ],
 )
 def test_qr_code_without_a_link(content: str) -> None:
-    assert customer_action(inform(content), allow_http=False) == QRCode(content=content, link=None)
+    qr = customer_action(inform(content), allow_http=False)
+    assert isinstance(qr, QRCode) and (qr.content, qr.link) == (content, None)
 
 
 def test_qr_code_http_link_only_when_allowed() -> None:
     content = "http://qr.nspk.test/AS1000"
-    assert customer_action(inform(content), allow_http=True) == QRCode(content, content)
+    qr = customer_action(inform(content), allow_http=True)
+    assert isinstance(qr, QRCode) and (qr.content, qr.link) == (content, content)
 
 
 @pytest.mark.parametrize(

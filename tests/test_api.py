@@ -235,8 +235,8 @@ async def test_secret_rotation_last_signs_all_verify(config: dict[str, Any]) -> 
         client = test_app.test_client()
         assert (await client.get(f"/api/v1/status/{token}")).status_code == 200
         new = rotated.extensions["bridge"].tokens.mint("ps_1").token
-    assert old.extensions["bridge"].tokens.session_id(new) is None
-    assert rotated.extensions["bridge"].tokens.session_id(new) == "ps_1"
+    assert old.extensions["bridge"].tokens.read(new) is None
+    assert rotated.extensions["bridge"].tokens.read(new).session_id == "ps_1"
 
 
 async def test_long_poll_returns_when_the_status_changes(

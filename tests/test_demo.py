@@ -95,7 +95,10 @@ async def wait_for_status(demo: Demo, token: str, wanted: str) -> dict[str, obje
 
 
 def bank_form(page: str) -> tuple[str, str, list[tuple[str, str]]]:
-    """The bridge's auto-submitting form, read the way a browser would."""
+    """The bridge's bank step, read the way a browser would: a form (POST) or a link (GET)."""
+    link = re.search(r'<a id="bank-go" href="([^"]+)"', page)
+    if link is not None:
+        return "GET", html.unescape(link[1]), []
     form = re.search(r'<form id="bank-form" method="(\w+)" action="([^"]+)"', page)
     assert form is not None, page
     fields = re.findall(r'<input type="hidden" name="([^"]*)" value="([^"]*)">', page)

@@ -1,67 +1,87 @@
 (function () {
   "use strict";
   var page = JSON.parse(document.getElementById("bridge-page").textContent);
+  var framed = window.parent !== window;
+
+  // A configured origin may be a pattern (https://*.shop.example), which cannot be a
+  // postMessage target: the frame's real parent origin is used when it matches one.
+  function matches(pattern, origin) {
+    var escaped = pattern.replace(/[.+?^${}()|[\]\\]/g, "\\$&").replace("*\\.", "(?:[a-z0-9-]+\\.)+");
+    return new RegExp("^" + escaped + "$", "i").test(origin);
+  }
+
+  function targetOrigins(target) {
+    var exact = page.origins.filter(function (origin) { return origin.indexOf("*") < 0; });
+    var ancestors = window.location.ancestorOrigins;
+    var parent = target === window.parent && ancestors && ancestors.length ? ancestors[0] : null;
+    if (parent && exact.indexOf(parent) < 0 && page.origins.some(function (o) { return matches(o, parent); })) {
+      exact.push(parent);
+    }
+    return exact;
+  }
 
   // Tell the embedding page (iframe parent or popup opener) about the status; only to the
   // partner origins the bridge was configured with, never to "*".
   function notify() {
     var message = { source: "redirect-bridge", type: "status", status: page.status, final: page.final };
-    [window.parent !== window ? window.parent : null, window.opener].forEach(function (target) {
+    [framed ? window.parent : null, window.opener].forEach(function (target) {
       if (!target) { return; }
-      page.origins.forEach(function (origin) {
+      targetOrigins(target).forEach(function (origin) {
         try { target.postMessage(message, origin); } catch (ignored) { /* window gone */ }
       });
     });
   }
 
-  // The bank form goes once per tab: Back, or a reload after the bank, shows a button instead
+  // The bank step goes once per tab: Back, or a reload after the bank, shows a button instead
   // of posting the old form again. Returns whether the page is on its way to the bank.
-  function submitOnce(form) {
+  function goOnce(form, link) {
     var key = "redirect-bridge:sent:" + page.action_id;
     var sent = false;
     try { sent = window.sessionStorage.getItem(key) === "1"; } catch (ignored) { /* storage blocked */ }
     if (sent) { document.getElementById("bank-again").hidden = false; return false; }
     try { window.sessionStorage.setItem(key, "1"); } catch (ignored) { /* storage blocked */ }
-    // Through the prototype: a field named "submit" shadows form.submit.
-    HTMLFormElement.prototype.submit.call(form);
+    if (form) {
+      // Through the prototype: a field named "submit" shadows form.submit.
+      HTMLFormElement.prototype.submit.call(form);
+    } else {
+      window.location.replace(link.href);  // GET: no history entry to come Back to
+    }
     return true;
   }
 
-  // Follow the status API and move on as soon as the answer changes. The first request does
-  // not wait: the status may have moved since this page was made. After that, long-poll with
-  // the ETag, so a 200 always means a change.
+  // Long-poll the status API with this page's own ETag: a 200 always means the answer changed.
+  var following = false;
   function follow() {
-    var etag = null;
+    if (following) { return; }
+    following = true;
     var pause = 1000;
     function moveOn() { window.location.replace(page.next_url); }
     function retry() { window.setTimeout(poll, pause); pause = Math.min(pause * 2, 30000); }
     function poll() {
-      var url = etag ? page.status_url + "?wait=25" : page.status_url;
-      var headers = etag ? { "If-None-Match": etag } : {};
-      fetch(url, { headers: headers, cache: "no-store", credentials: "omit" })
-        .then(function (response) {
-          if (response.status === 304) { pause = 1000; poll(); return; }
-          if (response.status !== 200) { if (response.status === 404) { moveOn(); } else { retry(); } return; }
-          return response.json().then(function (answer) {
-            if (etag !== null || answer.status !== page.status) { moveOn(); return; }
-            etag = response.headers.get("ETag");
-            pause = 1000;
-            poll();
-          });
-        })
-        .catch(retry);
+      fetch(page.status_url + "?wait=25", {
+        headers: { "If-None-Match": '"' + page.etag + '"' }, cache: "no-store", credentials: "omit"
+      }).then(function (response) {
+        if (response.status === 304) { pause = 1000; poll(); return; }
+        if (response.status === 200 || response.status === 404) { moveOn(); return; }
+        retry();
+      }).catch(retry);
     }
     poll();
   }
 
   notify();
+  if (page.final) {
+    // Back from the bank with the outcome known: on to the shop, unless a partner page embeds us.
+    if (page.onward_url && !framed && !window.opener) { window.location.replace(page.onward_url); }
+    return;
+  }
   var form = document.getElementById("bank-form");
-  var leaving = false;
-  if (form) {
-    leaving = submitOnce(form);
+  var link = document.getElementById("bank-go");
+  if (form || link) {
     window.addEventListener("pageshow", function (event) {
       if (event.persisted) { document.getElementById("bank-again").hidden = false; follow(); }
     });
+    if (goOnce(form, link)) { return; }
   }
-  if (!page.final && !leaving) { follow(); }
+  follow();
 }());

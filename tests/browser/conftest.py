@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, sync_playwright
 
-from .harness import Bank, Bridge, ServerThread, start_bridge
+from .harness import Bank, Bridge, Partner, ServerThread, start_bridge
 
 CHROMIUM = "/usr/bin/chromium"
 # As root, without a sandbox, and never reaching out to the network this machine does not have.
@@ -62,6 +62,28 @@ def bridge_factory(
     return bridge
 
 
+@pytest.fixture(scope="session")
+def partner(servers: ServerThread) -> Partner:
+    """A partner's checkout page whose origin the embedding bridge lists in FRAME_ANCESTORS."""
+    shop = Partner()
+    shop.url = servers.serve(shop.app())
+    return shop
+
+
+@pytest.fixture(scope="session")
+def stranger(servers: ServerThread) -> Partner:
+    """The same checkout page on an origin no bridge lists."""
+    shop = Partner()
+    shop.url = servers.serve(shop.app())
+    return shop
+
+
+@pytest.fixture
+def embedding_bridge(bridge_factory: Callable[..., Bridge], partner: Partner) -> Bridge:
+    """A bridge that lets ``partner`` (and only it) frame its pages."""
+    return bridge_factory(FRAME_ANCESTORS=partner.url)
+
+
 @pytest.fixture
 def bridge(bridge_factory: Callable[..., Bridge]) -> Bridge:
     return bridge_factory()
@@ -99,6 +121,14 @@ class Console:
     def expect_status(self, status: int) -> None:
         """Chromium logs a page answered with 4xx or 5xx as an error: expected for this one."""
         self.expected.append(f"the server responded with a status of {status} ")
+
+    def expect_message(self, text: str) -> None:
+        """A console error or warning containing ``text`` is expected for this test."""
+        self.expected.append(text)
+
+    def logged(self, text: str) -> bool:
+        """Whether any console message or page error contained ``text``."""
+        return any(text in entry[1] for entry in self.messages)
 
     def problems(self) -> list[tuple[str, str, str]]:
         return [

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 import uvicorn
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -173,3 +173,72 @@ def wait_until(check: Callable[[], bool], timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("the condition did not come true in time")
         time.sleep(0.02)
+
+
+# --- a partner's checkout page ----------------------------------------------------------------
+
+_CHECKOUT = """<!doctype html>
+<html lang=en>
+<head>
+<meta charset=utf-8>
+<title>Partner checkout</title>
+<link rel="icon" href="data:,">
+<script src="{script}"></script>
+</head>
+<body>
+<h1>Checkout</h1>
+<button type=button id=pay>Pay</button>
+<div id="bank-step"></div>
+<script>
+window.events = [];
+window.messages = [];
+window.addEventListener("message", function (event) {
+  window.messages.push({origin: event.origin, data: event.data});
+});
+window.startBridge = function (overrides) {
+  var query = new URLSearchParams(window.location.search);
+  var options = {
+    statusUrl: query.get("status_url"),
+    mode: query.get("mode") || "iframe",
+    container: document.getElementById("bank-step"),
+    onStatus: function (answer) { window.events.push(["status", answer.status]); },
+    onComplete: function (answer) { window.events.push(["complete", answer.status]); },
+    onError: function (error) { window.events.push(["error", error.code]); }
+  };
+  if (query.get("size")) { options.size = query.get("size"); }
+  Object.assign(options, overrides || {});
+  window.flow = RedirectBridge.start(options);
+  return window.flow.mode;
+};
+document.getElementById("pay").addEventListener("click", function () { window.startBridge(); });
+</script>
+</body>
+</html>
+"""
+
+
+@dataclass
+class Partner:
+    """A partner's checkout page on its own origin, embedding the bridge with its script.
+
+    ``/checkout?bridge=URL&status_url=…&mode=…&size=…``: the Pay button calls
+    ``RedirectBridge.start`` with those options; every callback lands in ``window.events``
+    (``["status", s]``, ``["complete", s]``, ``["error", code]``), every ``message`` event in
+    ``window.messages`` (``{origin, data}``), and the controller in ``window.flow``.
+    """
+
+    url: str = ""
+
+    def app(self) -> Quart:
+        partner = Quart(__name__)
+
+        @partner.route("/checkout")
+        async def checkout() -> Response:
+            script = f"{request.args['bridge']}/static/js/redirect-bridge.js"
+            page = _CHECKOUT.replace("{script}", _attribute(script))
+            return Response(page, content_type="text/html; charset=utf-8")
+
+        return partner
+
+    def checkout(self, bridge: Bridge, **options: str) -> str:
+        return f"{self.url}/checkout?{urlencode({'bridge': bridge.url, **options})}"
