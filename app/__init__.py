@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from quart import Quart
+from quart import Quart, request
 from quart_schema import QuartSchema
 
 from . import api, errors, metrics, ops, pages, security, status, webhooks
@@ -16,6 +16,15 @@ from .config import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 __version__ = "0.1.0"
+
+
+class BridgeApp(Quart):
+    """Quart, but an unhandled error is logged with the route, never the path: customer paths
+    carry tokens, which are credentials."""
+
+    def log_exception(self, exception_info: Any) -> None:
+        rule = request.url_rule.rule if request.url_rule else "(no route)"
+        self.logger.error("Exception on %s %s", request.method, rule, exc_info=exception_info)
 
 
 def create_app(
@@ -31,7 +40,7 @@ def create_app(
     clock = overrides.pop("CLOCK", time.time)
     settings = load_settings(environ, overrides)
 
-    app = Quart(__name__, template_folder=ROOT / "templates", static_folder=ROOT / "static")
+    app = BridgeApp(__name__, template_folder=ROOT / "templates", static_folder=ROOT / "static")
     app.config["MAX_CONTENT_LENGTH"] = settings.webhook_max_bytes
     app.extensions["bridge"] = bridge = Bridge.from_settings(settings, clock)
     QuartSchema(

@@ -137,7 +137,7 @@ class Bridge:
             await asyncio.sleep(self.settings.sweep_interval)
             try:
                 if expired := await self.sweep():
-                    log.info("recorded action timeouts", extra={"sessions": expired})
+                    log.info("recorded %d action timeouts", expired)
             except Exception:  # the next round tries again; reads infer timeouts meanwhile
                 log.exception("action-timeout sweep failed")
 

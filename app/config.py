@@ -46,11 +46,6 @@ class Settings:
     webhook_max_bytes: int
     sweep_interval: float
 
-    @property
-    def sqlite_path(self) -> str:
-        """The file path of a ``sqlite:///PATH`` URL (``sqlite:////abs`` for an absolute one)."""
-        return self.database_url.removeprefix("sqlite:///")
-
 
 def load_settings(
     environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None

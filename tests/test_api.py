@@ -361,3 +361,47 @@ async def test_partner_endpoints_do_not_answer_browsers_of_other_origins(
         "/api/v1/sessions/ps_1", headers={**partner.headers, "Origin": "https://shop.test"}
     )
     assert "Access-Control-Allow-Origin" not in response.headers
+
+
+async def test_weak_if_none_match_is_honoured(partner: Partner, client: Any) -> None:
+    token = await partner.token()
+    etag = (await client.get(f"/api/v1/status/{token}")).headers["ETag"]
+    response = await client.get(f"/api/v1/status/{token}", headers={"If-None-Match": f"W/{etag}"})
+    assert response.status_code == 304
+
+
+async def test_a_bad_token_is_404_whatever_the_query_says(client: Any) -> None:
+    response = await client.get("/api/v1/status/garbage?wait=99")
+    assert response.status_code == 404
+
+
+async def test_a_session_never_stored_has_a_stable_etag(app: Any, client: Any) -> None:
+    token = app.extensions["bridge"].tokens.mint("ps_not_stored").token
+    first = await client.get(f"/api/v1/status/{token}")
+    second = await client.get(f"/api/v1/status/{token}")
+    assert (await first.get_json())["status"] == "pending"
+    assert first.headers["ETag"] == second.headers["ETag"]
+    held = await client.get(
+        f"/api/v1/status/{token}?wait=1", headers={"If-None-Match": first.headers["ETag"]}
+    )
+    assert held.status_code == 304
+
+
+async def test_long_poll_wakes_for_a_new_action_with_the_same_status(
+    provider: Provider, partner: Partner, client: Any, clock: FakeClock
+) -> None:
+    from .payloads import redirect
+
+    token = await partner.token()
+    await provider.deliver("action_required")
+    etag = (await client.get(f"/api/v1/status/{token}")).headers["ETag"]
+    waiting = asyncio.create_task(
+        client.get(f"/api/v1/status/{token}?wait=10", headers={"If-None-Match": etag})
+    )
+    await asyncio.sleep(0.1)
+    clock.advance(5)
+    await provider.deliver("action_required", interaction=redirect(params={"creq": "new"}))
+    response = await asyncio.wait_for(waiting, timeout=2)
+    assert response.status_code == 200
+    assert (await response.get_json())["status"] == "action_required"
+    assert response.headers["ETag"] != etag

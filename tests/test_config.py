@@ -51,7 +51,7 @@ def test_every_variable_is_read(environ: dict[str, str], provider_key: Any, tmp_
             "BRIDGE_ALLOW_INSECURE_ACS": "yes",
         }
     )
-    assert settings.sqlite_path == "/var/lib/bridge.db"
+    assert settings.database_url == "sqlite:////var/lib/bridge.db"
     assert settings.secret_keys == ("old-secret", "new-secret")
     assert len(settings.sg_public_keys) == 2
     assert settings.api_keys == ("k1", "k2")

@@ -317,3 +317,55 @@ async def test_no_log_line_carries_pareq_md_or_the_bank_url(
     assert caplog.records
     for secret in ("sdfew^//asdhbv", "abc75daefnn", "acs.bank.test", "bank-answer", "4446008801"):
         assert secret not in caplog.text
+
+
+async def test_the_return_url_keeps_its_fragment_after_the_outcome(configured: Configured) -> None:
+    async with configured(RETURN_URL="https://shop.test/done?order=7#thanks") as bridge:
+        token = await bridge.partner.token()
+        await bridge.provider.deliver("payment_finished", session_status="accepted")
+        response = await bridge.client.get(f"/pay/{token}")
+    assert response.headers["Location"] == (
+        "https://shop.test/done?order=7&session_id=ps_1&status=succeeded#thanks"
+    )
+
+
+async def test_the_return_page_shows_the_outcome_even_with_a_return_url(
+    configured: Configured,
+) -> None:
+    async with configured(RETURN_URL="https://shop.test/done") as bridge:
+        token = await bridge.partner.token()
+        await bridge.provider.deliver("payment_finished", session_status="accepted")
+        response = await bridge.client.post(f"/pay/{token}/return", form={"PaRes": "x"})
+        html = await response.get_data(as_text=True)
+    assert response.status_code == 200
+    page = Page(html)
+    assert "Payment complete" in page.text
+    onward = "https://shop.test/done?session_id=ps_1&status=succeeded"
+    assert onward in page.links  # "Continue to the shop", for a customer without JavaScript
+    assert '"onward_url": "https://shop.test/done?session_id=ps_1\\u0026status=succeeded"' in html
+
+
+async def test_customer_headers_on_method_errors_too(client: Any, partner: Partner) -> None:
+    token = await partner.token()
+    response = await client.put(f"/pay/{token}")
+    assert response.status_code == 405
+    assert_customer_headers(response)
+
+
+async def test_an_unexpected_error_is_logged_without_the_token(
+    app: Any, partner: Partner, client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = await partner.token()
+    bridge = app.extensions["bridge"]
+
+    async def broken(session_id: str) -> None:
+        raise RuntimeError("storage fell over")
+
+    bridge.session = broken
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    with caplog.at_level(logging.ERROR):
+        response = await client.get(f"/pay/{token}")
+    assert response.status_code == 500
+    assert_customer_headers(response)
+    assert "Exception on GET /pay/<token>" in caplog.text
+    assert token not in caplog.text

@@ -26,8 +26,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from quart import Quart
 
 from .. import create_app
-from .provider import Provider
 from .shop import Site, create_shop
+from .simulated_provider import Provider
 
 __all__ = ["DemoError", "run_demo", "serve_demo"]
 

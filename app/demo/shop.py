@@ -21,8 +21,8 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers.response import Response
 
 from .. import ROOT
-from . import provider as sg
-from .provider import Provider
+from . import simulated_provider as sg
+from .simulated_provider import Provider
 
 log = logging.getLogger(__name__)
 
