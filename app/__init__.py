@@ -10,7 +10,7 @@ from typing import Any
 from quart import Quart, request
 from quart_schema import QuartSchema
 
-from . import api, errors, metrics, ops, pages, security, status, webhooks
+from . import api, errors, i18n, metrics, ops, pages, security, status, webhooks
 from .bridge import Bridge
 from .config import load_settings
 
@@ -54,6 +54,7 @@ def create_app(
     metrics.init_app(app, bridge.metrics)
     errors.init_app(app)
     security.init_app(app, settings.frame_ancestors)
+    i18n.init_app(app)
     app.register_blueprint(pages.bp)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(api.bp)

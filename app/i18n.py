@@ -1,0 +1,47 @@
+"""Customer pages in English and Russian, chosen by ``?lang=``, then ``Accept-Language``.
+
+Templates mark text with ``_()`` (Jinja's i18n extension, new style: translations are escaped
+like any other value). The catalogs are JSON files in ``app/translations/``, keyed by the
+English sentence; two languages and a few dozen sentences need no compiled message catalogs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from quart import Quart, g, request
+
+LANGUAGES = ("en", "ru")
+
+_FOLDER = Path(__file__).resolve().parent / "translations"
+_CATALOGS: dict[str, dict[str, str]] = {
+    "en": {},
+    "ru": json.loads((_FOLDER / "ru.json").read_text(encoding="utf-8")),
+}
+
+
+def language() -> str:
+    """This request's language: ``?lang=`` when it names one, else the browser's preference."""
+    if "lang" not in g:
+        asked = request.args.get("lang")
+        g.lang = (
+            asked
+            if asked in LANGUAGES
+            else (request.accept_languages.best_match(LANGUAGES) or LANGUAGES[0])
+        )
+    return g.lang
+
+
+def gettext(message: str) -> str:
+    return _CATALOGS[language()].get(message, message)
+
+
+def ngettext(singular: str, plural: str, count: int) -> str:
+    return gettext(singular if count == 1 else plural)
+
+
+def init_app(app: Quart) -> None:
+    app.jinja_env.add_extension("jinja2.ext.i18n")
+    app.jinja_env.install_gettext_callables(gettext, ngettext, newstyle=True)  # type: ignore[attr-defined]
+    app.jinja_env.globals["lang"] = language
