@@ -40,7 +40,12 @@ class Bridge:
     def from_settings(cls, settings: Settings, clock: Callable[[], float] = time.time) -> Bridge:
         return cls(
             settings=settings,
-            store=open_store(settings.database_url),
+            store=open_store(
+                settings.database_url,
+                pool_min=settings.db_pool_min,
+                pool_max=settings.db_pool_max,
+                timeout=settings.db_timeout,
+            ),
             tokens=Tokens(settings.secret_keys, settings.token_ttl, clock),
             clock=clock,
         )

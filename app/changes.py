@@ -17,6 +17,11 @@ class ChangeFeed:
     def waiting(self) -> int:
         return sum(len(waiters) for waiters in self._waiters.values())
 
+    def publish_all(self) -> None:
+        """Wake every waiter to read again (after news may have been missed)."""
+        for session_id in list(self._waiters):
+            self.publish(session_id)
+
     def publish(self, session_id: str) -> None:
         for waiter in self._waiters.pop(session_id, ()):
             if not waiter.done():

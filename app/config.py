@@ -45,6 +45,9 @@ class Settings:
     allow_insecure_acs: bool
     webhook_max_bytes: int
     sweep_interval: float
+    db_pool_min: int
+    db_pool_max: int
+    db_timeout: float
 
 
 def load_settings(
@@ -80,6 +83,10 @@ def load_settings(
         raise ConfigError(
             f"{PREFIX}TOKEN_TTL: must be longer than BRIDGE_ACTION_TIMEOUT ({action_timeout} s)"
         )
+    pool_min = read("DB_POOL_MIN", _positive_int, 2)
+    pool_max = read("DB_POOL_MAX", _positive_int, 10)
+    if pool_max < pool_min:
+        raise ConfigError(f"{PREFIX}DB_POOL_MAX: must be at least BRIDGE_DB_POOL_MIN ({pool_min})")
     return Settings(
         database_url=read("DATABASE_URL", _database_url, DEFAULT_DATABASE_URL),
         secret_keys=secret_keys,
@@ -93,6 +100,9 @@ def load_settings(
         allow_insecure_acs=read("ALLOW_INSECURE_ACS", _boolean, False),
         webhook_max_bytes=read("WEBHOOK_MAX_BYTES", _positive_int, 64 * 1024),
         sweep_interval=read("SWEEP_INTERVAL", _positive_float, 15.0),
+        db_pool_min=pool_min,
+        db_pool_max=pool_max,
+        db_timeout=read("DB_TIMEOUT", _positive_float, 5.0),
     )
 
 
@@ -156,9 +166,9 @@ def _json_strings(raw: str) -> list[str]:
 def _database_url(raw: str) -> str:
     if raw.startswith("sqlite:///") and len(raw) > len("sqlite:///"):
         return raw
-    if raw.startswith(("postgresql://", "postgres://")):
-        raise ValueError("PostgreSQL storage is not available in this version")
-    raise ValueError("expected sqlite:///PATH")
+    if raw.startswith(("postgresql://", "postgres://")) and urlsplit(raw).hostname:
+        return raw
+    raise ValueError("expected sqlite:///PATH or postgresql://USER@HOST/DATABASE")
 
 
 def _absolute_url(raw: str) -> str:

@@ -9,6 +9,8 @@ from quart import Quart, Response, jsonify, render_template, request
 from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
+from .store import StorageUnavailableError
+
 _CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -53,6 +55,19 @@ def init_app(app: Quart) -> None:
     @app.errorhandler(RequestSchemaValidationError)
     async def invalid_request(error: RequestSchemaValidationError) -> tuple[Response, int]:
         return jsonify(error_body("invalid_request", _validation_message(error))), 400
+
+    @app.errorhandler(StorageUnavailableError)
+    async def storage_unavailable(error: StorageUnavailableError) -> tuple[Response | str, int]:
+        # Nothing was written; the provider retries a webhook answered 503.
+        app.logger.warning("storage unavailable: %s", error)
+        headers = {"Retry-After": "5"}
+        if request.path.startswith("/pay/"):
+            page = await render_template("errors/http.html", status=503)
+            return Response(page, status=503, headers=headers, content_type="text/html"), 503
+        body = error_body("storage_unavailable", "the storage cannot be reached; try again")
+        response = jsonify(body)
+        response.headers.update(headers)
+        return response, 503
 
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> tuple[Response | str, int]:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +17,7 @@ from app import create_app
 from app.signature import sign
 
 from .payloads import webhook
+from .postgres import PostgresServer
 
 API_KEY = "partner-key-0123456789"
 
@@ -52,10 +53,26 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    server = PostgresServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Every test that stores anything runs once on each engine."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/bridge.sqlite3"
+    return request.getfixturevalue("postgres").new_database()
+
+
 @pytest.fixture
-def config(tmp_path: Path, provider_key: rsa.RSAPrivateKey, clock: FakeClock) -> dict[str, Any]:
+def config(database_url: str, provider_key: rsa.RSAPrivateKey, clock: FakeClock) -> dict[str, Any]:
     return {
-        "DATABASE_URL": f"sqlite:///{tmp_path}/bridge.sqlite3",
+        "DATABASE_URL": database_url,
         "SECRET_KEY": "test-secret-key-0123456789",
         "SG_PUBLIC_KEY": public_pem(provider_key),
         "API_KEYS": [API_KEY],

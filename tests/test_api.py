@@ -156,14 +156,13 @@ async def test_the_action_window_is_configurable(configured: Configured, clock: 
 async def test_the_sweep_records_timeouts(
     app: Any, provider: Provider, config: dict[str, Any], clock: FakeClock
 ) -> None:
-    import sqlite3
+    from .database import query
 
     await provider.deliver("action_required")
     clock.advance(3600)
     assert await app.extensions["bridge"].sweep() == 1
-    with sqlite3.connect(config["DATABASE_URL"].removeprefix("sqlite:///")) as db:
-        row = db.execute("SELECT status, reason, interaction FROM sessions").fetchone()
-    assert row == ("canceled", "action_timeout", None)
+    rows = await query(config["DATABASE_URL"], "SELECT status, reason, interaction FROM sessions")
+    assert rows == [("canceled", "action_timeout", None)]
     assert await app.extensions["bridge"].sweep() == 0
 
 

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import base64
 import json
-import sqlite3
 from typing import Any
 
 import pytest
@@ -11,15 +10,15 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from app.signature import sign
 
 from .conftest import Configured, Partner, Provider, public_pem
+from .database import query
 from .payloads import webhook
 
 
-def stored(config: dict[str, Any]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+async def stored(config: dict[str, Any]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """What is on disk, read with a separate connection: (webhook log, sessions)."""
-    path = config["DATABASE_URL"].removeprefix("sqlite:///")
-    with sqlite3.connect(path) as db:
-        log = db.execute("SELECT session_id, type, body FROM webhooks ORDER BY id").fetchall()
-        sessions = db.execute("SELECT session_id, status, reason FROM sessions").fetchall()
+    url = config["DATABASE_URL"]
+    log = await query(url, "SELECT session_id, type, body FROM webhooks ORDER BY id")
+    sessions = await query(url, "SELECT session_id, status, reason FROM sessions")
     return log, sessions
 
 
@@ -30,7 +29,7 @@ async def test_accepts_a_signed_webhook_and_stores_it_before_answering(
     response = await provider.send(body)
     assert response.status_code == 200
     assert await response.get_json() == {"status": "accepted"}
-    log, sessions = stored(config)
+    log, sessions = await stored(config)
     assert log == [("ps_3230", "action_required", body)]
     assert sessions == [("ps_3230", "action_required", None)]
 
@@ -43,7 +42,7 @@ async def test_the_same_bytes_again_are_a_duplicate_that_changes_nothing(
     again = await provider.send(body)
     assert again.status_code == 200
     assert await again.get_json() == {"status": "duplicate"}
-    log, _ = stored(config)
+    log, _ = await stored(config)
     assert len(log) == 1
 
 
@@ -56,7 +55,7 @@ async def test_same_content_with_other_bytes_is_stored_but_changes_nothing(
     response = await provider.send(json.dumps(payload, indent=2).encode())
     assert await response.get_json() == {"status": "accepted"}
     assert await (await partner.session()).get_json() == before
-    assert len(stored(config)[0]) == 2
+    assert len((await stored(config))[0]) == 2
 
 
 async def test_a_late_action_required_cannot_bring_a_finished_session_back(
@@ -84,7 +83,7 @@ async def test_unknown_types_and_fields_are_stored_and_answered_200(
     response = await provider.send(payload)
     assert response.status_code == 200
     assert await response.get_json() == {"status": "accepted"}
-    log, sessions = stored(config)
+    log, sessions = await stored(config)
     assert [(row[0], row[1]) for row in log] == [("ps_9", "payout_finished")]
     assert sessions == [("ps_9", "pending", None)]
 
@@ -100,7 +99,7 @@ async def test_missing_signature_is_401_and_stores_nothing(
     error = (await response.get_json())["error"]
     assert error["code"] == "invalid_signature"
     assert error["message"]
-    assert stored(config) == ([], [])
+    assert (await stored(config)) == ([], [])
 
 
 async def test_signature_over_other_bytes_is_401(
@@ -110,7 +109,7 @@ async def test_signature_over_other_bytes_is_401(
     forged = sign(provider.key, body.replace(b"succeeded", b"failed!!!"))
     response = await provider.send(body, signature=forged)
     assert response.status_code == 401
-    assert stored(config) == ([], [])
+    assert (await stored(config)) == ([], [])
 
 
 async def test_signature_from_another_key_is_401(provider: Provider) -> None:
@@ -141,7 +140,7 @@ async def test_signed_body_that_is_not_json_is_400(
         response = await provider.send(body)
         assert response.status_code == 400, body
         assert (await response.get_json())["error"]["code"] == "invalid_json"
-    assert stored(config) == ([], [])
+    assert (await stored(config)) == ([], [])
 
 
 async def test_json_that_is_not_a_webhook_is_422(
@@ -159,7 +158,7 @@ async def test_json_that_is_not_a_webhook_is_422(
         assert response.status_code == 422, document
         body = await response.get_json()
         assert body["error"]["code"] == "not_a_webhook"
-    assert stored(config) == ([], [])
+    assert (await stored(config)) == ([], [])
 
 
 async def test_body_over_the_limit_is_413(provider: Provider, config: dict[str, Any]) -> None:
@@ -167,7 +166,7 @@ async def test_body_over_the_limit_is_413(provider: Provider, config: dict[str, 
     response = await provider.send(payload)
     assert response.status_code == 413
     assert (await response.get_json())["error"]["code"] == "body_too_large"
-    assert stored(config) == ([], [])
+    assert (await stored(config)) == ([], [])
 
 
 async def test_the_body_limit_is_configurable(configured: Configured) -> None:
@@ -218,7 +217,7 @@ async def test_a_lone_surrogate_anywhere_is_422_and_stores_nothing(
         response = await provider.send(body)
         assert response.status_code == 422, target
         assert (await response.get_json())["error"]["code"] == "not_a_webhook"
-    assert stored(config) == ([], [])
+    assert (await stored(config)) == ([], [])
 
 
 async def test_json_nested_too_deeply_is_400(provider: Provider) -> None:

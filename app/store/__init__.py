@@ -18,6 +18,10 @@ from ..lifecycle import Session, Status
 Update = Callable[[Session | None], Session | None]
 
 
+class StorageUnavailableError(Exception):
+    """The storage cannot be reached now; the caller should answer 503 and be retried."""
+
+
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """One webhook delivery as it arrived, for the event log."""
@@ -74,12 +78,18 @@ class Store(abc.ABC):
         """Sessions whose action window has ended but whose status still says so."""
 
 
-def open_store(database_url: str) -> Store:
-    """The store for a ``BRIDGE_DATABASE_URL``."""
+def open_store(
+    database_url: str, *, pool_min: int = 2, pool_max: int = 10, timeout: float = 5.0
+) -> Store:
+    """The store for a ``BRIDGE_DATABASE_URL``; the pool settings apply to PostgreSQL."""
     if database_url.startswith("sqlite:///"):
         from .sqlite import SQLiteStore
 
         return SQLiteStore(database_url.removeprefix("sqlite:///"))
+    if database_url.startswith(("postgresql://", "postgres://")):
+        from .postgres import PostgresStore
+
+        return PostgresStore(database_url, pool_min=pool_min, pool_max=pool_max, timeout=timeout)
     raise ValueError(f"unsupported database URL scheme: {database_url.split(':', 1)[0]}")
 
 

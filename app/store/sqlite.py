@@ -43,6 +43,9 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX sessions_by_action_expiry ON sessions (action_expires_at)
         WHERE status = 'action_required';
     """,
+    """
+    CREATE INDEX webhooks_by_received_at ON webhooks (received_at);
+    """,
 )
 
 _UPSERT = (

@@ -1,0 +1,274 @@
+"""PostgreSQL storage through asyncpg, for several bridge instances sharing one database.
+
+- Every write to a session takes a transaction-scoped advisory lock on the session id, so
+  instances serialize per session without table locks; duplicates collide on a unique index.
+- A change is announced with ``pg_notify`` inside the transaction, so it is delivered only once
+  committed; each instance listens on one connection and wakes its own long-polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+
+from ..lifecycle import Session, Status
+from . import (
+    SESSION_COLUMNS,
+    Changed,
+    Delivery,
+    StorageUnavailableError,
+    Store,
+    Update,
+    session_from_row,
+    session_row,
+)
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "bridge_session_changed"
+_MIGRATION_LOCK = 7_267_040_101  # any constant shared by every instance
+
+# Each entry upgrades the schema by one version; never edit one that has shipped.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE webhooks (
+        id BIGSERIAL PRIMARY KEY,
+        digest BYTEA NOT NULL UNIQUE,
+        session_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        received_at DOUBLE PRECISION NOT NULL,
+        body BYTEA NOT NULL
+    );
+    CREATE INDEX webhooks_by_session ON webhooks (session_id, id);
+    CREATE TABLE sessions (
+        session_id TEXT PRIMARY KEY,
+        status TEXT NOT NULL,
+        reason TEXT,
+        interaction TEXT,
+        action_received_at DOUBLE PRECISION,
+        action_expires_at DOUBLE PRECISION,
+        returned_at DOUBLE PRECISION,
+        payments TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX sessions_by_action_expiry ON sessions (action_expires_at)
+        WHERE status = 'action_required';
+    """,
+    """
+    CREATE INDEX webhooks_by_received_at ON webhooks (received_at);
+    """,
+)
+
+_UPSERT = (
+    f"INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+    " ON CONFLICT (session_id) DO UPDATE SET status = excluded.status,"
+    " reason = excluded.reason, interaction = excluded.interaction,"
+    " action_received_at = excluded.action_received_at,"
+    " action_expires_at = excluded.action_expires_at, returned_at = excluded.returned_at,"
+    " payments = excluded.payments, updated_at = excluded.updated_at"
+)
+_SELECT = f"SELECT {SESSION_COLUMNS} FROM sessions WHERE session_id = $1"
+# Connection trouble of any kind: the database is unreachable, restarting, or timing out.
+_UNAVAILABLE = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+)
+
+
+class PostgresStore(Store):
+    def __init__(self, dsn: str, *, pool_min: int = 2, pool_max: int = 10, timeout: float = 5.0):
+        super().__init__()
+        self.dsn = dsn
+        self._pool_min = pool_min
+        self._pool_max = pool_max
+        self._timeout = timeout
+        self._pool: asyncpg.Pool | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def open(self) -> None:
+        """Connect and migrate; if the database is down, start anyway and keep trying."""
+        try:
+            await self._connect()
+        except _UNAVAILABLE as error:
+            log.warning("PostgreSQL is unreachable (%s); retrying in the background", error)
+            self._tasks.append(asyncio.create_task(self._connect_until_done()))
+
+    async def _connect(self) -> None:
+        pool = await asyncpg.create_pool(
+            self.dsn,
+            min_size=self._pool_min,
+            max_size=self._pool_max,
+            timeout=self._timeout,
+            command_timeout=self._timeout,
+        )
+        try:
+            async with pool.acquire() as db, db.transaction():
+                await migrate(db)
+        except BaseException:
+            await pool.close()
+            raise
+        self._pool = pool
+        self._tasks.append(asyncio.create_task(self._listen(), name="postgres change listener"))
+
+    async def _connect_until_done(self) -> None:
+        pause = 0.5
+        while self._pool is None:
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 10.0)
+            with contextlib.suppress(*_UNAVAILABLE):
+                await self._connect()
+        log.info("PostgreSQL is reachable again")
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._pool is not None:
+            await self._pool.close()
+        self._pool = None
+
+    async def ping(self) -> None:
+        await self._run(lambda db: db.fetchval("SELECT 1"))
+
+    async def record_webhook(self, delivery: Delivery, update: Update) -> Changed:
+        async def work(db: asyncpg.Connection) -> Changed:
+            await _lock(db, delivery.session_id)
+            inserted = await db.fetchval(
+                "INSERT INTO webhooks (digest, session_id, type, received_at, body)"
+                " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (digest) DO NOTHING RETURNING id",
+                delivery.digest,
+                delivery.session_id,
+                delivery.type,
+                delivery.received_at,
+                delivery.body,
+            )
+            if inserted is None:
+                session = await _select(db, delivery.session_id)
+                return Changed(before=session, after=session, duplicate=True)
+            return await _change(db, delivery.session_id, update)
+
+        return await self._transaction(delivery.session_id, work)
+
+    async def update_session(self, session_id: str, update: Update) -> Changed:
+        async def work(db: asyncpg.Connection) -> Changed:
+            await _lock(db, session_id)
+            return await _change(db, session_id, update)
+
+        return await self._transaction(session_id, work)
+
+    async def get_session(self, session_id: str) -> Session | None:
+        return await self._run(lambda db: _select(db, session_id))
+
+    async def sessions_due(self, now: float, limit: int = 500) -> list[str]:
+        rows = await self._run(
+            lambda db: db.fetch(
+                "SELECT session_id FROM sessions WHERE status = $1 AND action_expires_at <= $2"
+                " ORDER BY action_expires_at LIMIT $3",
+                Status.ACTION_REQUIRED.value,
+                now,
+                limit,
+            )
+        )
+        return [row["session_id"] for row in rows]
+
+    async def _transaction(
+        self, session_id: str, work: Callable[[asyncpg.Connection], Awaitable[Changed]]
+    ) -> Changed:
+        # Shielded: a client that hangs up cannot cut a transaction short.
+        return await asyncio.shield(self._commit_and_publish(session_id, work))
+
+    async def _commit_and_publish(
+        self, session_id: str, work: Callable[[asyncpg.Connection], Awaitable[Changed]]
+    ) -> Changed:
+        async def transaction(db: asyncpg.Connection) -> Changed:
+            async with db.transaction():
+                changed = await work(db)
+                if changed.after != changed.before:
+                    await db.execute("SELECT pg_notify($1, $2)", CHANNEL, session_id)
+                return changed
+
+        changed = await self._run(transaction)
+        if changed.after != changed.before:
+            self.changes.publish(session_id)  # this instance's waiters need not wait for NOTIFY
+        return changed
+
+    async def _run(self, work: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:
+        if self._pool is None:
+            raise StorageUnavailableError("not connected to PostgreSQL yet")
+        try:
+            async with self._pool.acquire(timeout=self._timeout) as db:
+                return await work(db)
+        except _UNAVAILABLE as error:
+            raise StorageUnavailableError(str(error) or type(error).__name__) from error
+
+    async def _listen(self) -> None:
+        """Hear every instance's changes, on one connection kept alive for the purpose."""
+        pause = 0.5
+        while True:
+            try:
+                db = await asyncpg.connect(self.dsn, timeout=self._timeout)
+            except _UNAVAILABLE:
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 10.0)
+                continue
+            pause = 0.5
+            try:
+                await self._follow(db)
+            except _UNAVAILABLE:
+                pass
+            finally:
+                with contextlib.suppress(*_UNAVAILABLE):
+                    await db.close(timeout=1)
+            log.warning("lost the PostgreSQL change listener; reconnecting")
+
+    async def _follow(self, db: asyncpg.Connection) -> None:
+        lost = asyncio.Event()
+        db.add_termination_listener(lambda _: lost.set())
+        await db.add_listener(CHANNEL, self._heard)
+        self.changes.publish_all()  # news may have been missed while not listening
+        while not lost.is_set():
+            try:
+                await asyncio.wait_for(lost.wait(), timeout=10)
+            except TimeoutError:  # a quiet line: make sure it is still there
+                await db.fetchval("SELECT 1", timeout=self._timeout)
+
+    def _heard(self, _db: object, _pid: int, _channel: str, session_id: str) -> None:
+        self.changes.publish(session_id)
+
+
+async def migrate(db: asyncpg.Connection) -> None:
+    """Bring the schema up to date; instances starting together take turns."""
+    await db.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+    await db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    version = await db.fetchval("SELECT coalesce(max(version), 0) FROM schema_version")
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        await db.execute(script)
+        await db.execute("INSERT INTO schema_version (version) VALUES ($1)", number)
+
+
+async def _lock(db: asyncpg.Connection, session_id: str) -> None:
+    await db.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", session_id)
+
+
+async def _select(db: asyncpg.Connection, session_id: str) -> Session | None:
+    row = await db.fetchrow(_SELECT, session_id)
+    return session_from_row(None if row is None else tuple(row))
+
+
+async def _change(db: asyncpg.Connection, session_id: str, update: Update) -> Changed:
+    before = await _select(db, session_id)
+    after = update(before)
+    if after is not None and after != before:
+        await db.execute(_UPSERT, *session_row(after))
+    return Changed(before=before, after=after)
