@@ -1,13 +1,20 @@
+"""One storage suite, run on every engine (``database_url`` is parametrized in conftest)."""
+
 from __future__ import annotations
 
+import asyncio
 import hashlib
-import sqlite3
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import pytest
+
 from app.lifecycle import Session, Status, new_session
-from app.store import Delivery, open_store
-from app.store.sqlite import MIGRATIONS
+from app.store import Delivery, Store, open_store
+from app.store import postgres as postgres_engine
+from app.store import sqlite as sqlite_engine
+
+from .database import query
 
 
 def delivery(body: bytes, session_id: str = "ps_1") -> Delivery:
@@ -21,27 +28,70 @@ def moved(status: Status) -> Callable[[Session | None], Session]:
     return update
 
 
-async def test_schema_is_created_and_upgrades_are_idempotent(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/nested/dir/bridge.sqlite3"
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    opened = open_store(database_url)
+    await opened.open()
+    yield opened
+    await opened.close()
+
+
+def migrations(database_url: str) -> tuple[str, ...]:
+    engine = sqlite_engine if database_url.startswith("sqlite") else postgres_engine
+    return engine.MIGRATIONS
+
+
+async def test_schema_is_created_and_upgrades_are_idempotent(database_url: str) -> None:
     for _ in range(2):
-        store = open_store(url)
+        store = open_store(database_url)
         await store.open()
         await store.close()
-    with sqlite3.connect(tmp_path / "nested/dir/bridge.sqlite3") as db:
-        versions = db.execute("SELECT version FROM schema_version").fetchall()
-        journal = db.execute("PRAGMA journal_mode").fetchone()
-    assert versions == [(number,) for number in range(1, len(MIGRATIONS) + 1)]
-    assert journal == ("wal",)
+    versions = await query(database_url, "SELECT version FROM schema_version ORDER BY version")
+    assert versions == [(number,) for number in range(1, len(migrations(database_url)) + 1)]
 
 
-async def test_what_was_committed_survives_a_reopen(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/bridge.sqlite3"
-    store = open_store(url)
+async def test_an_older_database_is_upgraded_in_place(database_url: str) -> None:
+    first = migrations(database_url)[0]
+    # A database as version 1 left it, holding a session.
+    if database_url.startswith("sqlite"):
+        import sqlite3
+
+        with sqlite3.connect(database_url.removeprefix("sqlite:///")) as db:
+            db.executescript(first)
+            db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+            db.execute("INSERT INTO schema_version VALUES (1)")
+            db.execute(
+                "INSERT INTO sessions VALUES ('ps_old', 'succeeded', NULL, NULL, NULL, NULL,"
+                " NULL, '[]', 1.0, 2.0)"
+            )
+    else:
+        import asyncpg
+
+        db = await asyncpg.connect(database_url)
+        await db.execute(first)
+        await db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        await db.execute("INSERT INTO schema_version VALUES (1)")
+        await db.execute(
+            "INSERT INTO sessions VALUES ('ps_old', 'succeeded', NULL, NULL, NULL, NULL,"
+            " NULL, '[]', 1.0, 2.0)"
+        )
+        await db.close()
+    store = open_store(database_url)
+    await store.open()
+    session = await store.get_session("ps_old")
+    await store.close()
+    assert session is not None and session.status is Status.SUCCEEDED
+    versions = await query(database_url, "SELECT version FROM schema_version ORDER BY version")
+    assert versions == [(number,) for number in range(1, len(migrations(database_url)) + 1)]
+
+
+async def test_what_was_committed_survives_a_reopen(database_url: str) -> None:
+    store = open_store(database_url)
     await store.open()
     changed = await store.record_webhook(delivery(b"one"), moved(Status.ACTION_REQUIRED))
     assert changed.before is None and changed.after is not None and not changed.duplicate
     await store.close()
-    store = open_store(url)
+    store = open_store(database_url)
     await store.open()
     session = await store.get_session("ps_1")
     again = await store.record_webhook(delivery(b"one"), moved(Status.SUCCEEDED))
@@ -50,28 +100,18 @@ async def test_what_was_committed_survives_a_reopen(tmp_path: Path) -> None:
     assert again.duplicate and again.after == session
 
 
-async def test_an_update_that_raises_writes_nothing(tmp_path: Path) -> None:
-    store = open_store(f"sqlite:///{tmp_path}/bridge.sqlite3")
-    await store.open()
-
+async def test_an_update_that_raises_writes_nothing(store: Store) -> None:
     def broken(session: Session | None) -> Session:
         raise RuntimeError("boom")
 
-    try:
+    with pytest.raises(RuntimeError, match="boom"):
         await store.record_webhook(delivery(b"two"), broken)
-    except RuntimeError:
-        pass
-    else:
-        raise AssertionError("the update's error was swallowed")
     # The delivery was rolled back with the session: it can be delivered again.
     retried = await store.record_webhook(delivery(b"two"), moved(Status.ACTION_REQUIRED))
-    await store.close()
     assert not retried.duplicate
 
 
-async def test_sessions_due_lists_only_expired_actions(tmp_path: Path) -> None:
-    store = open_store(f"sqlite:///{tmp_path}/bridge.sqlite3")
-    await store.open()
+async def test_sessions_due_lists_only_expired_actions(store: Store) -> None:
     for session_id, expires in (("ps_a", 100.0), ("ps_b", 200.0)):
         session = Session(
             id=session_id,
@@ -85,28 +125,18 @@ async def test_sessions_due_lists_only_expired_actions(tmp_path: Path) -> None:
     await store.update_session("ps_c", lambda _: new_session("ps_c", 1.0))
     assert await store.sessions_due(150.0) == ["ps_a"]
     assert await store.sessions_due(200.0) == ["ps_a", "ps_b"]
-    await store.close()
 
 
-async def test_changes_wake_watchers_only_when_something_changed(tmp_path: Path) -> None:
-    import asyncio
-
-    store = open_store(f"sqlite:///{tmp_path}/bridge.sqlite3")
-    await store.open()
+async def test_changes_wake_watchers_only_when_something_changed(store: Store) -> None:
     with store.changes.watch("ps_1") as changed:
         await store.update_session("ps_1", lambda session: session)  # nothing to write
         assert not changed.done()
         await store.update_session("ps_1", moved(Status.PENDING))
         await asyncio.wait_for(changed, timeout=1)
     assert store.changes.waiting == 0
-    await store.close()
 
 
-async def test_a_cancelled_writer_still_commits_and_wakes_its_watchers(tmp_path: Path) -> None:
-    import asyncio
-
-    store = open_store(f"sqlite:///{tmp_path}/bridge.sqlite3")
-    await store.open()
+async def test_a_cancelled_writer_still_commits_and_wakes_its_watchers(store: Store) -> None:
     with store.changes.watch("ps_1") as changed:
         writer = asyncio.create_task(
             store.record_webhook(delivery(b"hung up"), moved(Status.ACTION_REQUIRED))
@@ -115,16 +145,41 @@ async def test_a_cancelled_writer_still_commits_and_wakes_its_watchers(tmp_path:
         writer.cancel()
         await asyncio.wait_for(changed, timeout=2)
     session = await store.get_session("ps_1")
-    await store.close()
     assert session is not None and session.status is Status.ACTION_REQUIRED
 
 
-async def test_commits_are_synchronous_full(tmp_path: Path) -> None:
-    from app.store.sqlite import SQLiteStore
+async def test_concurrent_deliveries_of_the_same_webhook_are_one(store: Store) -> None:
+    results = await asyncio.gather(
+        *(
+            store.record_webhook(delivery(b"storm"), moved(Status.ACTION_REQUIRED))
+            for _ in range(20)
+        )
+    )
+    assert sum(not result.duplicate for result in results) == 1
 
-    store = SQLiteStore(str(tmp_path / "bridge.sqlite3"))
+
+async def test_sqlite_commits_are_synchronous_full_in_wal(tmp_path: Path) -> None:
+    store = sqlite_engine.SQLiteStore(str(tmp_path / "nested" / "bridge.sqlite3"))
     await store.open()
     async with store._write().execute("PRAGMA synchronous") as cursor:
         level = await cursor.fetchone()
+    async with store._write().execute("PRAGMA journal_mode") as cursor:
+        journal = await cursor.fetchone()
     await store.close()
     assert level == (2,)  # FULL: the WAL is synced on every commit
+    assert journal == ("wal",)
+
+
+async def test_a_change_committed_by_another_instance_wakes_this_ones_waiters(
+    database_url: str,
+) -> None:
+    here, there = open_store(database_url), open_store(database_url)
+    await here.open()
+    await there.open()
+    try:
+        with here.changes.watch("ps_1") as changed:
+            await there.update_session("ps_1", moved(Status.ACTION_REQUIRED))
+            await asyncio.wait_for(changed, timeout=2)
+    finally:
+        await here.close()
+        await there.close()

@@ -94,6 +94,8 @@ class PostgresStore(Store):
         self._timeout = timeout
         self._pool: asyncpg.Pool | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._listening = asyncio.Event()
+        self._reconnecting = False
 
     async def open(self) -> None:
         """Connect and migrate; if the database is down, start anyway and keep trying."""
@@ -119,6 +121,9 @@ class PostgresStore(Store):
             raise
         self._pool = pool
         self._tasks.append(asyncio.create_task(self._listen(), name="postgres change listener"))
+        # Open means other instances' changes are heard from now on.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._listening.wait(), timeout=self._timeout)
 
     async def _connect_until_done(self) -> None:
         pause = 0.5
@@ -236,12 +241,18 @@ class PostgresStore(Store):
         lost = asyncio.Event()
         db.add_termination_listener(lambda _: lost.set())
         await db.add_listener(CHANNEL, self._heard)
-        self.changes.publish_all()  # news may have been missed while not listening
-        while not lost.is_set():
-            try:
-                await asyncio.wait_for(lost.wait(), timeout=10)
-            except TimeoutError:  # a quiet line: make sure it is still there
-                await db.fetchval("SELECT 1", timeout=self._timeout)
+        self._listening.set()
+        if self._reconnecting:
+            self.changes.publish_all()  # news may have been missed while not listening
+        self._reconnecting = True
+        try:
+            while not lost.is_set():
+                try:
+                    await asyncio.wait_for(lost.wait(), timeout=10)
+                except TimeoutError:  # a quiet line: make sure it is still there
+                    await db.fetchval("SELECT 1", timeout=self._timeout)
+        finally:
+            self._listening.clear()
 
     def _heard(self, _db: object, _pid: int, _channel: str, session_id: str) -> None:
         self.changes.publish(session_id)

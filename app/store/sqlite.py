@@ -1,9 +1,15 @@
-"""SQLite storage through aiosqlite: WAL, ``synchronous=FULL`` (a commit is on disk), one writer."""
+"""SQLite storage through aiosqlite: WAL, ``synchronous=FULL`` (a commit is on disk), one writer.
+
+Several processes may share the file (``serve --workers``): each committed change is also
+appended to a ``changes`` table, which every process polls to wake its own long-polls.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -15,6 +21,7 @@ from . import SESSION_COLUMNS, Changed, Delivery, Store, Update, session_from_ro
 # aiosqlite logs every statement with its parameters at DEBUG: webhook bodies, PaReq and MD
 # included. Those must never reach a log, whatever level an operator picks.
 logging.getLogger("aiosqlite").setLevel(logging.WARNING)
+log = logging.getLogger(__name__)
 
 # Each entry upgrades the schema by one version; never edit one that has shipped.
 MIGRATIONS: tuple[str, ...] = (
@@ -46,7 +53,14 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX webhooks_by_received_at ON webhooks (received_at);
     """,
+    # Changes announced to other processes sharing this file (see SQLiteStore._follow).
+    """
+    CREATE TABLE changes (id INTEGER PRIMARY KEY AUTOINCREMENT, session_id TEXT NOT NULL);
+    """,
 )
+# How often other processes' changes are looked for, and how many are kept for them.
+POLL_INTERVAL = 0.05
+CHANGES_KEPT = 10_000
 
 _UPSERT = (
     f"INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -66,6 +80,7 @@ class SQLiteStore(Store):
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
+        self._follower: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -74,6 +89,9 @@ class SQLiteStore(Store):
         await self._migrate(self._writer)
         self._reader = await self._connect()
         await self._reader.execute("PRAGMA query_only = ON")
+        async with self._reader.execute("SELECT coalesce(max(id), 0) FROM changes") as cursor:
+            row = await cursor.fetchone()
+        self._follower = asyncio.create_task(self._follow(row[0] if row else 0))
 
     async def _connect(self) -> aiosqlite.Connection:
         connection = await aiosqlite.connect(self.path, isolation_level=None)
@@ -98,6 +116,10 @@ class SQLiteStore(Store):
             raise
 
     async def close(self) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follower
         async with self._write_lock:  # let a transaction under way finish first
             for connection in (self._reader, self._writer):
                 if connection is not None:
@@ -169,6 +191,8 @@ class SQLiteStore(Store):
             await db.execute("BEGIN IMMEDIATE")
             try:
                 changed = await work(db)
+                if changed.after != changed.before:
+                    await db.execute("INSERT INTO changes (session_id) VALUES (?)", (session_id,))
                 await db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:  # SQLite may have rolled back by itself already
@@ -177,6 +201,31 @@ class SQLiteStore(Store):
         if changed.after != changed.before:
             self.changes.publish(session_id)
         return changed
+
+    async def _follow(self, seen: int) -> None:
+        """Wake this process's waiters for changes other processes committed."""
+        polls = 0
+        while True:
+            await asyncio.sleep(POLL_INTERVAL)
+            try:
+                async with self._read().execute(
+                    "SELECT id, session_id FROM changes WHERE id > ? ORDER BY id", (seen,)
+                ) as cursor:
+                    rows = await cursor.fetchall()
+                for seen, session_id in rows:  # noqa: B007 - the last id seen is kept
+                    self.changes.publish(session_id)
+                polls += 1
+                if polls % 1200 == 0:  # about once a minute
+                    await self._forget_old_changes()
+            except sqlite3.Error:
+                log.exception("could not read other processes' changes; trying again")
+
+    async def _forget_old_changes(self) -> None:
+        db = self._write()
+        async with self._write_lock:
+            await db.execute(
+                "DELETE FROM changes WHERE id < (SELECT max(id) FROM changes) - ?", (CHANGES_KEPT,)
+            )
 
     def _write(self) -> aiosqlite.Connection:
         if self._writer is None:
