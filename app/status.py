@@ -6,19 +6,26 @@ The token is the credential, so any origin may ask (CORS), and no cookie is invo
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from collections.abc import AsyncIterator
 from typing import Any, NamedTuple
 
 from pydantic import ValidationError
-from quart import Blueprint, Response, jsonify, request
+from quart import Blueprint, Response, jsonify, request, stream_with_context
 from quart_cors import cors
 from quart_schema import RequestSchemaValidationError, document_querystring, document_response
+from werkzeug.exceptions import HTTPException
 
 from . import lifecycle
 from .bridge import bridge
 from .errors import ErrorAnswer
 from .links import pay_url
 from .schemas import StatusAnswer, StatusQuery, etag_of, status_answer
+
+STREAM_SECONDS = 300
+KEEP_ALIVE_SECONDS = 15
+RETRY_MILLISECONDS = 2000
 
 bp = cors(
     Blueprint("status", __name__, url_prefix="/api/v1/status"),
@@ -49,6 +56,44 @@ async def status(token: str) -> Response:
         response = jsonify(view.answer)
     response.set_etag(view.etag)
     response.headers["Cache-Control"] = "no-cache"
+    return response
+
+
+@bp.get("/<token>/events")
+@document_response(StatusAnswer)
+@document_response(ErrorAnswer, 404)
+async def events(token: str) -> Response:
+    """The same answers as a Server-Sent Events stream: an ``status`` event on every change.
+
+    Each event's id is the answer's ETag; a reconnecting ``EventSource`` sends it back as
+    ``Last-Event-ID`` and hears only what is new. A comment every 15 s keeps proxies from
+    closing the stream, and the stream ends after 5 minutes (the browser reconnects), so a
+    server can always be restarted.
+    """
+    view = await _status(token)
+    seen = request.headers.get("Last-Event-ID", "")
+
+    @stream_with_context
+    async def stream() -> AsyncIterator[bytes]:
+        current, sent = view, seen
+        deadline = time.monotonic() + STREAM_SECONDS
+        yield f"retry: {RETRY_MILLISECONDS}\n\n".encode()
+        while time.monotonic() < deadline:
+            if current.etag != sent:
+                sent = current.etag
+                data = json.dumps(current.answer, separators=(",", ":"))
+                yield f"id: {sent}\nevent: status\ndata: {data}\n\n".encode()
+            else:
+                yield b": still here\n\n"
+            try:
+                current = await _hold(token, current.session_id, sent, KEEP_ALIVE_SECONDS)
+            except HTTPException:  # the token expired meanwhile
+                return
+
+    response = Response(stream(), content_type="text/event-stream")
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Accel-Buffering"] = "no"  # nginx: pass events on at once
+    response.timeout = None  # a stream outlives Quart's response timeout
     return response
 
 

@@ -9,6 +9,7 @@ ROUTES = {
     ("/api/v1/sessions/<session_id>/tokens", "POST"),
     ("/api/v1/sessions/<session_id>", "GET"),
     ("/api/v1/status/<token>", "GET"),
+    ("/api/v1/status/<token>/events", "GET"),
     ("/pay/<token>", "GET"),
     ("/pay/<token>/return", "GET"),
     ("/pay/<token>/return", "POST"),
