@@ -211,6 +211,7 @@ window.startBridge = function (overrides) {
   return window.flow.mode;
 };
 document.getElementById("pay").addEventListener("click", function () { window.startBridge(); });
+if (new URLSearchParams(window.location.search).get("autostart")) { window.startBridge(); }
 </script>
 </body>
 </html>
@@ -225,6 +226,8 @@ class Partner:
     ``RedirectBridge.start`` with those options; every callback lands in ``window.events``
     (``["status", s]``, ``["complete", s]``, ``["error", code]``), every ``message`` event in
     ``window.messages`` (``{origin, data}``), and the controller in ``window.flow``.
+    ``autostart=1`` starts while the page loads, with no user gesture (Playwright's
+    ``page.evaluate`` counts as one, so it cannot stand in for a call outside a click).
     """
 
     url: str = ""
