@@ -10,7 +10,9 @@
  *     size: "500x600",                    // "250x400" | "390x400" | "500x600" | "600x400" | "full"
  *     onStatus: function (answer) {},     // every change: {status, reason, action_url, updated_at}
  *     onComplete: function (answer) {},   // once, with the final answer; the step is cleaned up
- *     onError: function (error) {}        // {code, message}: "not_found", "popup_closed"
+ *     onError: function (error) {},       // {code, message}: "not_found", "popup_closed",
+ *                                         //   "frame_blocked"
+ *     transport: "events"                 // "events" (Server-Sent Events) or "poll"
  *   });
  *   flow.stop();                          // stop following and clean up
  *
@@ -28,6 +30,8 @@
   };
   var FINAL = { succeeded: true, failed: true, canceled: true, error: true, refunded: true };
   var STATUS_PATH = "/api/v1/status/";
+  // Every bridge page greets its embedder on load; a frame silent this long was refused.
+  var HELLO_MILLISECONDS = 10000;
 
   function parseStatusUrl(statusUrl) {
     var url = new URL(statusUrl, global.location.href);
@@ -76,11 +80,15 @@
     var pause = 1000;
     var pending = null;
     var watchPopup = null;
+    var stream = null;
+    var hello = null;
 
     function cleanUp() {
       stopped = true;
       global.removeEventListener("message", onMessage);
       if (pending) { pending.abort(); }
+      if (stream) { stream.close(); }
+      if (hello) { global.clearTimeout(hello); }
       if (watchPopup) { global.clearInterval(watchPopup); }
       if (frame && frame.parentNode) { frame.parentNode.removeChild(frame); }
       if (popup && !popup.closed) { popup.close(); }
@@ -127,18 +135,39 @@
         });
     }
 
+    // Server-Sent Events where the browser has them; the long-poll when they fail for good
+    // (a 404 closes the stream, and the long-poll then reports it).
+    function listen() {
+      if (options.transport === "poll" || !global.EventSource) { poll(false); return; }
+      stream = new EventSource(bridge.statusUrl + "/events");
+      stream.addEventListener("status", function (event) { seen(JSON.parse(event.data)); });
+      stream.onerror = function () {
+        if (stream.readyState === EventSource.CLOSED && !stopped) { stream = null; poll(false); }
+      };
+    }
+
     // A message from the bridge's pages only says "look now"; its content is not trusted.
     function onMessage(event) {
       if (event.origin !== bridge.origin) { return; }
       var source = frame ? frame.contentWindow : popup;
       if (source && event.source !== source) { return; }
       var data = event.data;
-      if (data && data.source === "redirect-bridge" && data.type === "status") { poll(false); }
+      if (data && data.source === "redirect-bridge" && data.type === "status") {
+        if (hello) { global.clearTimeout(hello); hello = null; }
+        if (!stream) { poll(false); }
+      }
     }
 
     global.addEventListener("message", onMessage);
     if (mode === "iframe") {
       frame = makeFrame(bridge.payUrl, options.size || "500x600", options.container);
+      hello = global.setTimeout(function () {
+        hello = null;
+        onError({
+          code: "frame_blocked",
+          message: "the bridge page has not spoken from the frame; is this page's origin in BRIDGE_FRAME_ANCESTORS?"
+        });
+      }, options.helloTimeout || HELLO_MILLISECONDS);
     } else if (mode === "popup") {
       var box = SIZES[options.size] || SIZES["500x600"];
       popup = global.open(bridge.payUrl, "redirect-bridge", "popup,width=" + box[0] + ",height=" + box[1]);
@@ -158,7 +187,7 @@
     if (mode === "redirect") {
       global.location.assign(bridge.payUrl);
     } else {
-      poll(false);
+      listen();
     }
 
     return {

@@ -206,6 +206,8 @@ window.startBridge = function (overrides) {
     onError: function (error) { window.events.push(["error", error.code]); }
   };
   if (query.get("size")) { options.size = query.get("size"); }
+  if (query.get("transport")) { options.transport = query.get("transport"); }
+  if (query.get("hello")) { options.helloTimeout = Number(query.get("hello")); }
   Object.assign(options, overrides || {});
   window.flow = RedirectBridge.start(options);
   return window.flow.mode;

@@ -16,15 +16,6 @@ from ..payloads import redirect, webhook
 from .conftest import CHROMIUM, CHROMIUM_ARGS, Console
 from .harness import Bank, Bridge, Partner, wait_until
 
-# A frame removed (or a popup closed) by the script while a bridge page is still loading aborts
-# its stylesheet request; Quart's FileBody, cancelled while aiofiles opens the file in a worker
-# thread, then leaks that file, which surfaces here as an unraisable ResourceWarning. That is
-# Quart's, not something these tests check, and only that one is let through.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Exception ignored in. <_io.FileIO name='[^']*/static/"
-    ":pytest.PytestUnraisableExceptionWarning"
-)
-
 FRAME = "iframe[data-redirect-bridge]"
 LAST_IS_COMPLETE = "() => { const e = window.events.at(-1); return !!e && e[0] === 'complete'; }"
 
@@ -197,7 +188,7 @@ def test_an_unlisted_origin_cannot_frame_the_bridge(
     )
     console.expect_message(refusal)
     token = bridge.token(session_id)
-    page.goto(stranger.checkout(bridge, status_url=token["status_url"]))
+    page.goto(stranger.checkout(bridge, status_url=token["status_url"], hello="1500"))
     page.click("#pay")
     expect(page.locator(FRAME)).to_have_attribute("src", token["pay_url"])
     pump_until(page, lambda: console.logged(refusal))
@@ -206,6 +197,34 @@ def test_an_unlisted_origin_cannot_frame_the_bridge(
     assert page.evaluate("window.messages") == []
     refused = [entry for entry in console.messages if refusal in entry[1]]
     assert [entry[0] for entry in refused] == ["error"]
+    # The partner hears of it: a refused frame never greets its embedder.
+    wait_for_event(page, "error", "frame_blocked")
+
+
+def test_a_listed_origin_is_never_told_its_frame_was_blocked(
+    page: Page, partner: Partner, embedding_bridge: Bridge, session_id: str
+) -> None:
+    token = embedding_bridge.token(session_id)
+    page.goto(partner.checkout(embedding_bridge, status_url=token["status_url"], hello="1500"))
+    page.click("#pay")
+    wait_for_event(page, "status", "pending")
+    page.wait_for_timeout(2000)
+    assert ["error", "frame_blocked"] not in events(page)
+
+
+def test_the_script_follows_the_event_stream_by_default(
+    page: Page, partner: Partner, embedding_bridge: Bridge, session_id: str
+) -> None:
+    requests = status_requests(page)
+    token = embedding_bridge.token(session_id)
+    page.goto(partner.checkout(embedding_bridge, status_url=token["status_url"]))
+    page.click("#pay")
+    wait_for_event(page, "status", "pending")
+    finished(embedding_bridge, session_id)
+    page.wait_for_function(LAST_IS_COMPLETE, timeout=5000)
+    assert events(page)[-1] == ["complete", "succeeded"]
+    assert any(url.endswith("/events") for url in requests)
+    assert not any("?wait=" in url for url in requests)  # no long-poll was needed
 
 
 # --- popup and redirect ------------------------------------------------------------------------
@@ -319,7 +338,7 @@ def test_messages_from_other_origins_are_ignored(
     bridge = embedding_bridge
     token = bridge.token(session_id)
     requests = status_requests(page)
-    page.goto(partner.checkout(bridge, status_url=token["status_url"]))
+    page.goto(partner.checkout(bridge, status_url=token["status_url"], transport="poll"))
     page.click("#pay")
     wait_for_event(page, "status", "pending")
     count = following(page, requests, bridge)
@@ -353,7 +372,7 @@ def test_messages_from_the_frame_at_another_origin_are_ignored(
     token = bridge.token(session_id)
     action_required(bridge, bank, session_id, token)
     requests = status_requests(page)
-    page.goto(partner.checkout(bridge, status_url=token["status_url"]))
+    page.goto(partner.checkout(bridge, status_url=token["status_url"], transport="poll"))
     page.click("#pay")
     expect(heading(page)).to_have_text("Bank challenge", timeout=5000)
     wait_for_event(page, "status", "action_required")
@@ -381,7 +400,7 @@ def test_stop_removes_the_frame_and_stops_following(
     bridge = embedding_bridge
     token = bridge.token(session_id)
     requests = status_requests(page)
-    page.goto(partner.checkout(bridge, status_url=token["status_url"]))
+    page.goto(partner.checkout(bridge, status_url=token["status_url"], transport="poll"))
     page.click("#pay")
     wait_for_event(page, "status", "pending")
     count = following(page, requests, bridge)
