@@ -40,17 +40,18 @@ class PostgresServer:
             self.port = sock.getsockname()[1]
         self.url = f"postgresql://bridge@127.0.0.1:{self.port}"
 
-    def start(self) -> None:
+    def start(self, *, initialise: bool = True) -> None:
         data = self.folder / "data"
         if os.geteuid() == 0:
             shutil.chown(self.folder, "postgres")
         run = {"check": True, "capture_output": True}
-        subprocess.run(
-            _as_owner(
-                [_bin("initdb"), "-D", str(data), "-U", "bridge", "-A", "trust", "--no-sync"]
-            ),
-            **run,
-        )
+        if initialise:
+            subprocess.run(
+                _as_owner(
+                    [_bin("initdb"), "-D", str(data), "-U", "bridge", "-A", "trust", "--no-sync"]
+                ),
+                **run,
+            )
         options = (
             f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={data}"
             " -c fsync=off -c max_connections=300"
@@ -71,6 +72,17 @@ class PostgresServer:
             ),
             **run,
         )
+
+    def pause(self) -> None:
+        """Stop the server, keeping its data: as if the database went away."""
+        subprocess.run(
+            _as_owner([_bin("pg_ctl"), "-D", str(self.folder / "data"), "-m", "fast", "stop"]),
+            check=True,
+            capture_output=True,
+        )
+
+    def resume(self) -> None:
+        self.start(initialise=False)
 
     def stop(self) -> None:
         subprocess.run(

@@ -85,7 +85,7 @@ def open_store(
     if database_url.startswith("sqlite:///"):
         from .sqlite import SQLiteStore
 
-        return SQLiteStore(database_url.removeprefix("sqlite:///"))
+        return SQLiteStore(database_url.removeprefix("sqlite:///"), timeout=timeout)
     if database_url.startswith(("postgresql://", "postgres://")):
         from .postgres import PostgresStore
 

@@ -10,13 +10,22 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import aiosqlite
 
 from ..lifecycle import Session, Status
-from . import SESSION_COLUMNS, Changed, Delivery, Store, Update, session_from_row, session_row
+from . import (
+    SESSION_COLUMNS,
+    Changed,
+    Delivery,
+    StorageUnavailableError,
+    Store,
+    Update,
+    session_from_row,
+    session_row,
+)
 
 # aiosqlite logs every statement with its parameters at DEBUG: webhook bodies, PaReq and MD
 # included. Those must never reach a log, whatever level an operator picks.
@@ -74,9 +83,10 @@ _SELECT = f"SELECT {SESSION_COLUMNS} FROM sessions WHERE session_id = ?"
 
 
 class SQLiteStore(Store):
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, timeout: float = 5.0) -> None:
         super().__init__()
         self.path = path
+        self._timeout = timeout
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
@@ -96,7 +106,7 @@ class SQLiteStore(Store):
     async def _connect(self) -> aiosqlite.Connection:
         connection = await aiosqlite.connect(self.path, isolation_level=None)
         await connection.execute("PRAGMA synchronous = FULL")
-        await connection.execute("PRAGMA busy_timeout = 5000")
+        await connection.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
         return connection
 
     async def _migrate(self, db: aiosqlite.Connection) -> None:
@@ -127,8 +137,9 @@ class SQLiteStore(Store):
             self._reader = self._writer = None
 
     async def ping(self) -> None:
-        async with self._read().execute("SELECT 1") as cursor:
-            await cursor.fetchone()
+        with _unavailable_on_trouble():
+            async with self._read().execute("SELECT 1") as cursor:
+                await cursor.fetchone()
 
     async def record_webhook(self, delivery: Delivery, update: Update) -> Changed:
         async def work(db: aiosqlite.Connection) -> Changed:
@@ -154,7 +165,8 @@ class SQLiteStore(Store):
         return await self._transaction(session_id, lambda db: self._change(db, session_id, update))
 
     async def get_session(self, session_id: str) -> Session | None:
-        return await self._select(self._read(), session_id)
+        with _unavailable_on_trouble():
+            return await self._select(self._read(), session_id)
 
     async def sessions_due(self, now: float, limit: int = 500) -> list[str]:
         async with self._read().execute(
@@ -181,7 +193,8 @@ class SQLiteStore(Store):
     ) -> Changed:
         # Shielded: a client that hangs up neither cuts a transaction in half nor keeps its
         # waiters from hearing of a change that was committed.
-        return await asyncio.shield(self._commit_and_publish(session_id, work))
+        with _unavailable_on_trouble():
+            return await asyncio.shield(self._commit_and_publish(session_id, work))
 
     async def _commit_and_publish(
         self, session_id: str, work: Callable[[aiosqlite.Connection], Awaitable[Changed]]
@@ -229,10 +242,19 @@ class SQLiteStore(Store):
 
     def _write(self) -> aiosqlite.Connection:
         if self._writer is None:
-            raise RuntimeError("the store is not open")
+            raise StorageUnavailableError("the store is not open")
         return self._writer
 
     def _read(self) -> aiosqlite.Connection:
         if self._reader is None:
-            raise RuntimeError("the store is not open")
+            raise StorageUnavailableError("the store is not open")
         return self._reader
+
+
+@contextlib.contextmanager
+def _unavailable_on_trouble() -> Iterator[None]:
+    """A locked, full, unreadable or closed database: answer 503 and let the caller retry."""
+    try:
+        yield
+    except sqlite3.OperationalError as error:
+        raise StorageUnavailableError(str(error)) from error
