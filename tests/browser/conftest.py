@@ -45,9 +45,19 @@ def bank(bank_server: Bank) -> Bank:
     return bank_server
 
 
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest) -> str:
+    """Every browser test runs against a bridge on each storage engine."""
+    return request.param
+
+
 @pytest.fixture(scope="session")
 def bridge_factory(
-    servers: ServerThread, provider_key: rsa.RSAPrivateKey, tmp_path_factory: pytest.TempPathFactory
+    servers: ServerThread,
+    provider_key: rsa.RSAPrivateKey,
+    tmp_path_factory: pytest.TempPathFactory,
+    engine: str,
+    request: pytest.FixtureRequest,
 ) -> Callable[..., Bridge]:
     """Bridges by settings, started once each for the whole run."""
     started: dict[tuple[tuple[str, str], ...], Bridge] = {}
@@ -55,8 +65,12 @@ def bridge_factory(
     def bridge(**settings: Any) -> Bridge:
         key = tuple(sorted((name, str(value)) for name, value in settings.items()))
         if key not in started:
-            database = tmp_path_factory.mktemp("bridge") / "bridge.sqlite3"
-            started[key] = start_bridge(servers, provider_key, str(database), **settings)
+            if engine == "sqlite":
+                folder = tmp_path_factory.mktemp("bridge")
+                database = f"sqlite:///{folder}/bridge.sqlite3"
+            else:
+                database = request.getfixturevalue("postgres").new_database()
+            started[key] = start_bridge(servers, provider_key, database, **settings)
         return started[key]
 
     return bridge

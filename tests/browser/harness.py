@@ -159,7 +159,7 @@ def start_bridge(
         "SECRET_KEY": "browser-test-secret-0123456789",
         "SG_PUBLIC_KEY": public_pem(key),
         "API_KEYS": [api_key],
-        "DATABASE_URL": f"sqlite:///{database}",
+        "DATABASE_URL": database,
         "ALLOW_INSECURE_ACS": True,
         **settings,
     }
