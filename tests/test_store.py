@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -183,3 +184,44 @@ async def test_a_change_committed_by_another_instance_wakes_this_ones_waiters(
     finally:
         await here.close()
         await there.close()
+
+
+async def test_sqlite_commits_concurrent_writes_together(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = sqlite_engine.SQLiteStore(str(tmp_path / "bridge.sqlite3"))
+    await store.open()
+    batches: list[int] = []
+    commit = store._commit
+
+    async def counted(jobs: list[Any]) -> None:
+        batches.append(len(jobs))
+        await commit(jobs)
+
+    monkeypatch.setattr(store, "_commit", counted)
+    results = await asyncio.gather(
+        *(
+            store.record_webhook(delivery(b"%d" % n, f"ps_{n}"), moved(Status.PENDING))
+            for n in range(50)
+        )
+    )
+    await store.close()
+    assert all(not result.duplicate for result in results)
+    assert sum(batches) == 50
+    assert max(batches) > 1  # one fsync made many webhooks durable
+
+
+async def test_one_failing_write_in_a_batch_fails_alone(store: Store) -> None:
+    def broken(session: Session | None) -> Session:
+        raise RuntimeError("boom")
+
+    good, bad, also_good = await asyncio.gather(
+        store.record_webhook(delivery(b"a", "ps_a"), moved(Status.PENDING)),
+        store.record_webhook(delivery(b"b", "ps_b"), broken),
+        store.record_webhook(delivery(b"c", "ps_c"), moved(Status.PENDING)),
+        return_exceptions=True,
+    )
+    assert isinstance(bad, RuntimeError)
+    assert not isinstance(good, BaseException) and not isinstance(also_good, BaseException)
+    retried = await store.record_webhook(delivery(b"b", "ps_b"), moved(Status.PENDING))
+    assert not retried.duplicate  # the failed delivery left nothing behind

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiosqlite
@@ -67,6 +68,8 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE changes (id INTEGER PRIMARY KEY AUTOINCREMENT, session_id TEXT NOT NULL);
     """,
 )
+# The most writes one transaction commits together.
+MAX_BATCH = 256
 # How often other processes' changes are looked for, and how many are kept for them.
 POLL_INTERVAL = 0.05
 CHANGES_KEPT = 10_000
@@ -89,7 +92,8 @@ class SQLiteStore(Store):
         self._timeout = timeout
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
-        self._write_lock = asyncio.Lock()
+        self._jobs: asyncio.Queue[_Job | None] = asyncio.Queue()
+        self._committer: asyncio.Task[None] | None = None
         self._follower: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
@@ -102,6 +106,7 @@ class SQLiteStore(Store):
         async with self._reader.execute("SELECT coalesce(max(id), 0) FROM changes") as cursor:
             row = await cursor.fetchone()
         self._follower = asyncio.create_task(self._follow(row[0] if row else 0))
+        self._committer = asyncio.create_task(self._commit_batches())
 
     async def _connect(self) -> aiosqlite.Connection:
         connection = await aiosqlite.connect(self.path, isolation_level=None)
@@ -130,11 +135,13 @@ class SQLiteStore(Store):
             self._follower.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._follower
-        async with self._write_lock:  # let a transaction under way finish first
-            for connection in (self._reader, self._writer):
-                if connection is not None:
-                    await connection.close()
-            self._reader = self._writer = None
+        if self._committer is not None:
+            self._jobs.put_nowait(None)  # the writes already queued are committed first
+            await self._committer
+        for connection in (self._reader, self._writer):
+            if connection is not None:
+                await connection.close()
+        self._reader = self._writer = self._committer = None
 
     async def ping(self) -> None:
         with _unavailable_on_trouble():
@@ -199,21 +206,58 @@ class SQLiteStore(Store):
     async def _commit_and_publish(
         self, session_id: str, work: Callable[[aiosqlite.Connection], Awaitable[Changed]]
     ) -> Changed:
+        if self._committer is None:
+            raise StorageUnavailableError("the store is not open")
+        job = _Job(session_id, work, asyncio.get_running_loop().create_future())
+        self._jobs.put_nowait(job)
+        return await job.done
+
+    async def _commit_batches(self) -> None:
+        """Group commit: every write waiting is done in one transaction, one savepoint each,
+        so one fsync makes a whole batch durable; each answer waits for its COMMIT."""
+        while True:
+            batch = [await self._jobs.get()]
+            while not self._jobs.empty() and len(batch) < MAX_BATCH:
+                batch.append(self._jobs.get_nowait())
+            jobs = [job for job in batch if job is not None]
+            if jobs:
+                await self._commit(jobs)
+            if None in batch:
+                return
+
+    async def _commit(self, jobs: list[_Job]) -> None:
         db = self._write()
-        async with self._write_lock:
+        done: list[tuple[_Job, Changed]] = []
+        try:
             await db.execute("BEGIN IMMEDIATE")
-            try:
-                changed = await work(db)
-                if changed.after != changed.before:
-                    await db.execute("INSERT INTO changes (session_id) VALUES (?)", (session_id,))
-                await db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:  # SQLite may have rolled back by itself already
-                    await db.execute("ROLLBACK")
-                raise
-        if changed.after != changed.before:
-            self.changes.publish(session_id)
-        return changed
+            for job in jobs:
+                await db.execute("SAVEPOINT job")
+                try:
+                    changed = await job.work(db)
+                    if changed.after != changed.before:
+                        await db.execute(
+                            "INSERT INTO changes (session_id) VALUES (?)", (job.session_id,)
+                        )
+                except Exception as error:  # this job alone fails; the batch goes on
+                    await db.execute("ROLLBACK TO job")
+                    _settle(job, error=error)
+                else:
+                    done.append((job, changed))
+                finally:
+                    await db.execute("RELEASE job")
+            await db.execute("COMMIT")
+        except sqlite3.Error as error:
+            if db.in_transaction:  # SQLite may have rolled back by itself already
+                await db.execute("ROLLBACK")
+            for job, _ in done:
+                _settle(job, error=error)
+            for job in jobs:
+                _settle(job, error=error)
+            return
+        for job, changed in done:
+            _settle(job, changed=changed)
+            if changed.after != changed.before:
+                self.changes.publish(job.session_id)
 
     async def _follow(self, seen: int) -> None:
         """Wake this process's waiters for changes other processes committed."""
@@ -234,11 +278,13 @@ class SQLiteStore(Store):
                 log.exception("could not read other processes' changes; trying again")
 
     async def _forget_old_changes(self) -> None:
-        db = self._write()
-        async with self._write_lock:
+        async def forget(db: aiosqlite.Connection) -> Changed:
             await db.execute(
                 "DELETE FROM changes WHERE id < (SELECT max(id) FROM changes) - ?", (CHANGES_KEPT,)
             )
+            return Changed(before=None, after=None)
+
+        await self._commit_and_publish("", forget)
 
     def _write(self) -> aiosqlite.Connection:
         if self._writer is None:
@@ -258,3 +304,24 @@ def _unavailable_on_trouble() -> Iterator[None]:
         yield
     except sqlite3.OperationalError as error:
         raise StorageUnavailableError(str(error)) from error
+
+
+@dataclass(eq=False)
+class _Job:
+    """One write waiting for the committer."""
+
+    session_id: str
+    work: Callable[[aiosqlite.Connection], Awaitable[Changed]]
+    done: asyncio.Future[Changed]
+
+
+def _settle(
+    job: _Job, *, changed: Changed | None = None, error: BaseException | None = None
+) -> None:
+    if job.done.done():  # settled already, or its caller hung up (the write went on)
+        return
+    if error is not None:
+        job.done.set_exception(error)
+    else:
+        assert changed is not None
+        job.done.set_result(changed)
