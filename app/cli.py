@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
+import shutil
 import sys
+import tempfile
 
 import click
 
@@ -19,17 +23,31 @@ def main() -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
-def serve(host: str, port: int) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes.  [default: one per core]",
+)
+def serve(host: str, port: int, workers: int | None) -> None:
     """Serve the bridge with the production ASGI server (uvicorn)."""
     import uvicorn
 
     _check_settings()
     configure_logging()
+    workers = workers or len(os.sched_getaffinity(0))
+    if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        # Each worker writes its metrics here and a scrape adds them up (set before the
+        # workers start, so they all see it).
+        folder = tempfile.mkdtemp(prefix="redirect-bridge-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
     uvicorn.run(
         "app:create_app",
         factory=True,
         host=host,
         port=port,
+        workers=workers,
         proxy_headers=True,
         log_config=None,
         access_log=False,

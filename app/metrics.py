@@ -1,10 +1,22 @@
-"""Prometheus metrics, one registry per app, and the hooks that time every request."""
+"""Prometheus metrics, one registry per app, and the hooks that time every request.
+
+Under ``serve --workers N`` every worker writes its metrics to ``PROMETHEUS_MULTIPROC_DIR``
+(prometheus-client's multiprocess mode) and a scrape adds up all of them.
+"""
 
 from __future__ import annotations
 
+import os
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 from quart import Quart, Response, g, request
 
 from .provider import WEBHOOK_TYPES
@@ -38,9 +50,18 @@ class Metrics:
         )
         self.waiters = Gauge(
             "bridge_long_poll_waiters",
-            "Status requests waiting for a change",
+            "Status requests and event streams waiting for a change",
             registry=self.registry,
+            multiprocess_mode="livesum",
         )
+
+    def exposition(self) -> bytes:
+        """The text a scrape gets: every worker's metrics when there are several."""
+        if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+            return generate_latest(self.registry)
+        everyone = CollectorRegistry()
+        multiprocess.MultiProcessCollector(everyone)
+        return generate_latest(everyone)
 
     def webhook(self, kind: str | None, outcome: str) -> None:
         label = kind if kind in WEBHOOK_TYPES else ("other" if kind else "none")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from quart import Blueprint, Response
 from quart_schema import hide
 
@@ -34,6 +34,4 @@ async def readyz() -> tuple[dict[str, str], int]:
 @bp.get("/metrics")
 @hide
 async def metrics() -> Response:
-    registry = bridge().metrics
-    registry.waiters.set(bridge().store.changes.waiting)
-    return Response(generate_latest(registry.registry), content_type=CONTENT_TYPE_LATEST)
+    return Response(bridge().metrics.exposition(), content_type=CONTENT_TYPE_LATEST)

@@ -120,13 +120,18 @@ async def _status(token: str) -> _StatusView:
 async def _hold(token: str, session_id: str, baseline: str, wait: int) -> _StatusView:
     """The status once its ETag differs from ``baseline``, or after ``wait`` seconds."""
     deadline = time.monotonic() + wait
-    while True:
-        # Subscribe before reading, so a change in between still wakes us.
-        with bridge().store.changes.watch(session_id) as changed:
-            view = await _status(token)
-            remaining = deadline - time.monotonic()
-            if view.etag != baseline or remaining <= 0:
-                return view
-            if view.expires_at is not None:  # the window's end changes the status unwritten
-                remaining = min(remaining, max(view.expires_at - bridge().clock(), 0.01))
-            await asyncio.wait({changed}, timeout=remaining)
+    waiters = bridge().metrics.waiters
+    waiters.inc()
+    try:
+        while True:
+            # Subscribe before reading, so a change in between still wakes us.
+            with bridge().store.changes.watch(session_id) as changed:
+                view = await _status(token)
+                remaining = deadline - time.monotonic()
+                if view.etag != baseline or remaining <= 0:
+                    return view
+                if view.expires_at is not None:  # the window's end changes the status unwritten
+                    remaining = min(remaining, max(view.expires_at - bridge().clock(), 0.01))
+                await asyncio.wait({changed}, timeout=remaining)
+    finally:
+        waiters.dec()
