@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import atexit
-import logging
 import os
 import shutil
 import sys
@@ -11,7 +10,8 @@ import tempfile
 
 import click
 
-from .config import ConfigError, load_settings
+from . import logs
+from .config import ConfigError, Settings, load_settings
 
 
 @click.group()
@@ -33,8 +33,8 @@ def serve(host: str, port: int, workers: int | None) -> None:
     """Serve the bridge with the production ASGI server (uvicorn)."""
     import uvicorn
 
-    _check_settings()
-    configure_logging()
+    settings = _check_settings()
+    logs.configure(settings.log_format)
     workers = workers or len(os.sched_getaffinity(0))
     if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         # Each worker writes its metrics here and a scrape adds them up (set before the
@@ -67,21 +67,13 @@ def demo(host: str, port: int) -> None:
     """Run the whole journey on this machine with nothing configured."""
     from .demo import run_demo
 
-    configure_logging()
+    logs.configure("text")
     run_demo(host, port)
 
 
-def _check_settings() -> None:
+def _check_settings() -> Settings:
     try:
-        load_settings()
+        return load_settings()
     except ConfigError as error:
         click.echo(f"redirect-bridge: configuration error: {error}", err=True)
         sys.exit(2)
-
-
-def configure_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )

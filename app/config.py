@@ -48,6 +48,9 @@ class Settings:
     db_pool_min: int
     db_pool_max: int
     db_timeout: float
+    status_rate_limit: int
+    token_rate_limit: int
+    log_format: str
 
 
 def load_settings(
@@ -103,6 +106,9 @@ def load_settings(
         db_pool_min=pool_min,
         db_pool_max=pool_max,
         db_timeout=read("DB_TIMEOUT", _positive_float, 5.0),
+        status_rate_limit=read("STATUS_RATE_LIMIT", _count, 120),
+        token_rate_limit=read("TOKEN_RATE_LIMIT", _count, 600),
+        log_format=read("LOG_FORMAT", _log_format, "json"),
     )
 
 
@@ -198,6 +204,19 @@ def _positive_int(raw: str) -> int:
     if value <= 0:
         raise ValueError("must be a positive whole number")
     return value
+
+
+def _count(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError("must be a whole number, 0 to switch it off")
+    return value
+
+
+def _log_format(raw: str) -> str:
+    if raw not in ("json", "text"):
+        raise ValueError("expected json or text")
+    return raw
 
 
 def _positive_float(raw: str) -> float:

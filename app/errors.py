@@ -75,7 +75,11 @@ def init_app(app: Quart) -> None:
         if request.path.startswith("/pay/"):
             return await render_template("errors/http.html", status=status), status
         code = _CODES.get(status, "http_error")
-        return jsonify(error_body(code, error.description or "")), status
+        response = jsonify(error_body(code, error.description or ""))
+        for name, value in error.get_headers():  # Retry-After on a 429, Allow on a 405
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response, status
 
 
 def _validation_message(error: RequestSchemaValidationError) -> str:

@@ -1,0 +1,75 @@
+"""Structured logs: one JSON object a line, each with its request's id. Never a secret:
+messages name sessions and routes, not tokens, bodies or bank URLs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import uuid
+from contextvars import ContextVar
+from datetime import UTC, datetime
+
+from quart import Quart, Response, request
+
+HEADER = "X-Request-ID"
+_REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
+_ACCEPTABLE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+class JSONFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if (request_id := _REQUEST_ID.get()) is not None:
+            entry["request_id"] = request_id
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+class _RequestId(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = _REQUEST_ID.get() or "-"
+        return True
+
+
+def configure(style: str) -> None:
+    """``json`` for machines (``serve``), ``text`` for people (``demo``)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_RequestId())
+    if style == "json":
+        handler.setFormatter(JSONFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+        )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+
+
+def init_app(app: Quart, style: str) -> None:
+    """Every request gets an id: the caller's ``X-Request-ID`` when it is sane, else a new one.
+
+    Logging is set up here too unless something already did (a ``serve`` worker process does
+    not inherit its parent's handlers; a test runner has its own).
+    """
+    if not logging.getLogger().handlers:
+        configure(style)
+
+    @app.before_request
+    async def _identify() -> None:
+        offered = request.headers.get(HEADER, "")
+        _REQUEST_ID.set(offered if _ACCEPTABLE_ID.fullmatch(offered) else uuid.uuid4().hex)
+
+    @app.after_request
+    async def _echo(response: Response) -> Response:
+        if (request_id := _REQUEST_ID.get()) is not None:
+            response.headers[HEADER] = request_id
+        return response

@@ -1,0 +1,105 @@
+"""Operability: request ids, structured logs, rate limits, metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import pytest
+
+from app.logs import JSONFormatter
+
+from .conftest import Configured, Partner
+
+
+async def test_every_answer_carries_a_request_id(client: Any) -> None:
+    fresh = await client.get("/healthz")
+    assert len(fresh.headers["X-Request-ID"]) == 32
+    kept = await client.get("/healthz", headers={"X-Request-ID": "lb-7f3a.1"})
+    assert kept.headers["X-Request-ID"] == "lb-7f3a.1"
+    refused = await client.get("/healthz", headers={"X-Request-ID": "<script> and spaces"})
+    assert len(refused.headers["X-Request-ID"]) == 32
+
+
+def test_log_lines_are_json_objects_with_the_request_id() -> None:
+    import app.logs as logs
+
+    record = logging.LogRecord(
+        "app.webhooks", logging.INFO, __file__, 1, "webhook %s", ("ok",), None
+    )
+    token = logs._REQUEST_ID.set("req-1")
+    try:
+        line = JSONFormatter().format(record)
+    finally:
+        logs._REQUEST_ID.reset(token)
+    entry = json.loads(line)
+    assert entry["message"] == "webhook ok"
+    assert entry["request_id"] == "req-1"
+    assert (entry["level"], entry["logger"]) == ("info", "app.webhooks")
+
+
+async def test_the_status_api_is_rate_limited_per_token(configured: Configured) -> None:
+    async with configured(STATUS_RATE_LIMIT="3") as bridge:
+        token = await bridge.partner.token()
+        other = await bridge.partner.token("ps_other")
+        answers = [await bridge.client.get(f"/api/v1/status/{token}") for _ in range(4)]
+        assert [answer.status_code for answer in answers] == [200, 200, 200, 429]
+        limited = answers[-1]
+        assert int(limited.headers["Retry-After"]) >= 1
+        assert (await limited.get_json())["error"]["code"] == "too_many_requests"
+        assert (await bridge.client.get(f"/api/v1/status/{other}")).status_code == 200
+
+
+async def test_token_minting_is_rate_limited_per_partner_key(configured: Configured) -> None:
+    async with configured(TOKEN_RATE_LIMIT="2") as bridge:
+        codes = []
+        for number in range(3):
+            response = await bridge.client.post(
+                f"/api/v1/sessions/ps_{number}/tokens", headers=bridge.partner.headers
+            )
+            codes.append(response.status_code)
+        assert codes == [201, 201, 429]
+
+
+async def test_zero_switches_a_limit_off(configured: Configured) -> None:
+    async with configured(STATUS_RATE_LIMIT="0") as bridge:
+        token = await bridge.partner.token()
+        codes = {
+            (await bridge.client.get(f"/api/v1/status/{token}")).status_code for _ in range(200)
+        }
+        assert codes == {200}
+
+
+async def test_metrics_count_what_operators_watch(
+    provider: Any, partner: Partner, client: Any
+) -> None:
+    token = await partner.token()
+    await provider.deliver("action_required")
+    await client.get(f"/api/v1/status/{token}")
+    await client.get("/api/v1/status/not-a-token")
+    text = await (await client.get("/metrics")).get_data(as_text=True)
+    assert 'bridge_webhooks_total{outcome="accepted",type="action_required"} 1.0' in text
+    assert 'bridge_status_transitions_total{status="action_required"} 1.0' in text
+    assert "bridge_token_failures_total 1.0" in text
+    assert (
+        'bridge_request_duration_seconds_count{method="GET",route="/api/v1/status/<token>"} 2.0'
+        in text
+    )
+    assert "bridge_long_poll_waiters 0.0" in text
+
+
+@pytest.mark.parametrize("value", ["-1", "lots"])
+async def test_a_bad_limit_names_its_variable(value: str, environ_ok: dict[str, str]) -> None:
+    from app.config import ConfigError, load_settings
+
+    with pytest.raises(ConfigError, match="^BRIDGE_STATUS_RATE_LIMIT: "):
+        load_settings({**environ_ok, "BRIDGE_STATUS_RATE_LIMIT": value})
+
+
+@pytest.fixture
+def environ_ok(config: dict[str, Any]) -> dict[str, str]:
+    return {
+        "BRIDGE_SECRET_KEY": config["SECRET_KEY"],
+        "BRIDGE_SG_PUBLIC_KEY": config["SG_PUBLIC_KEY"],
+    }
