@@ -24,8 +24,10 @@ PageAnswer = Response | str | tuple[str, int]
 @bp.get("/pay/<token>")
 @hide
 async def pay(token: str) -> PageAnswer:
+    """``?returned=1``: the return page moving on by itself; shown as a return, not recorded
+    (a newer bank step must still reach the customer)."""
     session = await bridge().customer_session(token)
-    return await _page(token, session, returned=False)
+    return await _page(token, session, returned=request.args.get("returned") == "1")
 
 
 @bp.route("/pay/<token>/return", methods=["GET", "POST"])
@@ -42,12 +44,15 @@ async def came_back(token: str) -> PageAnswer:
 
 async def _page(token: str, session: Session, *, returned: bool) -> PageAnswer:
     return_url = bridge().settings.return_url
-    onward = _with_outcome(return_url, session) if return_url and session.status.is_final else None
+    final = session.status.is_final and not session.timed_out
+    onward = _with_outcome(return_url, session) if return_url and final else None
     context = {"session": session, "page": _script_settings(token, session, returned, onward)}
     if session.timed_out:
         return await render_template("pay/expired.html", **context), 410
     if session.status.is_final:
-        if onward is not None and not returned:
+        # In a partner's iframe the outcome is shown (and told to the embedder), not the shop.
+        framed = request.headers.get("Sec-Fetch-Dest") == "iframe"
+        if onward is not None and not returned and not framed:
             return redirect(onward, 303)
         return await render_template("pay/outcome.html", onward=onward, **context)
     if session.status is Status.ACTION_REQUIRED and not session.customer_returned:
@@ -76,13 +81,13 @@ def _script_settings(
 ) -> dict[str, Any]:
     """What the page's one script needs; never the bank's URL or fields."""
     # Same-origin paths: the page's CSP allows 'self', whatever BRIDGE_PUBLIC_URL says.
-    next_page = "pages.came_back" if returned else "pages.pay"
+    lang = request.args.get("lang")
     return {
         "status": session.status.value,
         "final": session.status.is_final,
         "etag": etag_of(status_answer(session, pay_url(token))),
         "status_url": url_for("status.status", token=token),
-        "next_url": url_for(next_page, token=token, lang=request.args.get("lang")),
+        "next_url": url_for("pages.pay", token=token, lang=lang, returned=1 if returned else None),
         "action_id": f"{session.id}:{session.action_received_at}",
         "origins": list(bridge().settings.frame_ancestors),
         "onward_url": onward,

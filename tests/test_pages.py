@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import logging
 import re
 from html.parser import HTMLParser
@@ -369,3 +370,49 @@ async def test_an_unexpected_error_is_logged_without_the_token(
     assert_customer_headers(response)
     assert "Exception on GET /pay/<token>" in caplog.text
     assert token not in caplog.text
+
+
+async def test_a_second_bank_step_reaches_a_customer_back_on_the_return_page(
+    provider: Provider, partner: Partner, client: Any, clock: FakeClock
+) -> None:
+    token = await partner.token()
+    await provider.deliver("action_required")
+    returned = await client.post(f"/pay/{token}/return", form={"PaRes": "x"})
+    next_url = json.loads(
+        re.search(r'id="bridge-page">(.*?)</script>', await returned.get_data(as_text=True))[1]
+    )["next_url"]
+    clock.advance(5)
+    await provider.deliver("action_required", interaction=redirect(params={"creq": "again"}))
+    clock.advance(1)
+    page = Page(await (await client.get(next_url)).get_data(as_text=True))
+    assert page.fields == [("creq", "again")]  # the page's own reload shows the new step
+    _, direct = await open_page(client, token)
+    assert direct.fields == [("creq", "again")]
+
+
+async def test_a_framed_page_shows_the_outcome_instead_of_leaving_for_the_shop(
+    configured: Configured,
+) -> None:
+    async with configured(RETURN_URL="https://shop.test/done") as bridge:
+        token = await bridge.partner.token()
+        await bridge.provider.deliver("payment_finished", session_status="accepted")
+        framed = await bridge.client.get(f"/pay/{token}", headers={"Sec-Fetch-Dest": "iframe"})
+        top = await bridge.client.get(f"/pay/{token}", headers={"Sec-Fetch-Dest": "document"})
+    assert (
+        framed.status_code == 200
+        and "Payment complete" in Page(await framed.get_data(as_text=True)).text
+    )
+    assert top.status_code == 303
+
+
+async def test_the_expired_page_stays_even_with_a_return_url(
+    configured: Configured, clock: FakeClock
+) -> None:
+    async with configured(RETURN_URL="https://shop.test/done") as bridge:
+        token = await bridge.partner.token()
+        await bridge.provider.deliver("action_required")
+        clock.advance(3600)
+        response = await bridge.client.get(f"/pay/{token}/return")
+        html = await response.get_data(as_text=True)
+    assert response.status_code == 410
+    assert '"onward_url": null' in html
