@@ -225,3 +225,29 @@ async def test_one_failing_write_in_a_batch_fails_alone(store: Store) -> None:
     assert not isinstance(good, BaseException) and not isinstance(also_good, BaseException)
     retried = await store.record_webhook(delivery(b"b", "ps_b"), moved(Status.PENDING))
     assert not retried.duplicate  # the failed delivery left nothing behind
+
+
+async def test_postgres_listeners_come_back_after_their_connections_are_killed(
+    request: pytest.FixtureRequest,
+) -> None:
+    url = request.getfixturevalue("postgres").new_database()
+    here, there = open_store(url), open_store(url)
+    await here.open()
+    await there.open()
+    listening = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN %'"
+    try:
+        before = (await query(url, listening))[0][0]
+        await query(
+            url,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN %'",
+        )
+        for _ in range(100):  # both listeners reconnect by themselves
+            await asyncio.sleep(0.1)
+            if (await query(url, listening))[0][0] >= before:
+                break
+        with here.changes.watch("ps_1") as changed:
+            await there.update_session("ps_1", moved(Status.ACTION_REQUIRED))
+            await asyncio.wait_for(changed, timeout=3)
+    finally:
+        await here.close()
+        await there.close()

@@ -74,15 +74,19 @@ _UPSERT = (
     " payments = excluded.payments, updated_at = excluded.updated_at"
 )
 _SELECT = f"SELECT {SESSION_COLUMNS} FROM sessions WHERE session_id = $1"
-# Connection trouble of any kind: the database is unreachable, restarting, or timing out.
-_UNAVAILABLE = (
-    OSError,
-    asyncio.TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
-)
+# Connection trouble of any kind: the database is unreachable, restarting, full or timing out.
+_UNAVAILABLE = (OSError, asyncio.TimeoutError, asyncpg.InterfaceError)
+# SQLSTATE classes that mean "not now" rather than "wrong": connection exceptions (08),
+# insufficient resources such as too many connections (53), operator intervention such as a
+# shutdown or a crash (57).
+_UNAVAILABLE_CLASSES = ("08", "53", "57")
+
+
+def _is_unavailable(error: BaseException) -> bool:
+    if isinstance(error, _UNAVAILABLE):
+        return True
+    state = getattr(error, "sqlstate", None) or ""
+    return isinstance(error, asyncpg.PostgresError) and state[:2] in _UNAVAILABLE_CLASSES
 
 
 class PostgresStore(Store):
@@ -101,7 +105,9 @@ class PostgresStore(Store):
         """Connect and migrate; if the database is down, start anyway and keep trying."""
         try:
             await self._connect()
-        except _UNAVAILABLE as error:
+        except Exception as error:
+            if not _is_unavailable(error):
+                raise
             log.warning("PostgreSQL is unreachable (%s); retrying in the background", error)
             self._tasks.append(asyncio.create_task(self._connect_until_done()))
 
@@ -130,14 +136,16 @@ class PostgresStore(Store):
         while self._pool is None:
             await asyncio.sleep(pause)
             pause = min(pause * 2, 10.0)
-            with contextlib.suppress(*_UNAVAILABLE):
+            try:
                 await self._connect()
+            except Exception as error:  # whatever it is, a later try may succeed
+                log.warning("PostgreSQL still unreachable: %s", error)
         log.info("PostgreSQL is reachable again")
 
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         if self._pool is not None:
             await self._pool.close()
@@ -214,28 +222,34 @@ class PostgresStore(Store):
         try:
             async with self._pool.acquire(timeout=self._timeout) as db:
                 return await work(db)
-        except _UNAVAILABLE as error:
-            raise StorageUnavailableError(str(error) or type(error).__name__) from error
+        except Exception as error:
+            if _is_unavailable(error):
+                raise StorageUnavailableError(str(error) or type(error).__name__) from error
+            raise
 
     async def _listen(self) -> None:
-        """Hear every instance's changes, on one connection kept alive for the purpose."""
+        """Hear every instance's changes, on one connection kept alive for the purpose.
+
+        Nothing but cancellation ends this loop: a listener that died would leave this
+        instance's waiters deaf to every other instance.
+        """
         pause = 0.5
         while True:
             try:
                 db = await asyncpg.connect(self.dsn, timeout=self._timeout)
-            except _UNAVAILABLE:
+            except Exception as error:
+                log.warning("cannot open the PostgreSQL change listener: %s", error)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 10.0)
                 continue
             pause = 0.5
             try:
                 await self._follow(db)
-            except _UNAVAILABLE:
-                pass
+            except Exception as error:
+                log.warning("lost the PostgreSQL change listener (%s); reconnecting", error)
             finally:
-                with contextlib.suppress(*_UNAVAILABLE):
+                with contextlib.suppress(Exception):
                     await db.close(timeout=1)
-            log.warning("lost the PostgreSQL change listener; reconnecting")
 
     async def _follow(self, db: asyncpg.Connection) -> None:
         lost = asyncio.Event()
