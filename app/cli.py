@@ -51,6 +51,9 @@ def serve(host: str, port: int, workers: int | None) -> None:
         proxy_headers=True,
         log_config=None,
         access_log=False,
+        # Long-polls and event streams would hold a shutdown for minutes; their clients
+        # reconnect to another instance or to this one restarted.
+        timeout_graceful_shutdown=5,
     )
 
 

@@ -1,8 +1,10 @@
 """Customer pages in English and Russian, chosen by ``?lang=``, then ``Accept-Language``.
 
-Templates mark text with ``_()`` (Jinja's i18n extension, new style: translations are escaped
-like any other value). The catalogs are JSON files in ``app/translations/``, keyed by the
-English sentence; two languages and a few dozen sentences need no compiled message catalogs.
+Templates mark text with ``_()`` (Jinja's i18n extension, new style). Jinja treats a
+translation as trusted markup, so the catalogs hold plain sentences only: a test refuses any
+``<``, ``>``, ``&``, ``"`` or ``%`` in them. The catalogs are JSON files in
+``app/translations/``, keyed by the English sentence; two languages and a few dozen sentences
+need no compiled message catalogs.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from .bridge import bridge
 from .errors import ErrorAnswer
 from .links import pay_url
 from .schemas import StatusAnswer, StatusQuery, etag_of, status_answer
+from .store import StorageUnavailableError
 
 STREAM_SECONDS = 300
 KEEP_ALIVE_SECONDS = 15
@@ -47,9 +48,9 @@ async def status(token: str) -> Response:
     view = await _status(token)  # a bad token is 404 before anything else is looked at
     wait = _wait()
     if wait:
-        baseline = next(iter(request.if_none_match.as_set(include_weak=True)), view.etag)
-        if view.etag == baseline:
-            view = await _hold(token, view.session_id, baseline, wait)
+        known = request.if_none_match.as_set(include_weak=True) or {view.etag}
+        if view.etag in known:
+            view = await _hold(token, view.session_id, known, wait)
     if request.if_none_match.contains_weak(view.etag):
         response = Response(status=304)
     else:
@@ -86,9 +87,11 @@ async def events(token: str) -> Response:
             else:
                 yield b": still here\n\n"
             try:
-                current = await _hold(token, current.session_id, sent, KEEP_ALIVE_SECONDS)
+                current = await _hold(token, current.session_id, {sent}, KEEP_ALIVE_SECONDS)
             except HTTPException:  # the token expired meanwhile
                 return
+            except StorageUnavailableError:  # keep the stream; the next round tries again
+                await asyncio.sleep(RETRY_MILLISECONDS / 1000)
 
     response = Response(stream(), content_type="text/event-stream")
     response.headers["Cache-Control"] = "no-cache"
@@ -117,8 +120,8 @@ async def _status(token: str) -> _StatusView:
     return _StatusView(session.id, answer, etag_of(answer), lifecycle.expires_at(session))
 
 
-async def _hold(token: str, session_id: str, baseline: str, wait: int) -> _StatusView:
-    """The status once its ETag differs from ``baseline``, or after ``wait`` seconds."""
+async def _hold(token: str, session_id: str, known: set[str], wait: int) -> _StatusView:
+    """The status once its ETag is none of ``known``, or after ``wait`` seconds."""
     deadline = time.monotonic() + wait
     waiters = bridge().metrics.waiters
     waiters.inc()
@@ -128,7 +131,7 @@ async def _hold(token: str, session_id: str, baseline: str, wait: int) -> _Statu
             with bridge().store.changes.watch(session_id) as changed:
                 view = await _status(token)
                 remaining = deadline - time.monotonic()
-                if view.etag != baseline or remaining <= 0:
+                if view.etag not in known or remaining <= 0:
                     return view
                 if view.expires_at is not None:  # the window's end changes the status unwritten
                     remaining = min(remaining, max(view.expires_at - bridge().clock(), 0.01))

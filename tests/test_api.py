@@ -404,3 +404,17 @@ async def test_long_poll_wakes_for_a_new_action_with_the_same_status(
     assert response.status_code == 200
     assert (await response.get_json())["status"] == "action_required"
     assert response.headers["ETag"] != etag
+
+
+async def test_a_long_poll_holds_while_the_status_is_any_etag_offered(
+    partner: Partner, client: Any
+) -> None:
+    token = await partner.token()
+    etag = (await client.get(f"/api/v1/status/{token}")).headers["ETag"]
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    response = await client.get(
+        f"/api/v1/status/{token}?wait=1", headers={"If-None-Match": f'"stale", {etag}'}
+    )
+    assert response.status_code == 304
+    assert loop.time() - started >= 0.9

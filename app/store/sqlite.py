@@ -94,6 +94,7 @@ class SQLiteStore(Store):
         self._reader: aiosqlite.Connection | None = None
         self._jobs: asyncio.Queue[_Job | None] = asyncio.Queue()
         self._committer: asyncio.Task[None] | None = None
+        self._closing = False
         self._follower: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
@@ -135,6 +136,7 @@ class SQLiteStore(Store):
             self._follower.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._follower
+        self._closing = True  # no write is queued behind the last one
         if self._committer is not None:
             self._jobs.put_nowait(None)  # the writes already queued are committed first
             await self._committer
@@ -206,7 +208,7 @@ class SQLiteStore(Store):
     async def _commit_and_publish(
         self, session_id: str, work: Callable[[aiosqlite.Connection], Awaitable[Changed]]
     ) -> Changed:
-        if self._committer is None:
+        if self._committer is None or self._closing:
             raise StorageUnavailableError("the store is not open")
         job = _Job(session_id, work, asyncio.get_running_loop().create_future())
         self._jobs.put_nowait(job)
@@ -221,7 +223,12 @@ class SQLiteStore(Store):
                 batch.append(self._jobs.get_nowait())
             jobs = [job for job in batch if job is not None]
             if jobs:
-                await self._commit(jobs)
+                try:
+                    await self._commit(jobs)
+                except Exception as error:  # the committer must outlive any one batch
+                    log.exception("a batch of writes failed")
+                    for job in jobs:
+                        _settle(job, error=StorageUnavailableError(str(error)))
             if None in batch:
                 return
 
@@ -269,6 +276,8 @@ class SQLiteStore(Store):
                     "SELECT id, session_id FROM changes WHERE id > ? ORDER BY id", (seen,)
                 ) as cursor:
                     rows = await cursor.fetchall()
+                if rows and rows[0][0] > seen + 1 and seen:
+                    self.changes.publish_all()  # fell behind the pruning: news was lost
                 for seen, session_id in rows:  # noqa: B007 - the last id seen is kept
                     self.changes.publish(session_id)
                 polls += 1
