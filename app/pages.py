@@ -14,6 +14,7 @@ from .bridge import bridge
 from .lifecycle import Session, Status
 from .links import pay_url
 from .schemas import etag_of, status_answer
+from .security import origin_matches
 
 log = logging.getLogger(__name__)
 bp = Blueprint("pages", __name__)
@@ -82,14 +83,27 @@ def _script_settings(
     """What the page's one script needs; never the bank's URL or fields."""
     # Same-origin paths: the page's CSP allows 'self', whatever BRIDGE_PUBLIC_URL says.
     lang = request.args.get("lang")
+    configured = bridge().settings.frame_ancestors
+    embedder = request.args.get("embedder")
+    origins = list(configured)
+    if embedder and any(origin_matches(pattern, embedder) for pattern in configured):
+        origins.append(embedder)  # a pattern's real origin, as the embedding script says it
+    else:
+        embedder = None
     return {
         "status": session.status.value,
         "final": session.status.is_final,
         "etag": etag_of(status_answer(session, pay_url(token))),
         "status_url": url_for("status.status", token=token),
-        "next_url": url_for("pages.pay", token=token, lang=lang, returned=1 if returned else None),
+        "next_url": url_for(
+            "pages.pay",
+            token=token,
+            lang=lang,
+            embedder=embedder,
+            returned=1 if returned else None,
+        ),
         "action_id": f"{session.id}:{session.action_received_at}",
-        "origins": list(bridge().settings.frame_ancestors),
+        "origins": origins,
         "onward_url": onward,
     }
 

@@ -44,6 +44,14 @@ def protect(response: Response, csp: str, *, framed: bool) -> Response:
     return response
 
 
+def origin_matches(pattern: str, origin: str) -> bool:
+    """Whether ``origin`` is ``pattern`` or, for ``https://*.shop.example``, one of its hosts."""
+    if "*" not in pattern:
+        return origin == pattern
+    head, _, tail = pattern.partition("*.")
+    return origin.startswith(head) and origin.endswith("." + tail) and len(origin) > len(pattern)
+
+
 def csp_nonce() -> str:
     """This response's script nonce (made on first use)."""
     if "csp_nonce" not in g:

@@ -416,3 +416,26 @@ async def test_the_expired_page_stays_even_with_a_return_url(
         html = await response.get_data(as_text=True)
     assert response.status_code == 410
     assert '"onward_url": null' in html
+
+
+@pytest.mark.parametrize(
+    ("embedder", "greeted"),
+    [
+        ("https://eu.shop.test", True),
+        ("https://shop.test", True),
+        ("https://evil.test", False),
+        ("https://eu.shop.test.evil.test", False),
+        ("https://xshop.test", False),
+    ],
+)
+async def test_the_embedding_origin_is_greeted_only_when_configured(
+    configured: Configured, embedder: str, greeted: bool
+) -> None:
+    async with configured(FRAME_ANCESTORS="https://shop.test https://*.shop.test") as bridge:
+        token = await bridge.partner.token()
+        html = await (await bridge.client.get(f"/pay/{token}?embedder={embedder}")).get_data(
+            as_text=True
+        )
+    settings = json.loads(re.search(r'id="bridge-page">(.*?)</script>', html)[1])
+    exact = [origin for origin in settings["origins"] if "*" not in origin]
+    assert (embedder in exact) is greeted

@@ -33,6 +33,12 @@
   // Every bridge page greets its embedder on load; a frame silent this long was refused.
   var HELLO_MILLISECONDS = 10000;
 
+  // The pay page is told who embeds it, so it can greet a partner configured as a pattern
+  // (https://*.shop.example) in browsers that do not say who a frame's parent is.
+  function embedded(payUrl) {
+    return payUrl + "?embedder=" + encodeURIComponent(global.location.origin);
+  }
+
   function parseStatusUrl(statusUrl) {
     var url = new URL(statusUrl, global.location.href);
     var at = url.pathname.lastIndexOf(STATUS_PATH);
@@ -95,6 +101,7 @@
     }
 
     function seen(answer) {
+      if (stopped) { return; }
       if (last === null || answer.status !== last.status || answer.reason !== last.reason) {
         last = answer;
         onStatus(answer);
@@ -123,9 +130,12 @@
           if (!response.ok) { throw new Error("status " + response.status); }
           etag = response.headers.get("ETag");
           return response.json().then(function (answer) {
-            pause = 1000;
             seen(answer);
-            poll(true);
+            if (stream) { return; }  // a one-off look; the event stream follows the rest
+            if (etag) { pause = 1000; poll(true); return; }
+            // No ETag (a proxy dropped it): a long-poll cannot wait, so ask again later.
+            global.setTimeout(function () { poll(false); }, pause);
+            pause = Math.min(pause * 2, 30000);
           });
         })
         .catch(function (error) {
@@ -154,13 +164,13 @@
       var data = event.data;
       if (data && data.source === "redirect-bridge" && data.type === "status") {
         if (hello) { global.clearTimeout(hello); hello = null; }
-        if (!stream) { poll(false); }
+        poll(false);  // a stalled stream (a buffering proxy) gets help this way too
       }
     }
 
     global.addEventListener("message", onMessage);
     if (mode === "iframe") {
-      frame = makeFrame(bridge.payUrl, options.size || "500x600", options.container);
+      frame = makeFrame(embedded(bridge.payUrl), options.size || "500x600", options.container);
       hello = global.setTimeout(function () {
         hello = null;
         onError({
@@ -170,7 +180,7 @@
       }, options.helloTimeout || HELLO_MILLISECONDS);
     } else if (mode === "popup") {
       var box = SIZES[options.size] || SIZES["500x600"];
-      popup = global.open(bridge.payUrl, "redirect-bridge", "popup,width=" + box[0] + ",height=" + box[1]);
+      popup = global.open(embedded(bridge.payUrl), "redirect-bridge", "popup,width=" + box[0] + ",height=" + box[1]);
       if (!popup) {
         mode = "redirect";  // blocked: the whole page goes instead
       } else {
@@ -178,7 +188,9 @@
           if (popup.closed && !stopped) {
             global.clearInterval(watchPopup);
             watchPopup = null;
-            onError({ code: "popup_closed", message: "the customer closed the bank window" });
+            // Closed, or only looks it (a bank's page may cut the tie to its opener): the
+            // status API still says what happened.
+            onError({ code: "popup_closed", message: "the bank window was closed or cut off" });
             poll(false);
           }
         }, 500);

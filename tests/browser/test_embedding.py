@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from playwright.sync_api import Browser, Frame, Locator, Page, Request, expect
@@ -30,6 +31,11 @@ def action_required(bridge: Bridge, bank: Bank, session_id: str, token: dict[str
 
 def finished(bridge: Bridge, session_id: str) -> None:
     bridge.send(webhook("payment_finished", session_id, session_status="accepted"))
+
+
+def embedded(token: dict[str, Any], partner: Partner) -> str:
+    """The pay URL as the script opens it: it tells the page who embeds it."""
+    return f"{token['pay_url']}?embedder={quote(partner.url, safe='')}"
 
 
 def events(page: Page) -> list[list[str]]:
@@ -111,9 +117,9 @@ def test_iframe_journey_from_a_listed_origin(
     page.goto(partner.checkout(bridge, status_url=token["status_url"], mode="iframe"))
     page.click("#pay")
 
-    expect(page.locator(f"#bank-step > {FRAME}")).to_have_attribute("src", token["pay_url"])
+    expect(page.locator(f"#bank-step > {FRAME}")).to_have_attribute("src", embedded(token, partner))
     expect(heading(page)).to_have_text("Preparing your payment")
-    assert bridge_frame(page).url == token["pay_url"]
+    assert bridge_frame(page).url == embedded(token, partner)
     wait_for_event(page, "status", "pending")
 
     action_required(bridge, bank, session_id, token)
@@ -190,9 +196,9 @@ def test_an_unlisted_origin_cannot_frame_the_bridge(
     token = bridge.token(session_id)
     page.goto(stranger.checkout(bridge, status_url=token["status_url"], hello="1500"))
     page.click("#pay")
-    expect(page.locator(FRAME)).to_have_attribute("src", token["pay_url"])
+    expect(page.locator(FRAME)).to_have_attribute("src", embedded(token, stranger))
     pump_until(page, lambda: console.logged(refusal))
-    assert bridge_frame(page).url != token["pay_url"]
+    assert bridge_frame(page).url != embedded(token, stranger)
     expect(heading(page)).to_have_count(0)
     assert page.evaluate("window.messages") == []
     refused = [entry for entry in console.messages if refusal in entry[1]]
@@ -240,7 +246,7 @@ def test_popup_journey(
         page.click("#pay")
     popup = opened.value
     expect(popup.get_by_role("heading")).to_have_text("Preparing your payment")
-    assert popup.url == token["pay_url"]
+    assert popup.url == embedded(token, partner)
     expect(page.locator("iframe")).to_have_count(0)
     wait_for_event(page, "status", "pending")
 
