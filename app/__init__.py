@@ -10,7 +10,7 @@ from typing import Any
 from quart import Quart, request
 from quart_schema import QuartSchema
 
-from . import api, errors, i18n, limits, logs, metrics, ops, pages, security, status, webhooks
+from . import api, errors, i18n, logs, metrics, ops, pages, security, status, webhooks
 from .bridge import Bridge
 from .config import load_settings
 
@@ -53,7 +53,6 @@ def create_app(
     )
     logs.init_app(app, settings.log_format)
     metrics.init_app(app, bridge.metrics)
-    limits.init_app(app, settings)
     errors.init_app(app)
     security.init_app(app, settings.frame_ancestors)
     i18n.init_app(app)

@@ -45,6 +45,7 @@ def partner_only(view: F) -> F:
 @document_response(ErrorAnswer, 422)
 async def create_token(session_id: str) -> tuple[TokenAnswer, int]:
     """Mint a customer token for a session; works before any webhook has arrived."""
+    bridge().token_limit.check(request.headers.get("Authorization", ""))
     if not is_session_id(session_id):
         raise APIError(
             422, "invalid_session_id", "a session id is 1-256 printable characters, no spaces"

@@ -19,6 +19,7 @@ from quart import abort, current_app
 from . import lifecycle
 from .config import Settings
 from .lifecycle import Session
+from .limits import RateLimiter
 from .metrics import Metrics
 from .provider import Webhook
 from .store import Changed, Delivery, Store, open_store
@@ -34,6 +35,8 @@ class Bridge:
     tokens: Tokens
     clock: Callable[[], float] = time.time
     metrics: Metrics = field(default_factory=Metrics)
+    status_limit: RateLimiter = field(default_factory=lambda: RateLimiter(0))
+    token_limit: RateLimiter = field(default_factory=lambda: RateLimiter(0))
     _sweeper: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @classmethod
@@ -48,6 +51,8 @@ class Bridge:
             ),
             tokens=Tokens(settings.secret_keys, settings.token_ttl, clock),
             clock=clock,
+            status_limit=RateLimiter(settings.status_rate_limit),
+            token_limit=RateLimiter(settings.token_rate_limit),
         )
 
     async def start(self) -> None:

@@ -36,11 +36,14 @@ class ErrorAnswer(BaseModel):
 class APIError(Exception):
     """An answer of the JSON API that is not a success."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers or {}
 
 
 def error_body(code: str, message: str) -> dict[str, Any]:
@@ -50,7 +53,9 @@ def error_body(code: str, message: str) -> dict[str, Any]:
 def init_app(app: Quart) -> None:
     @app.errorhandler(APIError)
     async def api_error(error: APIError) -> tuple[Response, int]:
-        return jsonify(error_body(error.code, error.message)), error.status
+        response = jsonify(error_body(error.code, error.message))
+        response.headers.update(error.headers)
+        return response, error.status
 
     @app.errorhandler(RequestSchemaValidationError)
     async def invalid_request(error: RequestSchemaValidationError) -> tuple[Response, int]:

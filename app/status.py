@@ -45,6 +45,7 @@ bp = cors(
 @document_response(ErrorAnswer, 404)
 async def status(token: str) -> Response:
     """A customer's status: ``ETag`` and ``If-None-Match`` for 304, ``?wait=N`` to long-poll."""
+    bridge().status_limit.check(token)
     view = await _status(token)  # a bad token is 404 before anything else is looked at
     wait = _wait()
     if wait:
@@ -71,6 +72,7 @@ async def events(token: str) -> Response:
     closing the stream, and the stream ends after 5 minutes (the browser reconnects), so a
     server can always be restarted.
     """
+    bridge().status_limit.check(token)
     view = await _status(token)
     seen = request.headers.get("Last-Event-ID", "")
 

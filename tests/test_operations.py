@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 import pytest
@@ -15,11 +16,13 @@ from .conftest import Configured, Partner
 
 async def test_every_answer_carries_a_request_id(client: Any) -> None:
     fresh = await client.get("/healthz")
-    assert len(fresh.headers["X-Request-ID"]) == 32
+    again = await client.get("/healthz")
+    assert re.fullmatch(r"[0-9a-f]{12}-[0-9a-f]+", fresh.headers["X-Request-ID"])
+    assert again.headers["X-Request-ID"] != fresh.headers["X-Request-ID"]
     kept = await client.get("/healthz", headers={"X-Request-ID": "lb-7f3a.1"})
     assert kept.headers["X-Request-ID"] == "lb-7f3a.1"
     refused = await client.get("/healthz", headers={"X-Request-ID": "<script> and spaces"})
-    assert len(refused.headers["X-Request-ID"]) == 32
+    assert re.fullmatch(r"[0-9a-f]{12}-[0-9a-f]+", refused.headers["X-Request-ID"])
 
 
 def test_log_lines_are_json_objects_with_the_request_id() -> None:
@@ -103,3 +106,23 @@ def environ_ok(config: dict[str, Any]) -> dict[str, str]:
         "BRIDGE_SECRET_KEY": config["SECRET_KEY"],
         "BRIDGE_SG_PUBLIC_KEY": config["SG_PUBLIC_KEY"],
     }
+
+
+def test_the_rate_limiter_allows_a_burst_then_one_request_per_interval() -> None:
+    from app.errors import APIError
+    from app.limits import RateLimiter
+
+    now = [0.0]
+    limiter = RateLimiter(6, clock=lambda: now[0])  # 6 at once, then one every 10 s
+    for _ in range(6):
+        limiter.check("a")
+    with pytest.raises(APIError) as refused:
+        limiter.check("a")
+    assert (refused.value.status, refused.value.headers) == (429, {"Retry-After": "10"})
+    limiter.check("b")  # keys are counted apart
+    now[0] = 9.9
+    with pytest.raises(APIError):
+        limiter.check("a")
+    now[0] = 10.0
+    limiter.check("a")
+    RateLimiter(0).check("a")  # 0: no limit at all

@@ -1,0 +1,368 @@
+"""Secrets, PaReq, MD and card numbers planted in a run never appear in its logs.
+
+One whole journey (tokens, a bank step carrying planted PaReq and MD and a full card number
+where none is expected, the pay page, a bad token, a bad signature, a bad API key, a refused
+bank URL, the return with the bank's answer, the final webhook, a long-poll, an event stream,
+metrics) runs twice: in-process with every log record captured at DEBUG, and against a real
+``redirect-bridge serve`` whose JSON logs on stderr are read back whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from app import status
+from app.signature import sign
+
+from .conftest import API_KEY, Configured, public_pem
+from .payloads import redirect, webhook
+from .test_instances import free_port
+
+PAREQ = "eJxVUk1vgkAQ+PlANTEDpareq/7c1e9a=="
+MD = "MD-planted-8b14d0c5f2"
+PAN = "4111111111111111"
+PARES = "PaRes-planted-e2f90a7b"
+BANK_HOST = "acs.planted-bank.test"
+BANK_URL = f"https://{BANK_HOST}/3ds/challenge?txn=planted-txn-91"
+REFUSED_HOST = "refused-bank.test"
+REFUSED_URL = f"http://{REFUSED_HOST}/acs?step=planted-refused"
+WRONG_KEY = "wrong-partner-key-planted-0042"
+SESSION = "ps_secrets"
+REFUSED_SESSION = "ps_refused"
+TOKEN = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{20,}")
+
+
+def card_webhook(kind: str, session_id: str, **fields: Any) -> dict[str, Any]:
+    """A webhook with a full card number in ``payment_details.card`` and in a field of its own."""
+    payload = webhook(kind, session_id, **fields)
+    payment = payload["session"]["acquiring_payments"][0]
+    payment["payment_details"]["card"].update({"number": PAN, "pan": PAN, "holder": "J DOE"})
+    payment["customer"]["reference"] = f"card {PAN}"
+    payload["debug"] = {"card_number": PAN, "cvv": "737"}
+    return payload
+
+
+def action_required(session_id: str = SESSION, url: str = BANK_URL) -> dict[str, Any]:
+    params = {"PaReq": PAREQ, "MD": MD, "TermUrl": "https://provider.test/term"}
+    return card_webhook(
+        "action_required", session_id, interaction=redirect(url=url, base_url=None, params=params)
+    )
+
+
+def planted(secret_key: str, api_key: str) -> list[str]:
+    return [
+        PAREQ,
+        MD,
+        PAN,
+        PARES,
+        BANK_URL,
+        BANK_HOST,
+        REFUSED_URL,
+        REFUSED_HOST,
+        WRONG_KEY,
+        secret_key,
+        api_key,
+    ]
+
+
+def tokens_in(*texts: str) -> set[str]:
+    """Every customer token in ``texts``, and each one's signature on its own."""
+    found = {match for text in texts for match in TOKEN.findall(text)}
+    return found | {token.rsplit(".", 1)[1] for token in found}
+
+
+def leaks(log: str, secrets: set[str]) -> list[str]:
+    return sorted(secret for secret in secrets if secret and secret in log)
+
+
+# --- in-process, every record at DEBUG --------------------------------------------------------
+
+
+async def test_no_planted_secret_reaches_a_log_record(
+    configured: Configured,
+    config: dict[str, Any],
+    provider_key: rsa.RSAPrivateKey,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(status, "STREAM_SECONDS", 0.3)  # the event stream ends by itself
+    monkeypatch.setattr(status, "KEEP_ALIVE_SECONDS", 0.1)
+    caplog.set_level(logging.DEBUG)
+    answers: list[str] = []
+
+    async with configured() as bridge:
+        client = bridge.client
+        bearer = {"Authorization": f"Bearer {API_KEY}"}
+
+        async def call(method: str, path: str, expected: int, **kwargs: Any) -> Any:
+            response = await client.open(path, method=method, **kwargs)
+            text = await response.get_data(as_text=True)
+            answers.append(text + str(response.headers))
+            assert response.status_code == expected, (method, path, text[:300])
+            return response
+
+        async def send(payload: dict[str, Any], expected: int = 200, signature: str = "") -> None:
+            body = json.dumps(payload).encode()
+            headers = {"X-PARTNER-SIGN": signature or sign(provider_key, body)}
+            await call("POST", "/webhooks/smart-glocal", expected, data=body, headers=headers)
+
+        minted = await call("POST", f"/api/v1/sessions/{SESSION}/tokens", 201, headers=bearer)
+        token = (await minted.get_json())["token"]
+        await call(
+            "POST",
+            f"/api/v1/sessions/{SESSION}/tokens",
+            401,
+            headers={"Authorization": f"Bearer {WRONG_KEY}"},
+        )
+        await call("GET", f"/pay/{token}", 200)  # waiting page
+        await send(action_required())
+        page = await call("GET", f"/pay/{token}", 200)
+        assert PAREQ in await page.get_data(as_text=True)  # the page does carry it
+        before = await call("GET", f"/api/v1/status/{token}", 200)
+        await call("GET", f"/api/v1/sessions/{SESSION}", 200, headers=bearer)
+
+        await call("GET", f"/pay/{token}x", 404)  # a bad token
+        await call("GET", f"/api/v1/status/{token[:-2]}", 404)
+        await send(action_required(), 401, signature=sign(provider_key, b"other bytes"))
+        await send({**action_required(), "session": {"id": f"bad {PAN}"}}, 422)
+
+        refused = (
+            await (
+                await call(
+                    "POST", f"/api/v1/sessions/{REFUSED_SESSION}/tokens", 201, headers=bearer
+                )
+            ).get_json()
+        )["token"]
+        await send(action_required(REFUSED_SESSION, REFUSED_URL))
+        await call("GET", f"/pay/{refused}", 502)
+
+        await call("POST", f"/pay/{token}/return", 200, form={"PaRes": PARES, "MD": MD})
+        await call("GET", f"/pay/{token}/return?PaRes={PARES}&MD={MD}", 200)
+        etag = before.headers["ETag"]
+        poll = asyncio.ensure_future(
+            client.get(f"/api/v1/status/{token}?wait=10", headers={"If-None-Match": etag})
+        )
+        await asyncio.sleep(0.05)
+        await send(card_webhook("payment_finished", SESSION, session_status="accepted"))
+        woken = await asyncio.wait_for(poll, 10)
+        assert (await woken.get_json())["status"] == "succeeded"
+        answers.append(await woken.get_data(as_text=True))
+        events = await call("GET", f"/api/v1/status/{token}/events", 200)
+        assert "event: status" in await events.get_data(as_text=True)
+        await call("GET", f"/pay/{token}", 200)
+        await call("GET", f"/api/v1/sessions/{SESSION}", 200, headers=bearer)
+        for path in ("/metrics", "/healthz", "/readyz", "/openapi.json"):
+            await call("GET", path, 200)
+
+    records = caplog.records
+    messages = [record.getMessage() for record in records]
+    assert any("webhook accepted" in m for m in messages), messages
+    assert any("webhook refused" in m for m in messages), messages
+    assert any("refused the bank instruction" in m for m in messages), messages
+
+    secrets = set(planted(config["SECRET_KEY"], API_KEY)) | tokens_in(*answers)
+    assert token in secrets and refused in secrets
+    log = caplog.text + "\n".join(messages) + "\n".join(repr(r.args) for r in records)
+    assert leaks(log, secrets) == []
+
+
+# --- a real `redirect-bridge serve`, its stderr read whole ------------------------------------
+
+
+class Served:
+    """``redirect-bridge serve`` with its stdout and stderr in one file."""
+
+    def __init__(self, environment: dict[str, str], log: Path) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        command = shutil.which("redirect-bridge", path=str(Path(sys.executable).parent))
+        arguments = [command] if command else [sys.executable, "-m", "app"]
+        with log.open("wb") as output:
+            self.process = subprocess.Popen(
+                [*arguments, "serve", "--port", str(self.port), "--workers", "2"],
+                env=environment,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 30
+        while self.request("GET", "/readyz")[0] != 200:
+            assert time.monotonic() < deadline and self.process.poll() is None, self.text()
+            time.sleep(0.05)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        data: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, str], str]:
+        request = urllib.request.Request(
+            self.base + path, data=data, method=method, headers=headers or {}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=15) as response:
+                headers = {k.lower(): v for k, v in response.headers.items()}
+                return response.status, headers, response.read().decode()
+        except urllib.error.HTTPError as error:
+            headers = {k.lower(): v for k, v in error.headers.items()}
+            return error.code, headers, error.read().decode()
+        except (urllib.error.URLError, ConnectionError):
+            return 0, {}, ""
+
+    def first_event(self, path: str) -> str:
+        """Read an event stream until its first status event, then hang up."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            connection.request("GET", path)
+            response = connection.getresponse()
+            assert response.status == 200
+            lines = []
+            while not any(line.startswith("data:") for line in lines):
+                lines.append(response.readline().decode())
+            return "".join(lines)
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=20)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+def served(
+    database_url: str, provider_key: rsa.RSAPrivateKey, tmp_path: Path
+) -> Iterator[tuple[Served, dict[str, str]]]:
+    secrets = {
+        "secret_key": "serve-secret-key-planted-5a7c9e1b",
+        "api_key": "serve-api-key-planted-2d4f",
+    }
+    environment = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")},
+        "BRIDGE_DATABASE_URL": database_url,
+        "BRIDGE_SECRET_KEY": secrets["secret_key"],
+        "BRIDGE_SG_PUBLIC_KEY": public_pem(provider_key),
+        "BRIDGE_API_KEYS": json.dumps([secrets["api_key"]]),
+    }
+    server = Served(environment, tmp_path / "serve.log")
+    try:
+        yield server, secrets
+    finally:
+        server.stop()
+
+
+def test_no_planted_secret_reaches_the_served_logs(
+    served: tuple[Served, dict[str, str]], provider_key: rsa.RSAPrivateKey
+) -> None:
+    server, keys = served
+    answers: list[str] = []
+    bearer = {"Authorization": f"Bearer {keys['api_key']}"}
+
+    def call(
+        method: str, path: str, expected: int, **kwargs: Any
+    ) -> tuple[int, dict[str, str], str]:
+        answer = server.request(method, path, **kwargs)
+        answers.append(answer[2] + str(answer[1]))
+        assert answer[0] == expected, (method, path, answer[2][:300])
+        return answer
+
+    def send(payload: dict[str, Any], expected: int = 200, signature: str = "") -> None:
+        body = json.dumps(payload).encode()
+        headers = {
+            "Content-Type": "application/json",
+            "X-PARTNER-SIGN": signature or sign(provider_key, body),
+        }
+        call("POST", "/webhooks/smart-glocal", expected, data=body, headers=headers)
+
+    token = json.loads(call("POST", f"/api/v1/sessions/{SESSION}/tokens", 201, headers=bearer)[2])[
+        "token"
+    ]
+    call(
+        "POST",
+        f"/api/v1/sessions/{SESSION}/tokens",
+        401,
+        headers={"Authorization": f"Bearer {WRONG_KEY}"},
+    )
+    call("GET", f"/pay/{token}", 200)
+    send(action_required())
+    assert PAREQ in call("GET", f"/pay/{token}", 200)[2]
+    etag = call("GET", f"/api/v1/status/{token}", 200)[1]["etag"]
+    call("GET", f"/api/v1/sessions/{SESSION}", 200, headers=bearer)
+
+    call("GET", f"/pay/{token}x", 404)
+    call("GET", f"/api/v1/status/{token[:-2]}?wait=1", 404)
+    send(action_required(), 401, signature=sign(provider_key, b"other bytes"))
+    send({**action_required(), "session": {"id": f"bad {PAN}"}}, 422)
+    answers.append(server.first_event(f"/api/v1/status/{token}/events"))
+
+    refused_answer = call("POST", f"/api/v1/sessions/{REFUSED_SESSION}/tokens", 201, headers=bearer)
+    refused = json.loads(refused_answer[2])["token"]
+    send(action_required(REFUSED_SESSION, REFUSED_URL))
+    call("GET", f"/pay/{refused}", 502)
+
+    form = urllib.parse.urlencode({"PaRes": PARES, "MD": MD}).encode()
+    call(
+        "POST",
+        f"/pay/{token}/return",
+        200,
+        data=form,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    call("GET", f"/pay/{token}/return?PaRes={PARES}&MD={MD}", 200)
+
+    woken: list[tuple[int, dict[str, str], str]] = []
+    poll = threading.Thread(
+        target=lambda: woken.append(
+            server.request(
+                "GET", f"/api/v1/status/{token}?wait=10", headers={"If-None-Match": etag}
+            )
+        )
+    )
+    poll.start()
+    time.sleep(0.2)
+    send(card_webhook("payment_finished", SESSION, session_status="accepted"))
+    poll.join(timeout=15)
+    assert woken and json.loads(woken[0][2])["status"] == "succeeded"
+    answers.append(woken[0][2])
+    call("GET", f"/api/v1/sessions/{SESSION}", 200, headers=bearer)
+    for path in ("/metrics", "/healthz", "/readyz", "/openapi.json"):
+        call("GET", path, 200)
+    server.stop()  # every worker has written and flushed its last line
+
+    log = server.text()
+    entries = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    messages = [entry.get("message", "") for entry in entries]
+    assert any("webhook accepted" in m for m in messages), log[-3000:]
+    assert any("webhook refused" in m for m in messages), log[-3000:]
+    assert any("refused the bank instruction" in m for m in messages), log[-3000:]
+
+    secrets = set(planted(keys["secret_key"], keys["api_key"])) | tokens_in(*answers)
+    assert token in secrets and refused in secrets
+    decoded = "\n".join(json.dumps(entry, ensure_ascii=False) for entry in entries)
+    assert leaks(log + decoded, secrets) == []
