@@ -178,9 +178,9 @@ async def test_sqlite_commits_concurrent_writes_together(
     batches: list[int] = []
     commit = sqlite_engine._commit
 
-    def counted(db: Any, jobs: list[Any]) -> Any:
+    def counted(db: Any, turn: Any, jobs: list[Any]) -> Any:
         batches.append(len(jobs))
-        return commit(db, jobs)
+        return commit(db, turn, jobs)
 
     monkeypatch.setattr(sqlite_engine, "_commit", counted)
     results = await asyncio.gather(

@@ -5,14 +5,18 @@
   savepoint each, so one fsync and one hop between threads serve many webhooks (aiosqlite
   would hop for every statement). The event loop never blocks on either.
 - Several processes may share the file (``serve --workers``): each committed change is also
-  appended to a ``changes`` table, which every process polls to wake its own long-polls.
+  appended to a ``changes`` table, which every process polls to wake its own long-polls. Their
+  writers take turns on an ``flock`` first: SQLite's own busy wait sleeps up to 100 ms at a
+  time, where a waiter on the lock file wakes the moment it is free.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -98,6 +102,7 @@ class SQLiteStore(Store):
         self.path = path
         self._timeout = timeout
         self._writer: sqlite3.Connection | None = None
+        self._turn: int | None = None  # the lock file's descriptor, shared by the processes
         self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         self._reader: aiosqlite.Connection | None = None
         self._jobs: asyncio.Queue[_Job | None] = asyncio.Queue()
@@ -107,6 +112,7 @@ class SQLiteStore(Store):
 
     async def open(self) -> None:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._turn = os.open(f"{self.path}-writers.lock", os.O_RDWR | os.O_CREAT, 0o600)
         self._writer = await self._in_writer(self._open_writer)
         self._reader = await aiosqlite.connect(self.path, isolation_level=None)
         await self._reader.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
@@ -141,6 +147,9 @@ class SQLiteStore(Store):
             await self._reader.close()
         if self._writer is not None:
             await self._in_writer(self._writer.close)
+        if self._turn is not None:
+            os.close(self._turn)
+            self._turn = None
         self._writer_thread.shutdown()
         self._reader = self._writer = self._committer = None
 
@@ -208,7 +217,7 @@ class SQLiteStore(Store):
             jobs = [job for job in batch if job is not None]
             if jobs:
                 try:
-                    outcomes = await self._in_writer(_commit, self._write(), jobs)
+                    outcomes = await self._in_writer(_commit, self._write(), self._turn, jobs)
                 except Exception as error:  # the committer must outlive any one batch
                     log.exception("a batch of writes failed")
                     outcomes = [StorageUnavailableError(str(error))] * len(jobs)
@@ -259,8 +268,20 @@ class _Job:
     done: asyncio.Future[Changed]
 
 
-def _commit(db: sqlite3.Connection, jobs: list[_Job]) -> list[Changed | BaseException]:
+def _commit(
+    db: sqlite3.Connection, turn: int | None, jobs: list[_Job]
+) -> list[Changed | BaseException]:
     """In the writer's thread: one transaction for the batch, a savepoint for each job."""
+    if turn is not None:
+        fcntl.flock(turn, fcntl.LOCK_EX)  # this process's turn to write
+    try:
+        return _commit_in_turn(db, jobs)
+    finally:
+        if turn is not None:
+            fcntl.flock(turn, fcntl.LOCK_UN)
+
+
+def _commit_in_turn(db: sqlite3.Connection, jobs: list[_Job]) -> list[Changed | BaseException]:
     outcomes: list[Changed | BaseException] = []
     try:
         db.execute("BEGIN IMMEDIATE")
