@@ -13,6 +13,7 @@ from quart_schema import QuartSchema
 from . import api, errors, i18n, logs, metrics, ops, pages, security, status, webhooks
 from .bridge import Bridge
 from .config import load_settings
+from .openapi import BridgeOpenAPI
 
 ROOT = Path(__file__).resolve().parent.parent
 __version__ = "0.1.0"
@@ -50,6 +51,7 @@ def create_app(
         redoc_ui_path=None,
         scalar_ui_path=None,
         security_schemes={"partnerKey": {"type": "http", "scheme": "bearer"}},
+        openapi_provider_class=BridgeOpenAPI,
     )
     logs.init_app(app, settings.log_format)
     metrics.init_app(app, bridge.metrics)

@@ -2,8 +2,14 @@
 
 Every case is generated from a fixed seed, so a failure names a case that comes back on the next
 run. Most go through Quart's test client; what it cannot carry (header bytes that are not UTF-8,
-CR/LF/NUL in header values, a missing or lying ``Content-Length``, a body in many pieces) is
-handed to the ASGI app directly, still in-process.
+NUL or DEL in header values, odd bytes in header names, a missing or lying ``Content-Length``, a
+body in many pieces) is handed to the ASGI app directly, still in-process.
+
+A body is "bad" when it is not signed by the provider's key, is over the size limit, is not JSON,
+or is JSON but not a webhook: not an object with a non-empty string ``type`` and a ``session``
+object whose ``id`` is 1-256 printable characters without white space or "/", all of it text (no
+lone surrogate escapes). Each must get 400, 401, 413 or 422 with ``{"error": {"code",
+"message"}}``, and nothing may be stored.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from werkzeug.datastructures import Headers
 
 from app.signature import sign
 
+from .conftest import Partner, Provider
 from .database import query
 from .payloads import inform, redirect, webhook
 
@@ -949,7 +956,7 @@ def odd_webhooks() -> Iterator[tuple[str, str, dict[str, Any]]]:
 
 
 async def test_signed_webhooks_with_odd_but_legal_text_never_get_a_5xx(
-    provider: Any, partner: Any, client: Any, config: dict[str, Any]
+    provider: Provider, partner: Partner, client: Any, config: dict[str, Any]
 ) -> None:
     """NUL, emoji, RTL marks, quotes, 10,000-character values: a webhook carrying them is stored
     (or, for text the storage cannot keep, refused with 422) on both engines, and the session's
