@@ -106,6 +106,27 @@ def main(argv: list[str] | None = None) -> int:
         " write where the workers' time goes to bench/results/profiles/",
     )
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="measure each route on each server this many times, interleaved, and keep the"
+        " median (default 3)",
+    )
+    parser.add_argument(
+        "--attempts",
+        type=int,
+        default=3,
+        help="measure again when other processes took CPU meanwhile, up to this many times in"
+        " all, keeping the least disturbed (default 3)",
+    )
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=120.0,
+        help="before each measurement, wait up to this many seconds for other processes to"
+        " leave the CPUs alone (default 120)",
+    )
+    parser.add_argument(
         "--json",
         type=Path,
         default=RESULTS / "latest.json",
@@ -135,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
         workers=workers,
         engine=args.engine,
         profile=RESULTS / "profiles" if args.profile else None,
+        rounds=max(args.rounds, 1),
+        attempts=max(args.attempts, 1),
+        quiet_wait=args.quiet_wait,
     ) as ctx:
         if workers is None:
             ctx.note(
@@ -167,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                 "serve_has_workers": workers is not None,
                 "engine": args.engine,
                 "connections": ctx.connections,
+                "rounds": ctx.rounds,
             },
             "results": ctx.results,
             "notes": ctx.notes,

@@ -32,6 +32,7 @@ class Context:
     credentials: Credentials = field(default_factory=Credentials.fresh)
     connections: int = wrk.CONNECTIONS
     profile: Path | None = None  # where py-spy profiles go, when asked for
+    rounds: int = 1  # each measurement this many times, interleaved; the median is kept
     attempts: int = 3  # measurements disturbed by other processes are repeated up to this
     quiet_wait: float = 120.0  # seconds to wait for other processes to calm down first
     results: dict[str, Any] = field(default_factory=dict)

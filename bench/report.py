@@ -35,6 +35,18 @@ def _uneven(measured: dict[str, dict[str, Any]]) -> list[str]:
     return [f"connections per worker process, unevenly spread, during: {listed}"]
 
 
+def _by_round(part: dict[str, Any], first: str, second: str) -> list[str]:
+    """A footnote: each round's ratio, measured minutes apart, to show the spread."""
+    shown = []
+    for route in ROUTES:
+        top = part[first][route].get("rounds") or []
+        bottom = part[second][route].get("rounds") or []
+        if len(top) > 1 and len(top) == len(bottom):
+            ratios = "/".join(f"{a / b:.2f}" for a, b in zip(top, bottom, strict=True) if b)
+            shown.append(f"{route} {ratios}")
+    return [f"ratio in each round: {'; '.join(shown)}"] if shown else []
+
+
 def _busy(measured: dict[str, dict[str, Any]]) -> list[str]:
     """Footnotes for measurements other processes shared the machine with, or whose
     connections were spread unevenly over the workers."""
@@ -113,7 +125,7 @@ def routes_table(part: dict[str, Any]) -> Table:
     measured = {
         f"{side} {route}": part[side][route] for side in ("bridge", "twin") for route in ROUTES
     }
-    notes = _busy(measured)
+    notes = _by_round(part, "bridge", "twin") + _busy(measured)
     sizes, check = part.get("sizes", {}), part.get("webhook_check", {})
     if sizes:
         notes.append(
@@ -170,7 +182,8 @@ def servers_table(part: dict[str, Any]) -> Table:
         for side in ("uvicorn", "hypercorn")
         for route in ROUTES
     }
-    return "The production server against Quart's default Hypercorn", headers, rows, _busy(measured)
+    notes = _by_round(part, "uvicorn", "hypercorn") + _busy(measured)
+    return "The production server against Quart's default Hypercorn", headers, rows, notes
 
 
 def scale_table(part: dict[str, Any]) -> Table:

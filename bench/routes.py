@@ -29,7 +29,7 @@ LABELS = {
 # Customers the GET routes cycle through. The bridge limits each token to 120 status answers a
 # minute (a burst of 120, then 2 a second), as production does, so the load is spread over as
 # many customers as it takes to stay under that: realistic, and no 429s measured.
-VIEW_SESSIONS = 2000
+VIEW_SESSIONS = 5000
 TOKEN_TTL = 21600
 
 
@@ -107,11 +107,9 @@ def _paths_args(path: Path) -> tuple[str, ...]:
     return (str(path), str(wrk.THREADS))
 
 
-def measure_webhooks(
-    ctx: Context, server: servers.Server, name: str, database_url: str
-) -> tuple[wrk.Result, Path, dict[str, Any]]:
-    """Unique signed webhooks, each a new session: sized from a warm-up run's rate so that the
-    measurement never goes round its pool (duplicates would not write)."""
+def calibrate_webhooks(ctx: Context, server: servers.Server, name: str) -> int:
+    """A warm-up with webhooks of its own; its rate sizes each round's pool of unique bodies so
+    that no measurement goes round its pool (a duplicate does not write)."""
     url = f"{server.url}/webhooks/smart-glocal"
     load.wait_for_quiet(ctx.quiet_wait)
     warm_count = 3000
@@ -126,37 +124,45 @@ def measure_webhooks(
         args=_paths_args(warm),
         connections=ctx.connections,
     )
-    needed = math.ceil(warmed.rate * ctx.duration * 2.5) + 2000  # warm-ups run slower
+    say(f"{server.name}: warm-up {warmed.rate:,.0f} webhooks/s")
+    return math.ceil(warmed.rate * ctx.duration * 2.5) + 2000  # warm-ups run slower
+
+
+def measure_webhooks(
+    ctx: Context, server: servers.Server, name: str, database_url: str, needed: int, round_: int
+) -> tuple[wrk.Result, Path, dict[str, Any]]:
+    """One round: ``needed`` new signed webhooks, each a new session, each sent once."""
+    url = f"{server.url}/webhooks/smart-glocal"
+    pools: dict[int, Path] = {}
 
     def fresh(attempt: int) -> tuple[str, ...]:
-        prefix = f"ps_{name}_run{attempt}_"
-        say(f"{server.name}: signing {needed} webhooks for the run")
+        say(f"{server.name}: signing {needed} webhooks")
         started = time.monotonic()
-        pool = signed_webhooks(
-            ctx.credentials, prefix, needed, ctx.folder / f"{name}-webhooks-{attempt}.txt"
+        pools[attempt] = signed_webhooks(
+            ctx.credentials,
+            f"ps_{name}_r{round_}a{attempt}_",
+            needed,
+            ctx.folder / f"{name}-webhooks-{round_}-{attempt}.txt",
         )
         say(f"{server.name}: signed in {time.monotonic() - started:.1f} s")
-        return _paths_args(pool)
+        return _paths_args(pools[attempt])
 
-    say(f"{server.name}: warm-up {warmed.rate:,.0f} webhooks/s")
     first = fresh(0)
     say(f"{server.name}: {LABELS['webhook']} for {ctx.duration:.0f} s")
     result = measure(ctx, url, "bodies", first, warmup=False, fresh=fresh)
-    pool = Path(first[0])
     # The kept attempt's webhooks: each answered request should have stored one.
-    stored = count_webhooks(database_url, f"ps_{name}_run{result.attempt}_")
+    stored = count_webhooks(database_url, f"ps_{name}_r{round_}a{result.attempt}_")
     check = {
         "pool": needed,
         "stored": stored,
         "requests": result.requests,
         "wrapped": result.wrapped,
-        "attempt": result.attempt,
         "bytes_per_webhook": round(webhook_bytes(database_url)),
     }
     if result.wrapped:
         ctx.note(f"{server.name}: the webhook pool ran out ({needed}); duplicates were measured")
     _say_result(server.name, "webhook", result, f"stored {stored} new webhooks")
-    if ctx.profile is not None and server.name == "bridge":
+    if ctx.profile is not None and server.name == "bridge" and round_ == 0:
         more = signed_webhooks(
             ctx.credentials, f"ps_{name}_profile_", needed, ctx.folder / f"{name}-profile.txt"
         )
@@ -173,7 +179,14 @@ def measure_webhooks(
                 connections=ctx.connections,
             ),
         )
-    return result, pool, check
+    return result, pools[result.attempt], check
+
+
+def median(results: list[wrk.Result]) -> dict[str, Any]:
+    """The round with the median rate (its latencies with it), and every round's rate."""
+    ordered = sorted(results, key=lambda result: result.rate)
+    kept = ordered[(len(ordered) - 1) // 2]
+    return {**kept.as_dict(), "rounds": [round(result.rate, 1) for result in results]}
 
 
 def _say_result(name: str, route: str, result: wrk.Result, extra: str = "") -> None:
@@ -223,33 +236,48 @@ def side_by_side(ctx: Context, twin: bool, hypercorn: bool) -> dict[str, Any]:
                 raise RuntimeError(f"the twin's page answered {status}")
             started["twin"] = (server, None, views)
 
-        results: dict[str, dict[str, wrk.Result]] = {kind: {} for kind in started}
-        for route in ("pay", "status"):
-            for kind, (server, _, own_views) in started.items():
-                assert own_views is not None
-                paths = own_views.pay if route == "pay" else own_views.status
-                say(f"{server.name}: {LABELS[route]} for {ctx.duration:.0f} s")
-                results[kind][route] = measure(ctx, server.url, "paths", _paths_args(paths))
-                _say_result(server.name, route, results[kind][route])
-                if ctx.profile is not None and kind == "uvicorn":
-                    _profile_gets(ctx, server, route, paths)
-        checks, pool = {}, None
-        for kind, (server, database_url, _) in started.items():
-            if database_url is not None:
-                results[kind]["webhook"], kind_pool, checks[kind] = measure_webhooks(
-                    ctx, server, kind, database_url
-                )
-                pool = pool or kind_pool
-            else:
-                assert pool is not None
-                say(f"twin: {LABELS['webhook']} (JSON parse only) for {ctx.duration:.0f} s")
-                results[kind]["webhook"] = measure(
-                    ctx, f"{server.url}/webhooks/smart-glocal", "bodies", _paths_args(pool)
-                )
-                _say_result("twin", "webhook", results[kind]["webhook"])
+        results: dict[str, dict[str, list[wrk.Result]]] = {
+            kind: {route: [] for route in ROUTES} for kind in started
+        }
+        checks: dict[str, dict[str, Any]] = {}
+        needed = {
+            kind: calibrate_webhooks(ctx, server, kind)
+            for kind, (server, database_url, _) in started.items()
+            if database_url is not None
+        }
+        for round_ in range(ctx.rounds):
+            if ctx.rounds > 1:
+                say(f"--- round {round_ + 1} of {ctx.rounds}")
+            for route in ("pay", "status"):
+                for kind, (server, _, own_views) in started.items():
+                    assert own_views is not None
+                    paths = own_views.pay if route == "pay" else own_views.status
+                    say(f"{server.name}: {LABELS[route]} for {ctx.duration:.0f} s")
+                    result = measure(
+                        ctx, server.url, "paths", _paths_args(paths), warmup=round_ == 0
+                    )
+                    results[kind][route].append(result)
+                    _say_result(server.name, route, result)
+                    if ctx.profile is not None and kind == "uvicorn" and round_ == 0:
+                        _profile_gets(ctx, server, route, paths)
+            pool = None
+            for kind, (server, database_url, _) in started.items():
+                if database_url is not None:
+                    result, kind_pool, checks[kind] = measure_webhooks(
+                        ctx, server, kind, database_url, needed[kind], round_
+                    )
+                    pool = pool or kind_pool
+                else:
+                    assert pool is not None
+                    say(f"twin: {LABELS['webhook']} (JSON parse only) for {ctx.duration:.0f} s")
+                    result = measure(
+                        ctx, f"{server.url}/webhooks/smart-glocal", "bodies", _paths_args(pool)
+                    )
+                    _say_result("twin", "webhook", result)
+                results[kind]["webhook"].append(result)
     return {
         "results": {
-            kind: {route: result.as_dict() for route, result in found.items()}
+            kind: {route: median(rounds) for route, rounds in found.items()}
             for kind, found in results.items()
         },
         "webhook_checks": checks,
