@@ -25,11 +25,15 @@ GROUPS = {
     "metrics (app/metrics.py, prometheus_client)": ("app/metrics.py", "prometheus_client"),
     "CORS (quart_cors)": ("quart_cors",),
     "quart_schema": ("quart_schema",),
+    "  of which converting a view's dict (a pydantic TypeAdapter each time)": (
+        "convert_response_return_value",
+    ),
     "security headers (app/security.py)": ("app/security.py",),
     "token read (itsdangerous)": ("itsdangerous",),
     "Jinja rendering": ("jinja2/",),
     "  of which i18n (app/i18n.py)": ("app/i18n.py",),
     "signature check (app/signature.py)": ("app/signature.py",),
+    "webhook parsing and checks (app/provider.py)": ("app/provider.py",),
     "storage (app/store, aiosqlite, asyncpg)": ("app/store/", "aiosqlite/", "asyncpg/"),
     "log records (logging)": ("logging/__init__.py",),
     "json": ("json/",),
@@ -50,6 +54,8 @@ def record(pids: list[int], seconds: float, out: Path, load: Callable[[], object
     if spy is None:
         raise SystemExit("bench: --profile needs py-spy (bench/run --profile installs it)")
     out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*.raw"):  # an earlier run's samples
+        old.unlink()
     raws = [out / f"{out.name}-{pid}.raw" for pid in pids]
     spies = [
         subprocess.Popen(
