@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from quart import Blueprint, request
+from quart import Blueprint, Response, jsonify, request
 from quart_schema import document_response
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -25,7 +25,7 @@ bp = Blueprint("webhooks", __name__)
 @document_response(ErrorAnswer, 401)
 @document_response(ErrorAnswer, 413)
 @document_response(ErrorAnswer, 422)
-async def receive() -> tuple[dict[str, str], int]:
+async def receive() -> Response:
     """Smart Glocal's webhooks, signed with ``X-PARTNER-SIGN``; stored before the answer."""
     try:
         body = await request.get_data(cache=False)
@@ -48,7 +48,9 @@ async def receive() -> tuple[dict[str, str], int]:
     outcome = "duplicate" if changed.duplicate else "accepted"
     status = changed.after.status.value if changed.after else None
     log.info("webhook %s: %s for %s, session %s", outcome, webhook.type, webhook.session_id, status)
-    return {"status": outcome}, 200
+    # A Response, not a dict: quart-schema would build a pydantic adapter for every dict answer
+    # (an eighth of a worker's time under load).
+    return jsonify({"status": outcome})
 
 
 def _refused(status: int, code: str, message: str) -> APIError:
