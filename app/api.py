@@ -13,7 +13,7 @@ from quart_schema import document_response, security_scheme
 from . import lifecycle
 from .bridge import bridge
 from .errors import APIError, ErrorAnswer
-from .links import external_url, pay_url, status_url
+from .links import external, pay_path, return_path, status_path
 from .provider import is_session_id
 from .schemas import ActionAnswer, PaymentAnswer, SessionAnswer, TokenAnswer, iso
 
@@ -53,9 +53,9 @@ async def create_token(session_id: str) -> tuple[TokenAnswer, int]:
     minted = await bridge().mint_token(session_id)
     answer = TokenAnswer(
         token=minted.token,
-        pay_url=pay_url(minted.token),
-        status_url=status_url(minted.token),
-        return_url=external_url("pages.came_back", token=minted.token),
+        pay_url=external(pay_path(minted.token)),
+        status_url=external(status_path(minted.token)),
+        return_url=external(return_path(minted.token)),
         expires_at=iso(minted.expires_at),
     )
     return answer, 201
@@ -76,7 +76,7 @@ async def read_session(session_id: str) -> SessionAnswer:
     if expires is not None and session.interaction is not None:
         token = bridge().tokens.mint(session.id).token
         action = ActionAnswer(
-            type=session.interaction["type"], url=pay_url(token), expires_at=iso(expires)
+            type=session.interaction["type"], url=external(pay_path(token)), expires_at=iso(expires)
         )
     return SessionAnswer(
         session_id=session.id,

@@ -140,7 +140,7 @@ class Bridge:
     def _count_transition(self, changed: Changed) -> None:
         before, after = changed.before, changed.after
         if after is not None and (before is None or before.status is not after.status):
-            self.metrics.transitions.labels(after.status.value).inc()
+            self.metrics.transition(after.status.value)
 
     async def _sweep_forever(self) -> None:
         while True:

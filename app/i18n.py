@@ -26,12 +26,14 @@ _CATALOGS: dict[str, dict[str, str]] = {
 def language() -> str:
     """This request's language: ``?lang=`` when it names one, else the browser's preference."""
     if "lang" not in g:
-        asked = request.args.get("lang")
-        g.lang = (
-            asked
-            if asked in LANGUAGES
-            else (request.accept_languages.best_match(LANGUAGES) or LANGUAGES[0])
-        )
+        args, headers = request.args, request.headers
+        asked = args["lang"] if "lang" in args else None
+        if asked in LANGUAGES:
+            g.lang = asked
+        elif "Accept-Language" in headers:
+            g.lang = request.accept_languages.best_match(LANGUAGES) or LANGUAGES[0]
+        else:
+            g.lang = LANGUAGES[0]
     return g.lang
 
 

@@ -54,6 +54,8 @@ def configure(style: str) -> None:
         handler.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
         )
+    # Neither format names the thread or the process: don't look them up for every record.
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
@@ -70,7 +72,8 @@ def init_app(app: Quart, style: str) -> None:
 
     @app.before_request
     async def _identify() -> None:
-        offered = request.headers.get(HEADER, "")
+        headers = request.headers
+        offered = headers[HEADER] if HEADER in headers else ""
         acceptable = _ACCEPTABLE_ID.fullmatch(offered)
         _REQUEST_ID.set(offered if acceptable else f"{_PROCESS}-{next(_NUMBERS):x}")
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import time
+from contextvars import ContextVar
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -17,7 +19,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from quart import Quart, Response, g, request
+from quart import Quart, Response, request
 
 from .provider import WEBHOOK_TYPES
 
@@ -54,6 +56,7 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="livesum",
         )
+        self._children: dict[tuple[Any, ...], Any] = {}
 
     def exposition(self) -> bytes:
         """The text a scrape gets: every worker's metrics when there are several."""
@@ -65,18 +68,40 @@ class Metrics:
 
     def webhook(self, kind: str | None, outcome: str) -> None:
         label = kind if kind in WEBHOOK_TYPES else ("other" if kind else "none")
-        self.webhooks.labels(label, outcome).inc()
+        _child(self._children, self.webhooks, label, outcome).inc()
+
+    def transition(self, status: str) -> None:
+        _child(self._children, self.transitions, status).inc()
+
+    def time_route(self, route: str, method: str, seconds: float) -> None:
+        _child(self._children, self.latency, route, method).observe(seconds)
+
+
+def _child(children: dict[tuple[Any, ...], Any], metric: Any, *labels: str) -> Any:
+    """``metric.labels(*labels)``, looked up once: ``labels()`` takes a lock and builds a key."""
+    key = (metric, *labels)
+    child = children.get(key)
+    if child is None:
+        child = children[key] = metric.labels(*labels)
+    return child
+
+
+_STARTED: ContextVar[float | None] = ContextVar("request_started", default=None)
+# Any other method a client makes up is counted as one, so it cannot add series without end.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def init_app(app: Quart, metrics: Metrics) -> None:
     @app.before_request
     async def _start_timer() -> None:
-        g.request_started = time.perf_counter()
+        _STARTED.set(time.perf_counter())
 
     @app.after_request
     async def _observe(response: Response) -> Response:
-        started = g.get("request_started")
+        started = _STARTED.get()
         if started is not None:
-            route = request.url_rule.rule if request.url_rule else "unmatched"
-            metrics.latency.labels(route, request.method).observe(time.perf_counter() - started)
+            rule = request.url_rule
+            route = rule.rule if rule else "unmatched"
+            method = request.method if request.method in _METHODS else "other"
+            metrics.time_route(route, method, time.perf_counter() - started)
         return response

@@ -6,14 +6,14 @@ import logging
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from quart import Blueprint, Response, g, redirect, render_template, request, url_for
+from quart import Blueprint, Response, g, redirect, render_template, request
 from quart_schema import hide
 
 from .actions import BankStep, QRCode, RefusedActionError, customer_action
 from .bridge import bridge
 from .lifecycle import Session, Status
-from .links import pay_url
-from .schemas import etag_of, status_answer
+from .links import external, local, pay_path, status_path
+from .schemas import etag_of, status_body
 from .security import origin_matches
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ async def pay(token: str) -> PageAnswer:
     """``?returned=1``: the return page moving on by itself; shown as a return, not recorded
     (a newer bank step must still reach the customer)."""
     session = await bridge().customer_session(token)
-    return await _page(token, session, returned=request.args.get("returned") == "1")
+    return await _page(token, session, returned=_arg("returned") == "1")
 
 
 @bp.route("/pay/<token>/return", methods=["GET", "POST"])
@@ -82,9 +82,9 @@ def _script_settings(
 ) -> dict[str, Any]:
     """What the page's one script needs; never the bank's URL or fields."""
     # Same-origin paths: the page's CSP allows 'self', whatever BRIDGE_PUBLIC_URL says.
-    lang = request.args.get("lang")
+    lang = _arg("lang")
     configured = bridge().settings.frame_ancestors
-    embedder = request.args.get("embedder")
+    embedder = _arg("embedder")
     origins = list(configured)
     if embedder and any(origin_matches(pattern, embedder) for pattern in configured):
         origins.append(embedder)  # a pattern's real origin, as the embedding script says it
@@ -93,19 +93,27 @@ def _script_settings(
     return {
         "status": session.status.value,
         "final": session.status.is_final,
-        "etag": etag_of(status_answer(session, pay_url(token))),
-        "status_url": url_for("status.status", token=token),
-        "next_url": url_for(
-            "pages.pay",
-            token=token,
-            lang=lang,
-            embedder=embedder,
-            returned=1 if returned else None,
-        ),
+        "etag": etag_of(status_body(session, external(pay_path(token)))),
+        "status_url": local(status_path(token)),
+        "next_url": local(pay_path(token))
+        + _query(lang=lang, embedder=embedder, returned=returned),
         "action_id": f"{session.id}:{session.action_received_at}",
         "origins": origins,
         "onward_url": onward,
     }
+
+
+def _arg(name: str) -> str | None:
+    """A query parameter, or ``None`` (werkzeug's ``get`` builds and drops an exception for
+    every missing one)."""
+    args = request.args
+    return args[name] if name in args else None
+
+
+def _query(**values: str | bool | None) -> str:
+    """A query string of the values given (``True`` as ``1``), or nothing."""
+    given = {name: "1" if value is True else value for name, value in values.items() if value}
+    return f"?{urlencode(given)}" if given else ""
 
 
 def _with_outcome(url: str, session: Session) -> str:

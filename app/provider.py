@@ -25,6 +25,10 @@ _PAYMENT_LISTS = ("payment_list", "acquiring_payments")
 # Deeper than any webhook the provider sends; deeper documents are refused, not walked.
 MAX_DEPTH = 64
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# In UTF-8 JSON text, a NUL can only come from an escape (the parser refuses raw control
+# characters) and a surrogate from an escape or from the three bytes that would encode one
+# (Python's parser lets those through).
+_NUL_OR_SURROGATE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])|\xed[\xa0-\xbf]")
 # Printable, no white space, no "/" (ids travel as one URL path segment), at most 256 characters.
 SESSION_ID_PATTERN = r"^[^\s/\x00-\x1f\x7f]{1,256}$"
 _SESSION_ID = re.compile(SESSION_ID_PATTERN)
@@ -74,8 +78,13 @@ class Webhook:
         return None
 
 
-def parse_webhook(document: Any) -> Webhook:
-    """Read a decoded webhook body. Raises :class:`MalformedWebhookError` when it is not one."""
+def parse_webhook(document: Any, raw: bytes | None = None) -> Webhook:
+    """Read a decoded webhook body. Raises :class:`MalformedWebhookError` when it is not one.
+
+    ``raw``, the JSON text ``document`` was decoded from, lets the check for NULs, lone
+    surrogates and depth look at the text instead of walking the document, when the text shows
+    none can be there.
+    """
     if not isinstance(document, dict):
         raise MalformedWebhookError("the body must be a JSON object")
     kind = document.get("type")
@@ -87,7 +96,8 @@ def parse_webhook(document: Any) -> Webhook:
     session_id = session.get("id")
     if not isinstance(session_id, str) or not is_session_id(session_id):
         raise MalformedWebhookError("the webhook's session has no usable id")
-    _check_text(document)
+    if raw is None or not _plainly_text(raw):
+        _check_text(document)
     status = session.get("status")
     return Webhook(
         type=kind,
@@ -100,6 +110,17 @@ def parse_webhook(document: Any) -> Webhook:
 def is_session_id(text: str) -> bool:
     """Whether ``text`` can be a session id here: what the provider's ids and URLs can carry."""
     return _SESSION_ID.match(text) is not None
+
+
+def _plainly_text(raw: bytes) -> bool:
+    """Whether JSON text ``raw`` cannot hold a NUL, a lone surrogate or nesting over
+    :data:`MAX_DEPTH`: UTF-8 with nothing that could make one, fewer brackets than the limit.
+    (The parser reads UTF-16 and UTF-32 too; those are walked.)"""
+    return (
+        json.detect_encoding(raw) == "utf-8"
+        and raw.count(b"{") + raw.count(b"[") <= MAX_DEPTH
+        and _NUL_OR_SURROGATE.search(raw) is None
+    )
 
 
 def _check_text(document: Any) -> None:

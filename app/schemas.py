@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -75,17 +75,19 @@ def iso(timestamp: float | None) -> str | None:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def status_answer(session: Session, action_url: str) -> dict[str, Any]:
-    """What a customer's browser may know: never the bank URL, PaReq or MD."""
+def status_body(session: Session, action_url: str) -> bytes:
+    """What a customer's browser may know, as the status API sends it: never the bank URL,
+    PaReq or MD."""
     pending_action = lifecycle.expires_at(session) is not None
-    return {
+    answer = {
         "status": session.status.value,
         "reason": session.reason,
         "action_url": action_url if pending_action else None,
         "updated_at": iso(session.updated_at),
     }
+    return json.dumps(answer, separators=(",", ":")).encode()
 
 
-def etag_of(answer: dict[str, Any]) -> str:
+def etag_of(body: bytes) -> str:
     """A strong ETag (unquoted) for a status answer: it changes exactly when the answer does."""
-    return hashlib.sha256(json.dumps(answer, sort_keys=True).encode()).hexdigest()[:20]
+    return hashlib.sha256(body).hexdigest()[:20]

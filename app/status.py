@@ -6,34 +6,32 @@ The token is the credential, so any origin may ask (CORS), and no cookie is invo
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from pydantic import ValidationError
-from quart import Blueprint, Response, jsonify, request, stream_with_context
-from quart_cors import cors
+from quart import Blueprint, Response, request, stream_with_context
 from quart_schema import RequestSchemaValidationError, document_querystring, document_response
 from werkzeug.exceptions import HTTPException
 
 from . import lifecycle
 from .bridge import bridge
+from .cors import allow_any_origin
 from .errors import ErrorAnswer
-from .links import pay_url
-from .schemas import StatusAnswer, StatusQuery, etag_of, status_answer
+from .links import external, pay_path
+from .schemas import StatusAnswer, StatusQuery, etag_of, status_body
 from .store import StorageUnavailableError
 
 STREAM_SECONDS = 300
 KEEP_ALIVE_SECONDS = 15
 RETRY_MILLISECONDS = 2000
 
-bp = cors(
+bp = allow_any_origin(
     Blueprint("status", __name__, url_prefix="/api/v1/status"),
-    allow_origin="*",
-    allow_methods=["GET"],
-    allow_headers=["If-None-Match"],
-    expose_headers=["ETag"],
+    methods=["GET"],
+    headers=["If-None-Match"],
+    expose=["ETag"],
     max_age=600,
 )
 
@@ -55,7 +53,7 @@ async def status(token: str) -> Response:
     if request.if_none_match.contains_weak(view.etag):
         response = Response(status=304)
     else:
-        response = jsonify(view.answer)
+        response = Response(view.body, content_type="application/json")
     response.set_etag(view.etag)
     response.headers["Cache-Control"] = "no-cache"
     return response
@@ -84,8 +82,7 @@ async def events(token: str) -> Response:
         while time.monotonic() < deadline:
             if current.etag != sent:
                 sent = current.etag
-                data = json.dumps(current.answer, separators=(",", ":"))
-                yield f"id: {sent}\nevent: status\ndata: {data}\n\n".encode()
+                yield b"id: %s\nevent: status\ndata: %s\n\n" % (sent.encode(), current.body)
             else:
                 yield b": still here\n\n"
             try:
@@ -103,6 +100,8 @@ async def events(token: str) -> Response:
 
 
 def _wait() -> int | None:
+    if "wait" not in request.args:
+        return None
     try:
         return StatusQuery.model_validate(request.args.to_dict()).wait
     except ValidationError as error:
@@ -111,15 +110,15 @@ def _wait() -> int | None:
 
 class _StatusView(NamedTuple):
     session_id: str
-    answer: dict[str, Any]
+    body: bytes
     etag: str
     expires_at: float | None
 
 
 async def _status(token: str) -> _StatusView:
     session = await bridge().customer_session(token)
-    answer = status_answer(session, pay_url(token))
-    return _StatusView(session.id, answer, etag_of(answer), lifecycle.expires_at(session))
+    body = status_body(session, external(pay_path(token)))
+    return _StatusView(session.id, body, etag_of(body), lifecycle.expires_at(session))
 
 
 async def _hold(token: str, session_id: str, known: set[str], wait: int) -> _StatusView:

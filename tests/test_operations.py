@@ -92,6 +92,14 @@ async def test_metrics_count_what_operators_watch(
     assert "bridge_long_poll_waiters 0.0" in text
 
 
+async def test_made_up_methods_and_paths_add_no_metric_series(client: Any) -> None:
+    for number in range(5):
+        await client.open(f"/nothing/{number}", method=f"BREW{number}")
+    text = await (await client.get("/metrics")).get_data(as_text=True)
+    assert "BREW" not in text and "/nothing/" not in text
+    assert 'bridge_request_duration_seconds_count{method="other",route="unmatched"} 5.0' in text
+
+
 @pytest.mark.parametrize("value", ["-1", "lots"])
 async def test_a_bad_limit_names_its_variable(value: str, environ_ok: dict[str, str]) -> None:
     from app.config import ConfigError, load_settings

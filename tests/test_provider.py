@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import copy
+import json
+import re
 from typing import Any
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from app.provider import MalformedWebhookError, Payment, Webhook, field_text, parse_webhook
 
@@ -379,3 +383,60 @@ def test_interaction_is_the_newest_payments() -> None:
 )
 def test_field_text(value: Any, text: str) -> None:
     assert field_text(value) == text
+
+
+# -- the text shortcut ----------------------------------------------------------------------------
+
+_awkward_text = st.text(
+    st.sampled_from(
+        ["a", "\x00", "\ud800", "\udbff", "\udc00", "\udfff", "\U0001f600", "\\", "u", "é"]
+    ),
+    max_size=6,
+)
+_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | _awkward_text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_awkward_text, inner, max_size=3),
+    max_leaves=30,
+)
+
+
+def _outcome(document: Any, raw: bytes | None) -> str:
+    try:
+        return repr(parse_webhook(document, raw))
+    except MalformedWebhookError as error:
+        return f"refused: {error}"
+
+
+@settings(max_examples=300)
+@example(extra="a", depth=62, full=False, ascii_only=True, upper=False, encoding="utf-8")
+@example(extra="a", depth=63, full=False, ascii_only=True, upper=False, encoding="utf-8")
+@example(extra="\udfff", depth=0, full=True, ascii_only=True, upper=True, encoding="utf-8")
+@example(extra="\ud800", depth=0, full=True, ascii_only=False, upper=False, encoding="utf-8")
+@example(extra="\ud800", depth=0, full=True, ascii_only=True, upper=False, encoding="utf-16")
+@given(
+    extra=_values,
+    depth=st.integers(0, 70),
+    full=st.booleans(),
+    ascii_only=st.booleans(),
+    upper=st.booleans(),
+    encoding=st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "utf-16-be", "utf-32-le"]),
+)
+def test_reading_the_raw_text_decides_as_walking_the_document(
+    extra: Any, depth: int, full: bool, ascii_only: bool, upper: bool, encoding: str
+) -> None:
+    """Depth 62 is 64 brackets, read from the text; 63 is 65, walked. ``"\\uDFFF"``
+    escapes in capitals; a surrogate written raw (Python's parser reads it); UTF-16."""
+    document = webhook("action_required") if full else {"type": "t", "session": {"id": "ps_1"}}
+    nested: Any = extra
+    for _ in range(depth):
+        nested = [nested]
+    document["session"]["extra"] = nested
+    text = json.dumps(document, ensure_ascii=ascii_only)
+    if upper:
+        text = re.sub(r"\\u[0-9a-f]{4}", lambda m: m[0][:2] + m[0][2:].upper(), text)
+    try:
+        raw = text.encode(encoding, "surrogatepass")
+        decoded = json.loads(raw)  # escaped pairs of surrogates decode to one character
+    except (UnicodeError, ValueError):  # not text the parser reads: refused before parsing
+        return
+    assert _outcome(decoded, raw) == _outcome(decoded, None)

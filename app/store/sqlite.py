@@ -1,9 +1,13 @@
 """SQLite storage: WAL, ``synchronous=FULL`` (a commit is on disk), group commit.
 
-- Reads go through aiosqlite. Writes go through one ``sqlite3`` connection owned by one thread
-  of their own: a whole batch of waiting writes runs there in one call, one transaction with a
-  savepoint each, so one fsync and one hop between threads serve many webhooks (aiosqlite
-  would hop for every statement). The event loop never blocks on either.
+- A read of one session by its key runs on the event loop, on a connection that never waits
+  for a lock: it takes microseconds, less than a hop to another thread costs. Should SQLite
+  answer "busy" (a checkpoint or a recovery under way), it is asked again through aiosqlite,
+  which may wait. Other reads go through aiosqlite.
+- Writes go through one ``sqlite3`` connection owned by one thread of their own: a whole batch
+  of waiting writes runs there in one call, one transaction with a savepoint each, so one fsync
+  and one hop between threads serve many webhooks (aiosqlite would hop for every statement).
+  The event loop never waits for a write.
 - Several processes may share the file (``serve --workers``): each committed change is also
   appended to a ``changes`` table, which every process polls to wake its own long-polls. Their
   writers take turns on an ``flock`` first: SQLite's own busy wait sleeps up to 100 ms at a
@@ -105,6 +109,7 @@ class SQLiteStore(Store):
         self._turn: int | None = None  # the lock file's descriptor, shared by the processes
         self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         self._reader: aiosqlite.Connection | None = None
+        self._quick: sqlite3.Connection | None = None  # the loop's own, never waits for locks
         self._jobs: asyncio.Queue[_Job | None] = asyncio.Queue()
         self._committer: asyncio.Task[None] | None = None
         self._closing = False
@@ -117,6 +122,9 @@ class SQLiteStore(Store):
         self._reader = await aiosqlite.connect(self.path, isolation_level=None)
         await self._reader.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
         await self._reader.execute("PRAGMA query_only = ON")
+        self._quick = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._quick.execute("PRAGMA busy_timeout = 0")
+        self._quick.execute("PRAGMA query_only = ON")
         async with self._reader.execute("SELECT coalesce(max(id), 0) FROM changes") as cursor:
             row = await cursor.fetchone()
         self._follower = asyncio.create_task(self._follow(row[0] if row else 0))
@@ -145,13 +153,15 @@ class SQLiteStore(Store):
             await self._committer
         if self._reader is not None:
             await self._reader.close()
+        if self._quick is not None:
+            self._quick.close()
         if self._writer is not None:
             await self._in_writer(self._writer.close)
         if self._turn is not None:
             os.close(self._turn)
             self._turn = None
         self._writer_thread.shutdown()
-        self._reader = self._writer = self._committer = None
+        self._reader = self._quick = self._writer = self._committer = None
 
     async def ping(self) -> None:
         with _unavailable_on_trouble():
@@ -182,10 +192,15 @@ class SQLiteStore(Store):
         return await self._transaction(session_id, lambda db: _change(db, session_id, update))
 
     async def get_session(self, session_id: str) -> Session | None:
-        with _unavailable_on_trouble():
-            # One hop to aiosqlite's thread, where execute, fetch and close would take three.
-            rows = await self._read().execute_fetchall(_SELECT, (session_id,))
-        return session_from_row(next(iter(rows), None))
+        if self._quick is None:
+            raise StorageUnavailableError("the store is not open")
+        try:
+            row = self._quick.execute(_SELECT, (session_id,)).fetchone()
+        except sqlite3.OperationalError:  # busy, or worse: the waiting kind of read will tell
+            with _unavailable_on_trouble():
+                rows = await self._read().execute_fetchall(_SELECT, (session_id,))
+            row = next(iter(rows), None)
+        return session_from_row(row)
 
     async def sessions_due(self, now: float, limit: int = 500) -> list[str]:
         async with self._read().execute(

