@@ -64,10 +64,21 @@ def create_app(
     app.register_blueprint(api.bp)
     app.register_blueprint(status.bp)
     app.register_blueprint(ops.bp)
+    _drop_flask_template_context(app)
     app.before_serving(bridge.start)
     app.before_serving(_freeze_startup_objects)
     app.after_serving(bridge.stop)
     return app
+
+
+def _drop_flask_template_context(app: Quart) -> None:
+    """Quart's blueprints inherit Flask's own template context processor. It reads Flask's
+    context, which a Quart app never has, so it adds nothing; but it is a plain function, so
+    Quart ran it in a worker thread on every page rendered: a third of the page's time.
+    (Quart's own processor, the app's, gives templates ``g``, ``request`` and ``session``.)"""
+    for name, processors in app.template_context_processors.items():
+        if name is not None:
+            processors[:] = [p for p in processors if p.__module__ != "flask.templating"]
 
 
 async def _freeze_startup_objects() -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
 from quart import Quart
 
 ROUTES = {
@@ -29,3 +32,24 @@ async def test_the_app_serves_exactly_the_known_routes(app: Quart) -> None:
         if method not in ("HEAD", "OPTIONS")
     }
     assert served == ROUTES
+
+
+async def test_no_request_sends_work_to_a_worker_thread(
+    app: Quart, provider: Any, partner: Any, client: Any
+) -> None:
+    """Quart runs any plain function it is given (a hook, a template context processor) in a
+    thread of its executor: a hop per request that nothing here needs."""
+    handed_to_threads: list[Any] = []
+    ensure_async = app.ensure_async
+
+    def watching(func: Any) -> Any:
+        if not inspect.iscoroutinefunction(func):
+            handed_to_threads.append(func)
+        return ensure_async(func)
+
+    app.ensure_async = watching  # type: ignore[method-assign]
+    token = await partner.token()
+    await provider.deliver("action_required")
+    for path in (f"/pay/{token}", f"/api/v1/status/{token}", f"/pay/{token}/return", "/nope"):
+        assert (await client.get(path)).status_code in (200, 404)
+    assert handed_to_threads == []
