@@ -11,7 +11,7 @@ from typing import Any
 from quart import Quart, request
 from quart_schema import QuartSchema
 
-from . import api, errors, i18n, logs, metrics, ops, pages, security, status, webhooks
+from . import api, errors, i18n, links, logs, metrics, ops, pages, security, status, webhooks
 from .bridge import Bridge
 from .config import load_settings
 from .openapi import BridgeOpenAPI
@@ -59,6 +59,7 @@ def create_app(
     errors.init_app(app)
     security.init_app(app, settings.frame_ancestors)
     i18n.init_app(app)
+    links.init_app(app)
     app.register_blueprint(pages.bp)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(api.bp)

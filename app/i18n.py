@@ -1,8 +1,8 @@
 """Customer pages in English and Russian, chosen by ``?lang=``, then ``Accept-Language``.
 
-Templates mark text with ``_()`` (Jinja's i18n extension, new style). Jinja treats a
-translation as trusted markup, so the catalogs hold plain sentences only: a test refuses any
-``<``, ``>``, ``&``, ``"`` or ``%`` in them. The catalogs are JSON files in
+Templates mark text with ``_()`` (Jinja's i18n extension, old style: a translation is text,
+escaped like any other value, where the new style would take it as trusted markup and format
+it with ``%`` on every call). The catalogs are JSON files in
 ``app/translations/``, keyed by the English sentence; two languages and a few dozen sentences
 need no compiled message catalogs.
 """
@@ -25,16 +25,18 @@ _CATALOGS: dict[str, dict[str, str]] = {
 
 def language() -> str:
     """This request's language: ``?lang=`` when it names one, else the browser's preference."""
-    if "lang" not in g:
+    chosen: str | None = g.get("lang")
+    if chosen is None:
         args, headers = request.args, request.headers
         asked = args["lang"] if "lang" in args else None
         if asked in LANGUAGES:
-            g.lang = asked
+            chosen = asked
         elif "Accept-Language" in headers:
-            g.lang = request.accept_languages.best_match(LANGUAGES) or LANGUAGES[0]
+            chosen = request.accept_languages.best_match(LANGUAGES) or LANGUAGES[0]
         else:
-            g.lang = LANGUAGES[0]
-    return g.lang
+            chosen = LANGUAGES[0]
+        g.lang = chosen
+    return chosen
 
 
 def gettext(message: str) -> str:
@@ -47,5 +49,5 @@ def ngettext(singular: str, plural: str, count: int) -> str:
 
 def init_app(app: Quart) -> None:
     app.jinja_env.add_extension("jinja2.ext.i18n")
-    app.jinja_env.install_gettext_callables(gettext, ngettext, newstyle=True)  # type: ignore[attr-defined]
+    app.jinja_env.install_gettext_callables(gettext, ngettext, newstyle=False)  # type: ignore[attr-defined]
     app.jinja_env.globals["lang"] = language

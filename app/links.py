@@ -1,7 +1,7 @@
 """Links to the bridge's own customer routes, from ``BRIDGE_PUBLIC_URL`` or the request.
 
 Built as strings rather than with ``url_for``: werkzeug's URL building was a tenth of the
-status route's time, and these three paths are the routes' own (``tests/test_links.py`` holds
+status route's time, and these paths are the routes' own (``tests/test_links.py`` holds
 them to ``url_for``). Tokens are URL-safe by construction; quoting keeps any other string a
 single path segment.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from quart import request
+from quart import Quart, current_app, request
 
 from .bridge import bridge
 
@@ -21,6 +21,10 @@ def pay_path(token: str) -> str:
 
 def return_path(token: str) -> str:
     return f"{pay_path(token)}/return"
+
+
+def static_path(filename: str) -> str:
+    return f"{current_app.static_url_path}/{quote(filename)}"
 
 
 def status_path(token: str) -> str:
@@ -38,3 +42,7 @@ def external(path: str) -> str:
 def local(path: str) -> str:
     """``path`` as a link within this host (the page's CSP allows only ``'self'``)."""
     return request.root_path + path
+
+
+def init_app(app: Quart) -> None:
+    app.jinja_env.globals.update(local=local, static_path=static_path)

@@ -9,7 +9,7 @@ import pytest
 from quart import url_for
 
 from app import create_app
-from app.links import external, local, pay_path, return_path, status_path
+from app.links import external, local, pay_path, return_path, static_path, status_path
 
 TOKEN = "InBzXzEi.awUtXQ.wV9tlM-gvXmlCjD9UcMeSmut5f4"  # what tokens look like: URL-safe
 ODD = ["b?c#d e%2F", "ключ", "..", "!$&'()*+,;=:@"]  # never a "/": servers decode %2F
@@ -32,6 +32,8 @@ async def test_links_are_what_url_for_builds(
                 assert external(path(TOKEN)) == url_for(endpoint, token=TOKEN, _external=True)
             else:  # the configured base is the whole base: no root path added to it
                 assert external(path(TOKEN)) == public_url + path(TOKEN)
+        for filename in ("css/bridge.css", "favicon.svg", "a b?.css"):
+            assert local(static_path(filename)) == url_for("static", filename=filename)
 
 
 @pytest.mark.parametrize("token", ODD)
