@@ -235,3 +235,32 @@ async def test_postgres_listeners_come_back_after_their_connections_are_killed(
     finally:
         await here.close()
         await there.close()
+
+
+async def test_postgres_connections_go_back_to_the_pool_with_nothing_held(
+    request: pytest.FixtureRequest,
+) -> None:
+    """The pool gives connections back without a reset query: every write must leave them
+    holding no lock and no transaction, a failed one too."""
+    url = request.getfixturevalue("postgres").new_database()
+    store = open_store(url)
+    await store.open()
+
+    def fails(session: Session | None) -> Session:
+        raise RuntimeError("the update refuses")
+
+    try:
+        writes = [store.update_session("ps_1", moved(Status.ACTION_REQUIRED)) for _ in range(10)]
+        writes += [store.update_session("ps_1", fails) for _ in range(5)]
+        outcomes = await asyncio.gather(*writes, return_exceptions=True)
+        assert sum(isinstance(outcome, RuntimeError) for outcome in outcomes) == 5
+        locks = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+        assert await query(url, locks) == [(0,)]
+        open_transactions = (
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND state LIKE 'idle in transaction%'"
+        )
+        assert await query(url, open_transactions) == [(0,)]
+        assert (await store.get_session("ps_1")) is not None
+    finally:
+        await store.close()
