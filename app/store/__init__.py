@@ -97,6 +97,31 @@ SESSION_COLUMNS = (
     "session_id, status, reason, interaction, action_received_at, action_expires_at,"
     " returned_at, payments, created_at, updated_at"
 )
+# The statements both engines run, with SQLite's ``?`` placeholders (see :func:`numbered`).
+INSERT_WEBHOOK = (
+    "INSERT INTO webhooks (digest, session_id, type, received_at, body) VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT (digest) DO NOTHING RETURNING id"
+)
+SELECT_SESSION = f"SELECT {SESSION_COLUMNS} FROM sessions WHERE session_id = ?"
+UPSERT_SESSION = (
+    f"INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (session_id) DO UPDATE SET status = excluded.status,"
+    " reason = excluded.reason, interaction = excluded.interaction,"
+    " action_received_at = excluded.action_received_at,"
+    " action_expires_at = excluded.action_expires_at, returned_at = excluded.returned_at,"
+    " payments = excluded.payments, updated_at = excluded.updated_at"
+)
+SESSIONS_DUE = (
+    "SELECT session_id FROM sessions WHERE status = ? AND action_expires_at <= ?"
+    " ORDER BY action_expires_at LIMIT ?"
+)
+
+
+def numbered(sql: str) -> str:
+    """A statement's ``?`` placeholders as PostgreSQL's ``$1``, ``$2``, … (none of these
+    statements has a ``?`` anywhere else)."""
+    head, *rest = sql.split("?")
+    return head + "".join(f"${number}{text}" for number, text in enumerate(rest, start=1))
 
 
 def session_row(session: Session) -> tuple[Any, ...]:

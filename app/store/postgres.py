@@ -18,12 +18,16 @@ import asyncpg
 
 from ..lifecycle import Session, Status
 from . import (
-    SESSION_COLUMNS,
+    INSERT_WEBHOOK,
+    SELECT_SESSION,
+    SESSIONS_DUE,
+    UPSERT_SESSION,
     Changed,
     Delivery,
     StorageUnavailableError,
     Store,
     Update,
+    numbered,
     session_from_row,
     session_row,
 )
@@ -65,15 +69,10 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
-_UPSERT = (
-    f"INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-    " ON CONFLICT (session_id) DO UPDATE SET status = excluded.status,"
-    " reason = excluded.reason, interaction = excluded.interaction,"
-    " action_received_at = excluded.action_received_at,"
-    " action_expires_at = excluded.action_expires_at, returned_at = excluded.returned_at,"
-    " payments = excluded.payments, updated_at = excluded.updated_at"
-)
-_SELECT = f"SELECT {SESSION_COLUMNS} FROM sessions WHERE session_id = $1"
+_INSERT_WEBHOOK = numbered(INSERT_WEBHOOK)
+_SELECT_SESSION = numbered(SELECT_SESSION)
+_SESSIONS_DUE = numbered(SESSIONS_DUE)
+_UPSERT_SESSION = numbered(UPSERT_SESSION)
 # Connection trouble of any kind: the database is unreachable, restarting, full or timing out.
 _UNAVAILABLE = (OSError, asyncio.TimeoutError, asyncpg.InterfaceError)
 # SQLSTATE classes that mean "not now" rather than "wrong": connection exceptions (08),
@@ -166,8 +165,7 @@ class PostgresStore(Store):
         async def work(db: asyncpg.Connection) -> Changed:
             await _lock(db, delivery.session_id)
             inserted = await db.fetchval(
-                "INSERT INTO webhooks (digest, session_id, type, received_at, body)"
-                " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (digest) DO NOTHING RETURNING id",
+                _INSERT_WEBHOOK,
                 delivery.digest,
                 delivery.session_id,
                 delivery.type,
@@ -194,8 +192,7 @@ class PostgresStore(Store):
     async def sessions_due(self, now: float, limit: int = 500) -> list[str]:
         rows = await self._run(
             lambda db: db.fetch(
-                "SELECT session_id FROM sessions WHERE status = $1 AND action_expires_at <= $2"
-                " ORDER BY action_expires_at LIMIT $3",
+                _SESSIONS_DUE,
                 Status.ACTION_REQUIRED.value,
                 now,
                 limit,
@@ -295,7 +292,7 @@ async def _lock(db: asyncpg.Connection, session_id: str) -> None:
 
 
 async def _select(db: asyncpg.Connection, session_id: str) -> Session | None:
-    row = await db.fetchrow(_SELECT, session_id)
+    row = await db.fetchrow(_SELECT_SESSION, session_id)
     return session_from_row(None if row is None else tuple(row))
 
 
@@ -303,5 +300,5 @@ async def _change(db: asyncpg.Connection, session_id: str, update: Update) -> Ch
     before = await _select(db, session_id)
     after = update(before)
     if after is not None and after != before:
-        await db.execute(_UPSERT, *session_row(after))
+        await db.execute(_UPSERT_SESSION, *session_row(after))
     return Changed(before=before, after=after)

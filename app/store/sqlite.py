@@ -32,7 +32,10 @@ import aiosqlite
 
 from ..lifecycle import Session, Status
 from . import (
-    SESSION_COLUMNS,
+    INSERT_WEBHOOK,
+    SELECT_SESSION,
+    SESSIONS_DUE,
+    UPSERT_SESSION,
     Changed,
     Delivery,
     StorageUnavailableError,
@@ -88,15 +91,6 @@ MAX_BATCH = 256
 POLL_INTERVAL = 0.05
 CHANGES_KEPT = 10_000
 
-_UPSERT = (
-    f"INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT (session_id) DO UPDATE SET status = excluded.status,"
-    " reason = excluded.reason, interaction = excluded.interaction,"
-    " action_received_at = excluded.action_received_at,"
-    " action_expires_at = excluded.action_expires_at, returned_at = excluded.returned_at,"
-    " payments = excluded.payments, updated_at = excluded.updated_at"
-)
-_SELECT = f"SELECT {SESSION_COLUMNS} FROM sessions WHERE session_id = ?"
 T = TypeVar("T")
 
 
@@ -170,9 +164,8 @@ class SQLiteStore(Store):
 
     async def record_webhook(self, delivery: Delivery, update: Update) -> Changed:
         def work(db: sqlite3.Connection) -> Changed:
-            cursor = db.execute(
-                "INSERT INTO webhooks (digest, session_id, type, received_at, body)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING",
+            inserted = db.execute(
+                INSERT_WEBHOOK,
                 (
                     delivery.digest,
                     delivery.session_id,
@@ -180,8 +173,8 @@ class SQLiteStore(Store):
                     delivery.received_at,
                     delivery.body,
                 ),
-            )
-            if cursor.rowcount == 0:
+            ).fetchone()
+            if inserted is None:
                 session = _select(db, delivery.session_id)
                 return Changed(before=session, after=session, duplicate=True)
             return _change(db, delivery.session_id, update)
@@ -195,18 +188,16 @@ class SQLiteStore(Store):
         if self._quick is None:
             raise StorageUnavailableError("the store is not open")
         try:
-            row = self._quick.execute(_SELECT, (session_id,)).fetchone()
+            row = self._quick.execute(SELECT_SESSION, (session_id,)).fetchone()
         except sqlite3.OperationalError:  # busy, or worse: the waiting kind of read will tell
             with _unavailable_on_trouble():
-                rows = await self._read().execute_fetchall(_SELECT, (session_id,))
+                rows = await self._read().execute_fetchall(SELECT_SESSION, (session_id,))
             row = next(iter(rows), None)
         return session_from_row(row)
 
     async def sessions_due(self, now: float, limit: int = 500) -> list[str]:
         async with self._read().execute(
-            "SELECT session_id FROM sessions WHERE status = ? AND action_expires_at <= ?"
-            " ORDER BY action_expires_at LIMIT ?",
-            (Status.ACTION_REQUIRED.value, now, limit),
+            SESSIONS_DUE, (Status.ACTION_REQUIRED.value, now, limit)
         ) as cursor:
             return [row[0] for row in await cursor.fetchall()]
 
@@ -347,14 +338,14 @@ def _migrate(db: sqlite3.Connection) -> None:
 
 
 def _select(db: sqlite3.Connection, session_id: str) -> Session | None:
-    return session_from_row(db.execute(_SELECT, (session_id,)).fetchone())
+    return session_from_row(db.execute(SELECT_SESSION, (session_id,)).fetchone())
 
 
 def _change(db: sqlite3.Connection, session_id: str, update: Update) -> Changed:
     before = _select(db, session_id)
     after = update(before)
     if after is not None and after != before:
-        db.execute(_UPSERT, session_row(after))
+        db.execute(UPSERT_SESSION, session_row(after))
     return Changed(before=before, after=after)
 
 
