@@ -4,13 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +15,7 @@ from app.signature import sign
 from .conftest import public_pem
 from .database import query
 from .payloads import webhook
-from .test_instances import free_port
+from .servers import Served, environment
 
 WEBHOOKS = 5000
 SENDERS = 50
@@ -34,51 +27,14 @@ def fast_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=1024)
 
 
-class Server:
-    """``redirect-bridge serve`` in its own process group, so kill -9 takes every worker."""
-
-    def __init__(self, environment: dict[str, str]) -> None:
-        self.environment = environment
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve", "--port", str(self.port), "--workers", "2"],
-            env=self.environment,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=5).read()
-                return
-            except (urllib.error.URLError, ConnectionError):
-                assert time.monotonic() < deadline and self.process.poll() is None
-                time.sleep(0.05)
-
-    def kill(self) -> None:
-        assert self.process is not None
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=15)
-
-
 @pytest.fixture
-def server(database_url: str, fast_key: rsa.RSAPrivateKey) -> Iterator[Server]:
-    environment = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")},
-        "BRIDGE_DATABASE_URL": database_url,
-        "BRIDGE_SECRET_KEY": "crash-secret-0123456789",
-        "BRIDGE_SG_PUBLIC_KEY": public_pem(fast_key),
-    }
-    running = Server(environment)
-    running.start()
+def server(database_url: str, fast_key: rsa.RSAPrivateKey) -> Iterator[Served]:
+    settings = environment(
+        DATABASE_URL=database_url,
+        SECRET_KEY="crash-secret-0123456789",
+        SG_PUBLIC_KEY=public_pem(fast_key),
+    )
+    running = Served(settings, workers=2).start()
     yield running
     running.stop()
 
@@ -135,7 +91,7 @@ async def integrity(database_url: str) -> list[Any]:
 
 
 async def test_every_webhook_answered_200_survives_kill_9(
-    server: Server, fast_key: rsa.RSAPrivateKey, database_url: str
+    server: Served, fast_key: rsa.RSAPrivateKey, database_url: str
 ) -> None:
     queue = requests(fast_key, server.port)
     answered: set[str] = set()

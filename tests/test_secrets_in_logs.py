@@ -13,12 +13,7 @@ import asyncio
 import http.client
 import json
 import logging
-import os
 import re
-import shutil
-import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -36,7 +31,7 @@ from app.signature import sign
 
 from .conftest import API_KEY, Configured, public_pem
 from .payloads import redirect, webhook
-from .test_instances import free_port
+from .servers import Client, Served, environment
 
 PAREQ = "eJxVUk1vgkAQ+PlANTEDpareq/7c1e9a=="
 MD = "MD-planted-8b14d0c5f2"
@@ -189,70 +184,19 @@ async def test_no_planted_secret_reaches_a_log_record(
 # --- a real `redirect-bridge serve`, its stderr read whole ------------------------------------
 
 
-class Served:
-    """``redirect-bridge serve`` with its stdout and stderr in one file."""
-
-    def __init__(self, environment: dict[str, str], log: Path) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        command = shutil.which("redirect-bridge", path=str(Path(sys.executable).parent))
-        arguments = [command] if command else [sys.executable, "-m", "app"]
-        with log.open("wb") as output:
-            self.process = subprocess.Popen(
-                [*arguments, "serve", "--port", str(self.port), "--workers", "2"],
-                env=environment,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + 30
-        while self.request("GET", "/readyz")[0] != 200:
-            assert time.monotonic() < deadline and self.process.poll() is None, self.text()
-            time.sleep(0.05)
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        data: bytes | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> tuple[int, dict[str, str], str]:
-        request = urllib.request.Request(
-            self.base + path, data=data, method=method, headers=headers or {}
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=15) as response:
-                headers = {k.lower(): v for k, v in response.headers.items()}
-                return response.status, headers, response.read().decode()
-        except urllib.error.HTTPError as error:
-            headers = {k.lower(): v for k, v in error.headers.items()}
-            return error.code, headers, error.read().decode()
-        except (urllib.error.URLError, ConnectionError):
-            return 0, {}, ""
-
-    def first_event(self, path: str) -> str:
-        """Read an event stream until its first status event, then hang up."""
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            connection.request("GET", path)
-            response = connection.getresponse()
-            assert response.status == 200
-            lines = []
-            while not any(line.startswith("data:") for line in lines):
-                lines.append(response.readline().decode())
-            return "".join(lines)
-        finally:
-            connection.close()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=20)
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
+def first_event(port: int, path: str) -> str:
+    """Read an event stream until its first status event, then hang up."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        assert response.status == 200
+        lines: list[str] = []
+        while not any(line.startswith("data:") for line in lines):
+            lines.append(response.readline().decode())
+        return "".join(lines)
+    finally:
+        connection.close()
 
 
 @pytest.fixture
@@ -263,14 +207,13 @@ def served(
         "secret_key": "serve-secret-key-planted-5a7c9e1b",
         "api_key": "serve-api-key-planted-2d4f",
     }
-    environment = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")},
-        "BRIDGE_DATABASE_URL": database_url,
-        "BRIDGE_SECRET_KEY": secrets["secret_key"],
-        "BRIDGE_SG_PUBLIC_KEY": public_pem(provider_key),
-        "BRIDGE_API_KEYS": json.dumps([secrets["api_key"]]),
-    }
-    server = Served(environment, tmp_path / "serve.log")
+    settings = environment(
+        DATABASE_URL=database_url,
+        SECRET_KEY=secrets["secret_key"],
+        SG_PUBLIC_KEY=public_pem(provider_key),
+        API_KEYS=json.dumps([secrets["api_key"]]),
+    )
+    server = Served(settings, workers=2, log=tmp_path / "serve.log").start()
     try:
         yield server, secrets
     finally:
@@ -281,23 +224,26 @@ def test_no_planted_secret_reaches_the_served_logs(
     served: tuple[Served, dict[str, str]], provider_key: rsa.RSAPrivateKey
 ) -> None:
     server, keys = served
+    client = Client(server.url, provider_key, keys["api_key"])
     answers: list[str] = []
     bearer = {"Authorization": f"Bearer {keys['api_key']}"}
 
     def call(
-        method: str, path: str, expected: int, **kwargs: Any
+        method: str,
+        path: str,
+        expected: int,
+        data: bytes | None = None,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, dict[str, str], str]:
-        answer = server.request(method, path, **kwargs)
-        answers.append(answer[2] + str(answer[1]))
-        assert answer[0] == expected, (method, path, answer[2][:300])
-        return answer
+        status, answer_headers, body = client.call(method, path, data, headers)
+        answers.append(body.decode() + str(answer_headers))
+        assert status == expected, (method, path, body[:300])
+        return status, answer_headers, body.decode()
 
     def send(payload: dict[str, Any], expected: int = 200, signature: str = "") -> None:
-        body = json.dumps(payload).encode()
-        headers = {
-            "Content-Type": "application/json",
-            "X-PARTNER-SIGN": signature or sign(provider_key, body),
-        }
+        body, headers = client.signed(payload)
+        if signature:
+            headers["X-PARTNER-SIGN"] = signature
         call("POST", "/webhooks/smart-glocal", expected, data=body, headers=headers)
 
     token = json.loads(call("POST", f"/api/v1/sessions/{SESSION}/tokens", 201, headers=bearer)[2])[
@@ -319,7 +265,7 @@ def test_no_planted_secret_reaches_the_served_logs(
     call("GET", f"/api/v1/status/{token[:-2]}?wait=1", 404)
     send(action_required(), 401, signature=sign(provider_key, b"other bytes"))
     send({**action_required(), "session": {"id": f"bad {PAN}"}}, 422)
-    answers.append(server.first_event(f"/api/v1/status/{token}/events"))
+    answers.append(first_event(server.port, f"/api/v1/status/{token}/events"))
 
     refused_answer = call("POST", f"/api/v1/sessions/{REFUSED_SESSION}/tokens", 201, headers=bearer)
     refused = json.loads(refused_answer[2])["token"]
@@ -339,9 +285,7 @@ def test_no_planted_secret_reaches_the_served_logs(
     woken: list[tuple[int, dict[str, str], str]] = []
     poll = threading.Thread(
         target=lambda: woken.append(
-            server.request(
-                "GET", f"/api/v1/status/{token}?wait=10", headers={"If-None-Match": etag}
-            )
+            call("GET", f"/api/v1/status/{token}?wait=10", 200, headers={"If-None-Match": etag})
         )
     )
     poll.start()
@@ -349,13 +293,13 @@ def test_no_planted_secret_reaches_the_served_logs(
     send(card_webhook("payment_finished", SESSION, session_status="accepted"))
     poll.join(timeout=15)
     assert woken and json.loads(woken[0][2])["status"] == "succeeded"
-    answers.append(woken[0][2])
     call("GET", f"/api/v1/sessions/{SESSION}", 200, headers=bearer)
     for path in ("/metrics", "/healthz", "/readyz", "/openapi.json"):
         call("GET", path, 200)
     server.stop()  # every worker has written and flushed its last line
 
-    log = server.text()
+    assert server.log is not None
+    log = server.log.read_text(errors="replace")
     entries = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
     messages = [entry.get("message", "") for entry in entries]
     assert any("webhook accepted" in m for m in messages), log[-3000:]

@@ -7,11 +7,9 @@ over real HTTP and drive Debian's Chromium through Playwright's sync API.
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 import threading
 import time
-import urllib.request
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -23,9 +21,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from quart import Quart, Response, request
 
 from app import create_app
-from app.signature import sign
 
 from ..conftest import public_pem
+from ..servers import Client as Bridge
 
 
 class ServerThread:
@@ -116,37 +114,6 @@ def _attribute(value: str) -> str:
 
 
 # --- the bridge and the parties that talk to it ---------------------------------------------------
-
-
-@dataclass
-class Bridge:
-    url: str
-    key: rsa.RSAPrivateKey
-    api_key: str
-
-    def token(self, session_id: str) -> dict[str, Any]:
-        request_ = urllib.request.Request(
-            f"{self.url}/api/v1/sessions/{session_id}/tokens",
-            method="POST",
-            headers={"Authorization": f"Bearer {self.api_key}"},
-        )
-        with urllib.request.urlopen(request_, timeout=10) as answer:
-            return json.loads(answer.read())
-
-    def send(self, payload: dict[str, Any]) -> dict[str, Any]:
-        body = json.dumps(payload).encode()
-        request_ = urllib.request.Request(
-            f"{self.url}/webhooks/smart-glocal",
-            data=body,
-            method="POST",
-            headers={"Content-Type": "application/json", "X-PARTNER-SIGN": sign(self.key, body)},
-        )
-        with urllib.request.urlopen(request_, timeout=10) as answer:
-            return json.loads(answer.read())
-
-    def status(self, token: str) -> dict[str, Any]:
-        with urllib.request.urlopen(f"{self.url}/api/v1/status/{token}", timeout=10) as answer:
-            return json.loads(answer.read())
 
 
 def start_bridge(
