@@ -18,6 +18,7 @@ from .openapi import BridgeOpenAPI
 
 ROOT = Path(__file__).resolve().parent.parent
 __version__ = "0.1.0"
+_FROZEN = False
 
 
 class BridgeApp(Quart):
@@ -97,6 +98,10 @@ def _drop_flask_template_context(app: Quart) -> None:
 
 async def _freeze_startup_objects() -> None:
     """What is built at startup (modules, routes, templates, models) lives as long as the
-    process: the garbage collector's full passes need not walk it again and again."""
-    gc.collect()
-    gc.freeze()
+    process: the garbage collector's full passes need not walk it again and again. Once per
+    process (a test run starts many apps; objects of the ones before must stay collectable)."""
+    global _FROZEN
+    if not _FROZEN:
+        _FROZEN = True
+        gc.collect()
+        gc.freeze()

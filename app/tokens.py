@@ -6,6 +6,7 @@ The token is the customer's only credential: it opens ``/pay/{token}`` and
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -15,8 +16,13 @@ _PURPOSE = "redirect-bridge/customer-token/v1"
 # Tokens whose signature has been checked, remembered so that a page polling its status does
 # not pay for the HMAC and base64 each time (a tenth of the status route). Keyed by the whole
 # token, signature included, so only a token that verified can ever be found; expiry is still
-# checked on every read. About 250 bytes each.
+# checked on every read. Oldest out first.
 KNOWN_TOKENS = 16_384
+# What the serializer makes: payload (a leading "." when compressed), timestamp and a SHA-1
+# signature, URL-safe base64 each. Only that shape is read: itsdangerous's base64 would read
+# past trailing junk, so one token could be sent (and remembered) in endless copies.
+_SHAPE = re.compile(r"\.?[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{27}")
+_LONGEST = 4096  # a 256-character session id, JSON-escaped and encoded, fits
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +57,11 @@ class Tokens:
 
     def read(self, token: str) -> Grant | None:
         """What a token grants, or ``None`` for a bad, tampered, foreign or expired one."""
-        known = self._known.get(token) or self._verify(token)
+        known = self._known.get(token)
+        if known is None:
+            if len(token) > _LONGEST or not _SHAPE.fullmatch(token):
+                return None
+            known = self._verify(token)
         if known is None:
             return None
         session_id, issued = known

@@ -143,7 +143,8 @@ class Served:
                 return self
             except (urllib.error.URLError, ConnectionError):
                 if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise RuntimeError("the bridge did not start") from None
+                    said = self.log.read_text(errors="replace")[-3000:] if self.log else ""
+                    raise RuntimeError(f"the bridge did not start\n{said}") from None
                 time.sleep(0.05)
 
     def kill(self) -> None:

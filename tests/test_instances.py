@@ -40,7 +40,8 @@ def instances(
         ACTION_TIMEOUT=str(ACTION_TIMEOUT),
         SWEEP_INTERVAL="0.2",
     )
-    servers = [Served(settings).start(), Served(settings).start()]
+    # Two workers each, as `serve` runs on this machine: four processes on one database.
+    servers = [Served(settings, workers=2).start(), Served(settings, workers=2).start()]
     yield (
         Client(servers[0].url, provider_key, API_KEY),
         Client(servers[1].url, provider_key, API_KEY),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -11,9 +12,10 @@ from typing import Any
 import pytest
 
 from app.lifecycle import Session, Status, new_session
-from app.store import Delivery, Store, open_store
+from app.store import Delivery, StorageUnavailableError, Store, open_store
 from app.store import postgres as postgres_engine
 from app.store import sqlite as sqlite_engine
+from app.store.sqlite import SQLiteStore
 
 from .database import query
 
@@ -240,8 +242,9 @@ async def test_postgres_listeners_come_back_after_their_connections_are_killed(
 async def test_postgres_connections_go_back_to_the_pool_with_nothing_held(
     request: pytest.FixtureRequest,
 ) -> None:
-    """The pool gives connections back without a reset query: every write must leave them
-    holding no lock and no transaction, a failed one too."""
+    """The pool gives connections back without a reset query, which is sound only while no
+    write leaves session state behind: a session-level lock or an open transaction (a failed
+    write too) would fail this."""
     url = request.getfixturevalue("postgres").new_database()
     store = open_store(url)
     await store.open()
@@ -264,3 +267,37 @@ async def test_postgres_connections_go_back_to_the_pool_with_nothing_held(
         assert (await store.get_session("ps_1")) is not None
     finally:
         await store.close()
+
+
+async def test_a_busy_sqlite_read_is_asked_again_on_the_connection_that_waits(
+    tmp_path: Path,
+) -> None:
+    store = open_store(f"sqlite:///{tmp_path}/busy.sqlite3")
+    await store.open()
+    try:
+        await store.update_session("ps_1", moved(Status.ACTION_REQUIRED))
+        assert isinstance(store, SQLiteStore)
+        quick = store._quick
+
+        class Busy:
+            def execute(self, *args: Any) -> Any:
+                raise sqlite3.OperationalError("database is locked")
+
+            def close(self) -> None:
+                assert quick is not None
+                quick.close()
+
+        store._quick = Busy()  # type: ignore[assignment]
+        session = await store.get_session("ps_1")
+        assert session is not None and session.status is Status.ACTION_REQUIRED
+    finally:
+        await store.close()
+
+
+async def test_reading_from_a_closed_store_is_unavailable_not_an_error(database_url: str) -> None:
+    store = open_store(database_url)
+    await store.open()
+    await store.update_session("ps_1", moved(Status.ACTION_REQUIRED))
+    await store.close()
+    with pytest.raises(StorageUnavailableError):
+        await store.get_session("ps_1")

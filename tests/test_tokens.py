@@ -28,8 +28,17 @@ def test_a_token_that_verified_does_not_vouch_for_a_tampered_copy() -> None:
     reader = Tokens([SECRET], 60, FakeClock())
     token = reader.mint("ps_1").token
     assert reader.read(token) is not None
-    for tampered in (token[:-1] + ("A" if token[-1] != "A" else "B"), token + "x", "x" + token):
-        assert reader.read(tampered) is None
+    tampered = [
+        token[:-1] + ("A" if token[-1] != "A" else "B"),
+        token + "x",
+        "x" + token,
+        token + "!!!!",  # itsdangerous's base64 would read past these to the same signature
+        token + "~" * 5000,
+        token.replace(".", "..", 1),
+    ]
+    for copy in tampered:
+        assert reader.read(copy) is None, copy
+    assert list(reader._known) == [token]  # nothing but the real token is remembered
 
 
 def test_only_tokens_that_verified_are_remembered_and_never_too_many(monkeypatch) -> None:
@@ -52,3 +61,15 @@ def test_a_signed_value_that_is_not_a_session_id_grants_nothing() -> None:
     reader = Tokens([SECRET], 60, clock)
     assert reader.read(signer.dumps({"session_id": "ps_1"})) is None
     assert reader.read(signer.dumps(["ps_1"])) is None
+
+
+def test_the_longest_session_ids_make_tokens_that_read_back() -> None:
+    reader = Tokens([SECRET], 60, FakeClock())
+    for session_id in (
+        "p",
+        "a" * 256,
+        "платёж" * 42 + "ж" * 4,
+        "".join(map(chr, range(0x4E00, 0x4F00))),
+    ):
+        assert len(session_id) <= 256
+        assert reader.read(reader.mint(session_id).token) == Grant(session_id, reader._clock())

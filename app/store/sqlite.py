@@ -1,7 +1,8 @@
 """SQLite storage: WAL, ``synchronous=FULL`` (a commit is on disk), group commit.
 
 - A read of one session by its key runs on the event loop, on a connection that never waits
-  for a lock: it takes microseconds, less than a hop to another thread costs. Should SQLite
+  for a lock: it takes microseconds from the page cache, less than a hop to another thread
+  costs (a page not cached yet is read from disk meanwhile, blocking the loop). Should SQLite
   answer "busy" (a checkpoint or a recovery under way), it is asked again through aiosqlite,
   which may wait. Other reads go through aiosqlite.
 - Writes go through one ``sqlite3`` connection owned by one thread of their own: a whole batch
@@ -110,6 +111,8 @@ class SQLiteStore(Store):
         self._follower: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
+        if sqlite3.sqlite_version_info < (3, 35):  # INSERT ... RETURNING
+            raise RuntimeError(f"SQLite 3.35 or newer is needed, found {sqlite3.sqlite_version}")
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._turn = os.open(f"{self.path}-writers.lock", os.O_RDWR | os.O_CREAT, 0o600)
         self._writer = await self._in_writer(self._open_writer)
@@ -148,7 +151,8 @@ class SQLiteStore(Store):
         if self._reader is not None:
             await self._reader.close()
         if self._quick is not None:
-            self._quick.close()
+            quick, self._quick = self._quick, None  # no read starts on it once closing
+            quick.close()
         if self._writer is not None:
             await self._in_writer(self._writer.close)
         if self._turn is not None:
