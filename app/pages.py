@@ -19,12 +19,10 @@ from .security import origin_matches
 log = logging.getLogger(__name__)
 bp = Blueprint("pages", __name__)
 
-PageAnswer = Response | str | tuple[str, int]
-
 
 @bp.get("/pay/<token>")
 @hide
-async def pay(token: str) -> PageAnswer:
+async def pay(token: str) -> Response:
     """``?returned=1``: the return page moving on by itself; shown as a return, not recorded
     (a newer bank step must still reach the customer)."""
     session = await bridge().customer_session(token)
@@ -33,7 +31,7 @@ async def pay(token: str) -> PageAnswer:
 
 @bp.route("/pay/<token>/return", methods=["GET", "POST"])
 @hide
-async def came_back(token: str) -> PageAnswer:
+async def came_back(token: str) -> Response:
     """The customer is back from the bank (whatever the bank posted is not read).
 
     This page never redirects: it shows the outcome once known and tells the embedding page.
@@ -43,25 +41,25 @@ async def came_back(token: str) -> PageAnswer:
     return await _page(token, session, returned=True)
 
 
-async def _page(token: str, session: Session, *, returned: bool) -> PageAnswer:
+async def _page(token: str, session: Session, *, returned: bool) -> Response:
     return_url = bridge().settings.return_url
     final = session.status.is_final and not session.timed_out
     onward = _with_outcome(return_url, session) if return_url and final else None
     context = {"session": session, "page": _script_settings(token, session, returned, onward)}
     if session.timed_out:
-        return await render_template("pay/expired.html", **context), 410
+        return await _html("pay/expired.html", 410, **context)
     if session.status.is_final:
         # In a partner's iframe the outcome is shown (and told to the embedder), not the shop.
         framed = request.headers.get("Sec-Fetch-Dest") == "iframe"
         if onward is not None and not returned and not framed:
             return redirect(onward, 303)
-        return await render_template("pay/outcome.html", onward=onward, **context)
+        return await _html("pay/outcome.html", onward=onward, **context)
     if session.status is Status.ACTION_REQUIRED and not session.customer_returned:
         return await _action_page(session, context)
-    return await render_template("pay/waiting.html", **context)
+    return await _html("pay/waiting.html", **context)
 
 
-async def _action_page(session: Session, context: dict[str, Any]) -> PageAnswer:
+async def _action_page(session: Session, context: dict[str, Any]) -> Response:
     assert session.interaction is not None
     try:
         action = customer_action(
@@ -69,12 +67,18 @@ async def _action_page(session: Session, context: dict[str, Any]) -> PageAnswer:
         )
     except RefusedActionError as error:
         log.warning("refused the bank instruction for session %s: %s", session.id, error)
-        return await render_template("pay/refused.html", **context), 502
+        return await _html("pay/refused.html", 502, **context)
     if isinstance(action, QRCode):
-        return await render_template("pay/qr.html", qr=action, **context)
+        return await _html("pay/qr.html", qr=action, **context)
     assert isinstance(action, BankStep)
     g.bank_origin = action.origin
-    return await render_template("pay/bank.html", step=action, **context)
+    return await _html("pay/bank.html", step=action, **context)
+
+
+async def _html(template: str, status: int = 200, **context: Any) -> Response:
+    """A page as a ``Response``, which goes out as it is (a string would be inspected by
+    quart-schema on its way out, for pydantic models it cannot be)."""
+    return Response(await render_template(template, **context), status)
 
 
 def _script_settings(
