@@ -11,10 +11,11 @@ from typing import Any
 from quart import Quart, Response, request
 from quart_schema import QuartSchema
 
-from . import api, errors, i18n, links, logs, metrics, ops, pages, security, status, webhooks
+from . import api, errors, i18n, links, logs, ops, pages, security, status, webhooks
 from .bridge import Bridge
 from .config import load_settings
 from .openapi import BridgeOpenAPI
+from .telemetry import Telemetry
 
 ROOT = Path(__file__).resolve().parent.parent
 __version__ = "0.1.0"
@@ -56,8 +57,7 @@ def create_app(
         openapi_provider_class=BridgeOpenAPI,
     )
     _answer_responses_as_they_are(app)
-    logs.init_app(app, settings.log_format)
-    metrics.init_app(app, bridge.metrics)
+    logs.init_app(settings.log_format)
     errors.init_app(app)
     security.init_app(app, settings.frame_ancestors)
     i18n.init_app(app)
@@ -67,6 +67,7 @@ def create_app(
     app.register_blueprint(api.bp)
     app.register_blueprint(status.bp)
     app.register_blueprint(ops.bp)
+    app.asgi_app = Telemetry(app, bridge.metrics)  # type: ignore[method-assign]
     _drop_flask_template_context(app)
     app.before_serving(bridge.start)
     app.before_serving(_freeze_startup_objects)

@@ -1,22 +1,20 @@
-"""Structured logs: one JSON object a line, each with its request's id. Never a secret:
-messages name sessions and routes, not tokens, bodies or bank URLs."""
+"""Structured logs: one JSON object a line, each with its request's id (given by
+:mod:`app.telemetry`). Never a secret: messages name sessions and routes, not tokens, bodies or
+bank URLs."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
-import re
 import secrets
 import sys
+from collections.abc import Iterator
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
-from quart import Quart, Response, request
-
-HEADER = "X-Request-ID"
 _REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
-_ACCEPTABLE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # An id must be unique, not unpredictable: a random prefix per process and a counter cost
 # nothing, where uuid4 (os.urandom on every request) was a sixth of the status route's time.
 _PROCESS = secrets.token_hex(6)
@@ -64,24 +62,22 @@ def configure(style: str) -> None:
     root.setLevel(logging.INFO)
 
 
-def init_app(app: Quart, style: str) -> None:
-    """Every request gets an id: the caller's ``X-Request-ID`` when it is sane, else a new one.
-
-    Logging is set up here too unless something already did (a ``serve`` worker process does
-    not inherit its parent's handlers; a test runner has its own).
-    """
+def init_app(style: str) -> None:
+    """Set logging up unless something already did (a ``serve`` worker process does not
+    inherit its parent's handlers; a test runner has its own)."""
     if not logging.getLogger().handlers:
         configure(style)
 
-    @app.before_request
-    async def _identify() -> None:
-        headers = request.headers
-        offered = headers[HEADER] if HEADER in headers else ""
-        acceptable = _ACCEPTABLE_ID.fullmatch(offered)
-        _REQUEST_ID.set(offered if acceptable else f"{_PROCESS}-{next(_NUMBERS):x}")
 
-    @app.after_request
-    async def _echo(response: Response) -> Response:
-        if (request_id := _REQUEST_ID.get()) is not None:
-            response.headers[HEADER] = request_id
-        return response
+def new_request_id() -> str:
+    return f"{_PROCESS}-{next(_NUMBERS):x}"
+
+
+@contextlib.contextmanager
+def request_ids(request_id: str) -> Iterator[None]:
+    """Every log line written meanwhile (in this task and those it starts) carries the id."""
+    token = _REQUEST_ID.set(request_id)
+    try:
+        yield
+    finally:
+        _REQUEST_ID.reset(token)

@@ -1,4 +1,4 @@
-"""Prometheus metrics, one registry per app, and the hooks that time every request.
+"""Prometheus metrics, one registry per app (requests are timed by :mod:`app.telemetry`).
 
 Under ``serve --workers N`` every worker writes its metrics to ``PROMETHEUS_MULTIPROC_DIR``
 (prometheus-client's multiprocess mode) and a scrape adds up all of them.
@@ -7,8 +7,6 @@ Under ``serve --workers N`` every worker writes its metrics to ``PROMETHEUS_MULT
 from __future__ import annotations
 
 import os
-import time
-from contextvars import ContextVar
 from typing import Any
 
 from prometheus_client import (
@@ -19,7 +17,6 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from quart import Quart, Response, request
 
 from .provider import WEBHOOK_TYPES
 
@@ -84,24 +81,3 @@ def _child(children: dict[tuple[Any, ...], Any], metric: Any, *labels: str) -> A
     if child is None:
         child = children[key] = metric.labels(*labels)
     return child
-
-
-_STARTED: ContextVar[float | None] = ContextVar("request_started", default=None)
-# Any other method a client makes up is counted as one, so it cannot add series without end.
-_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-
-
-def init_app(app: Quart, metrics: Metrics) -> None:
-    @app.before_request
-    async def _start_timer() -> None:
-        _STARTED.set(time.perf_counter())
-
-    @app.after_request
-    async def _observe(response: Response) -> Response:
-        started = _STARTED.get()
-        if started is not None:
-            rule = request.url_rule
-            route = rule.rule if rule else "unmatched"
-            method = request.method if request.method in _METHODS else "other"
-            metrics.time_route(route, method, time.perf_counter() - started)
-        return response

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
@@ -10,8 +11,10 @@ from typing import Any
 import pytest
 
 from app.logs import JSONFormatter
+from app.signature import sign
 
 from .conftest import Configured, Partner
+from .payloads import webhook
 
 
 async def test_every_answer_carries_a_request_id(client: Any) -> None:
@@ -40,6 +43,32 @@ def test_log_lines_are_json_objects_with_the_request_id() -> None:
     assert entry["message"] == "webhook ok"
     assert entry["request_id"] == "req-1"
     assert (entry["level"], entry["logger"]) == ("info", "app.webhooks")
+
+
+async def test_log_lines_written_while_a_request_is_handled_carry_its_id(
+    provider: Any, client: Any
+) -> None:
+    lines = io.StringIO()
+    handler = logging.StreamHandler(lines)
+    handler.setFormatter(JSONFormatter())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    level = root.level
+    root.setLevel(logging.INFO)  # setLevel, not .level: loggers cache what is enabled
+    try:
+        body = json.dumps(webhook("action_required")).encode()
+        headers = {"Content-Type": "application/json", "X-Request-ID": "trace-42"}
+        headers["X-PARTNER-SIGN"] = sign(provider.key, body)
+        answer = await client.post("/webhooks/smart-glocal", data=body, headers=headers)
+        assert answer.headers["X-Request-ID"] == "trace-42"
+        await client.get("/pay/not-a-token")  # another request, another id, no log line
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    entries = [json.loads(line) for line in lines.getvalue().splitlines()]
+    accepted = [entry for entry in entries if entry["message"].startswith("webhook accepted")]
+    assert [entry["request_id"] for entry in accepted] == ["trace-42"]
+    assert all(entry.get("request_id") for entry in entries)
 
 
 async def test_the_status_api_is_rate_limited_per_token(configured: Configured) -> None:

@@ -1,0 +1,63 @@
+"""Every request's id and time, kept around the app at the ASGI layer.
+
+The id is the caller's ``X-Request-ID`` when it is sane, else a new one; every log line written
+while the request is handled carries it, and the answer echoes it. The time from the request's
+arrival to its answer's first byte is observed per route (for a stream or a long-poll, the time
+until it starts). One wrapper and one small hook instead of four Quart hooks, which with their
+own work were some 7% of the status route's time under load.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from quart import Quart, request
+
+from .logs import new_request_id, request_ids
+from .metrics import Metrics
+
+HEADER = b"x-request-id"
+_ACCEPTABLE_ID = re.compile(rb"[A-Za-z0-9._-]{1,64}")
+# Any other method a client makes up is counted as one, so it cannot add series without end.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_ROUTE = "redirect_bridge.route"  # where the matched route is left in the ASGI scope
+
+Scope = dict[str, Any]
+
+
+class Telemetry:
+    """ASGI middleware: ``app.asgi_app = Telemetry(app, metrics)``."""
+
+    def __init__(self, app: Quart, metrics: Metrics) -> None:
+        self._inner = app.asgi_app
+        self._metrics = metrics
+        app.before_request(_note_route)
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self._inner(scope, receive, send)
+            return
+        started = time.perf_counter()
+        offered = next((value for name, value in scope["headers"] if name == HEADER), b"")
+        request_id = offered.decode() if _ACCEPTABLE_ID.fullmatch(offered) else new_request_id()
+        echoed = (HEADER, request_id.encode())
+        method = scope["method"] if scope["method"] in _METHODS else "other"
+
+        async def answer(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), echoed]}
+                route = scope.get(_ROUTE, "unmatched")
+                self._metrics.time_route(route, method, time.perf_counter() - started)
+            await send(message)
+
+        with request_ids(request_id):
+            await self._inner(scope, receive, answer)
+
+
+async def _note_route() -> None:
+    """Leave the matched route where the middleware will find it (the request's scope is the
+    one the middleware was called with)."""
+    rule = request.url_rule
+    request.scope[_ROUTE] = rule.rule if rule else "unmatched"
