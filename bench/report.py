@@ -87,11 +87,35 @@ def _errors(result: dict[str, Any]) -> str:
     return "" if not count else f" ({count} errors)"
 
 
+def _side_by_side(
+    route: str, first: dict[str, Any], second: dict[str, Any]
+) -> tuple[float, list[str]]:
+    """One route measured on two servers: the ratio of their rates, and the row's cells up to
+    the target (route, both rates, ratio, both latencies)."""
+    ratio = first["rate"] / second["rate"] if second["rate"] else 0.0
+    return ratio, [
+        LABELS[route],
+        _rate(first["rate"]) + _errors(first),
+        _rate(second["rate"]) + _errors(second),
+        f"{ratio:.2f}",
+        _lat(first),
+        _lat(second),
+    ]
+
+
+def _pair_notes(part: dict[str, Any], first: str, second: str) -> list[str]:
+    """The ratio in each round, and the footnotes on both servers' measurements."""
+    measured = {
+        f"{side} {route}": part[side][route] for side in (first, second) for route in ROUTES
+    }
+    return _by_round(part, first, second) + _busy(measured)
+
+
 def routes_table(part: dict[str, Any]) -> Table:
     rows = []
     for route in ROUTES:
         bridge, twin = part["bridge"][route], part["twin"][route]
-        ratio = bridge["rate"] / twin["rate"] if twin["rate"] else 0.0
+        ratio, cells = _side_by_side(route, bridge, twin)
         limit = p99_limit(twin["p99_ms"])
         failures = []
         if ratio < RATIO_TARGETS[route]:
@@ -100,18 +124,8 @@ def routes_table(part: dict[str, Any]) -> Table:
             failures.append("p99")
         if sum(bridge["errors"].values()):
             failures.append("errors")
-        rows.append(
-            [
-                LABELS[route],
-                _rate(bridge["rate"]) + _errors(bridge),
-                _rate(twin["rate"]) + _errors(twin),
-                f"{ratio:.2f}",
-                _lat(bridge),
-                _lat(twin),
-                f">= {RATIO_TARGETS[route]:.2f}, p99 < {limit:.0f} ms",
-                _met(failures),
-            ]
-        )
+        target = f">= {RATIO_TARGETS[route]:.2f}, p99 < {limit:.0f} ms"
+        rows.append([*cells, target, _met(failures)])
     headers = [
         "route",
         "bridge req/s",
@@ -122,10 +136,7 @@ def routes_table(part: dict[str, Any]) -> Table:
         "target",
         "met?",
     ]
-    measured = {
-        f"{side} {route}": part[side][route] for side in ("bridge", "twin") for route in ROUTES
-    }
-    notes = _by_round(part, "bridge", "twin") + _busy(measured)
+    notes = _pair_notes(part, "bridge", "twin")
     sizes, check = part.get("sizes", {}), part.get("webhook_check", {})
     if sizes:
         notes.append(
@@ -153,19 +164,9 @@ def routes_table(part: dict[str, Any]) -> Table:
 def servers_table(part: dict[str, Any]) -> Table:
     rows = []
     for route in ROUTES:
-        fast, slow = part["uvicorn"][route], part["hypercorn"][route]
-        ratio = fast["rate"] / slow["rate"] if slow["rate"] else 0.0
+        ratio, cells = _side_by_side(route, part["uvicorn"][route], part["hypercorn"][route])
         rows.append(
-            [
-                LABELS[route],
-                _rate(fast["rate"]) + _errors(fast),
-                _rate(slow["rate"]) + _errors(slow),
-                f"{ratio:.2f}",
-                _lat(fast),
-                _lat(slow),
-                f">= {SERVER_RATIO:.1f}",
-                _met([] if ratio >= SERVER_RATIO else ["ratio"]),
-            ]
+            [*cells, f">= {SERVER_RATIO:.1f}", _met([] if ratio >= SERVER_RATIO else ["ratio"])]
         )
     headers = [
         "route",
@@ -177,12 +178,7 @@ def servers_table(part: dict[str, Any]) -> Table:
         "target",
         "met?",
     ]
-    measured = {
-        f"{side} {route}": part[side][route]
-        for side in ("uvicorn", "hypercorn")
-        for route in ROUTES
-    }
-    notes = _by_round(part, "uvicorn", "hypercorn") + _busy(measured)
+    notes = _pair_notes(part, "uvicorn", "hypercorn")
     return "The production server against Quart's default Hypercorn", headers, rows, notes
 
 

@@ -159,7 +159,7 @@ class SQLiteStore(Store):
             os.close(self._turn)
             self._turn = None
         self._writer_thread.shutdown()
-        self._reader = self._quick = self._writer = self._committer = None
+        self._reader = self._writer = self._committer = None
 
     async def ping(self) -> None:
         with _unavailable_on_trouble():

@@ -236,16 +236,25 @@ def test_the_script_follows_the_event_stream_by_default(
 # --- popup and redirect ------------------------------------------------------------------------
 
 
-def test_popup_journey(
-    page: Page, partner: Partner, embedding_bridge: Bridge, bank: Bank, session_id: str
-) -> None:
-    bridge = embedding_bridge
+def open_popup(
+    page: Page, partner: Partner, bridge: Bridge, session_id: str
+) -> tuple[dict[str, Any], Page]:
+    """The partner's checkout in popup mode, its button pressed: the token and the popup,
+    showing the bridge's first page."""
     token = bridge.token(session_id)
     page.goto(partner.checkout(bridge, status_url=token["status_url"], mode="popup"))
     with page.expect_popup() as opened:
         page.click("#pay")
     popup = opened.value
     expect(popup.get_by_role("heading")).to_have_text("Preparing your payment")
+    return token, popup
+
+
+def test_popup_journey(
+    page: Page, partner: Partner, embedding_bridge: Bridge, bank: Bank, session_id: str
+) -> None:
+    bridge = embedding_bridge
+    token, popup = open_popup(page, partner, bridge, session_id)
     assert popup.url == embedded(token, partner)
     expect(page.locator("iframe")).to_have_count(0)
     wait_for_event(page, "status", "pending")
@@ -272,12 +281,7 @@ def test_a_popup_the_customer_closes_is_reported_and_followed_on(
     page: Page, partner: Partner, embedding_bridge: Bridge, session_id: str
 ) -> None:
     bridge = embedding_bridge
-    token = bridge.token(session_id)
-    page.goto(partner.checkout(bridge, status_url=token["status_url"], mode="popup"))
-    with page.expect_popup() as opened:
-        page.click("#pay")
-    popup = opened.value
-    expect(popup.get_by_role("heading")).to_have_text("Preparing your payment")
+    _, popup = open_popup(page, partner, bridge, session_id)
     wait_for_event(page, "status", "pending")
     popup.close()
     wait_for_event(page, "error", "popup_closed")
