@@ -1,4 +1,5 @@
-"""What the customer's browser must do for an interaction: a bank step, or a QR code. Pure.
+"""What the customer's browser must do for an interaction: a bank step, a QR code, or nothing
+here (the customer finishes elsewhere). Pure.
 
 Everything is decided here, server-side, and the page only renders it:
 - POST: a form whose ``action`` is the bank URL with its query string (``qs``) kept, and every
@@ -44,11 +45,29 @@ class QRCode:
     link: str | None  # the content again when it is a URL a phone can open
 
 
-def customer_action(interaction: Mapping[str, Any], *, allow_http: bool) -> BankStep | QRCode:
-    """The bank step or QR code for an interaction kept by :mod:`app.provider`."""
-    if interaction.get("type") == "inform":
-        return _qr_code(interaction["inform"], allow_http=allow_http)
-    return _bank_step(interaction["redirect"], allow_http=allow_http)
+@dataclass(frozen=True, slots=True)
+class Elsewhere:
+    """A step the customer finishes outside this page (their bank's app, a wallet's widget):
+    an ``inform`` without a QR code, a redirect carrying only ``tds_data``, a type the bridge
+    does not know. Nothing to show but words; the page follows the status."""
+
+
+def customer_action(
+    interaction: Mapping[str, Any], *, allow_http: bool
+) -> BankStep | QRCode | Elsewhere:
+    """What the customer's browser does for an interaction kept by :mod:`app.provider`."""
+    kind = interaction.get("type")
+    details = interaction.get(kind) if isinstance(kind, str) else None
+    if kind == "inform":
+        qr = details.get("qr") if isinstance(details, dict) else None
+        return _qr_code(qr, allow_http=allow_http) if isinstance(qr, dict) else Elsewhere()
+    if kind != "redirect":
+        return Elsewhere()
+    if not isinstance(details, dict):
+        raise RefusedActionError("the redirect is not an object")
+    if not (details.get("url") or details.get("base_url")) and "tds_data" in details:
+        return Elsewhere()  # ``tds_data`` is kept, never interpreted
+    return _bank_step(details, allow_http=allow_http)
 
 
 def _bank_step(redirect: Mapping[str, Any], *, allow_http: bool) -> BankStep:
@@ -121,8 +140,7 @@ def _pairs(value: Any) -> list[tuple[str, Any]]:
     return list(value.items()) if isinstance(value, dict) else []
 
 
-def _qr_code(inform: Mapping[str, Any], *, allow_http: bool) -> QRCode:
-    qr = inform.get("qr") if isinstance(inform.get("qr"), dict) else {}
+def _qr_code(qr: Mapping[str, Any], *, allow_http: bool) -> QRCode:
     content = qr.get("content")
     if not isinstance(content, str) or not content:
         raise RefusedActionError("the QR code has no content")

@@ -1,11 +1,13 @@
 """The session state machine. Pure: no I/O, no clock; time is always passed in.
 
-Statuses move forward only::
+Smart Glocal's webhooks come in several documented orders (``ready_to_confirm`` before or after
+``action_required``, ``ready_to_capture`` before the final ``payment_finished``), and any of them
+may be retried and arrive late. So, before a final status, the newest provider event wins:
+webhooks are ordered by the provider's clock (``session.updated_at``), and by the order they were
+received when those times are equal or missing. A webhook older than the one the current status
+came from changes nothing.
 
-    pending -> action_required -> in_progress -> succeeded | failed | canceled | error
-                                                  succeeded -> refunded
-
-Three exceptions keep every delivery order converging on the provider's truth:
+A final status is never undone by a non-final webhook, whatever its time. Among final statuses:
 - ``canceled`` with reason ``action_timeout`` is the bridge's own inference when the action window
   passes; any final webhook from the provider replaces it.
 - ``error`` is the provider's non-final error state: a later ``succeeded``, ``failed`` or
@@ -13,6 +15,7 @@ Three exceptions keep every delivery order converging on the provider's truth:
 - ``refunded`` proves the payment succeeded, so it is taken from any status but ``failed`` and a
   provider's ``canceled``, even when the refund overtakes ``payment_finished``; a chargeback
   marks a refunded session whichever refund came first.
+These hold whatever the times, so every delivery order of a history ends in the same status.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ class Status(StrEnum):
     PENDING = "pending"
     ACTION_REQUIRED = "action_required"
     IN_PROGRESS = "in_progress"
+    AUTHORIZED = "authorized"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELED = "canceled"
@@ -37,22 +41,22 @@ class Status(StrEnum):
 
     @property
     def is_final(self) -> bool:
-        return _RANK[self] >= _RANK[Status.SUCCEEDED]
+        return self in _FINAL
+
+    @property
+    def is_outcome(self) -> bool:
+        """The customer's part is over: pages show the outcome and go on to the partner, the
+        status answer says ``done``, the embedding script completes. ``authorized`` (the money
+        is held until the partner captures) is one, though the session still moves on."""
+        return self is Status.AUTHORIZED or self in _FINAL
 
 
 ACTION_TIMEOUT = "action_timeout"
 CHARGEBACK = "chargeback"
 
-_RANK = {
-    Status.PENDING: 0,
-    Status.ACTION_REQUIRED: 1,
-    Status.IN_PROGRESS: 2,
-    Status.SUCCEEDED: 3,
-    Status.FAILED: 3,
-    Status.CANCELED: 3,
-    Status.ERROR: 3,
-    Status.REFUNDED: 4,
-}
+_FINAL = frozenset(
+    {Status.SUCCEEDED, Status.FAILED, Status.CANCELED, Status.ERROR, Status.REFUNDED}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +81,10 @@ class Session:
     action_expires_at: float | None = None
     returned_at: float | None = None
     payments: tuple[Mapping[str, Any], ...] = ()
+    # The provider's clock (``session.updated_at``) of the webhook the status came from.
+    provider_updated_at: float | None = None
+    # What the provider waits for from the partner (``confirm``, ``capture``) by that webhook.
+    next_action: str | None = None
 
     @property
     def customer_returned(self) -> bool:
@@ -102,8 +110,10 @@ def target_of(webhook: Webhook) -> Target | None:
     kind = webhook.type
     if kind == "action_required":
         return Target(Status.ACTION_REQUIRED) if webhook.interaction is not None else None
-    if kind in ("ready_to_confirm", "ready_to_capture"):
+    if kind == "ready_to_confirm":
         return Target(Status.IN_PROGRESS)
+    if kind == "ready_to_capture":
+        return Target(Status.AUTHORIZED)
     if kind == "payment_refunded":
         chargeback = any(payment.chargeback for payment in webhook.payments)
         return Target(Status.REFUNDED, CHARGEBACK if chargeback else None)
@@ -142,20 +152,30 @@ def at(session: Session, now: float) -> Session:
     return session
 
 
-def may_move(current: Session, target: Target) -> bool:
-    """Whether ``current`` (already seen at the webhook's time) may take ``target``."""
+def may_move(current: Session, target: Target, provider_updated_at: float | None) -> bool:
+    """Whether ``current`` (already seen at the webhook's time) may take ``target``, asked for
+    by a webhook of the provider's time ``provider_updated_at``."""
+    if not current.status.is_final:
+        return target.status.is_final or not _older(
+            provider_updated_at, current.provider_updated_at
+        )
     status = target.status
+    if not status.is_final:
+        return False
     if current.timed_out:
-        return status.is_final
-    if status is current.status:
-        # A new action replaces the old one; a chargeback is news about a refund.
-        chargeback = target.reason == CHARGEBACK != current.reason
-        return status is Status.ACTION_REQUIRED or (status is Status.REFUNDED and chargeback)
+        return True
+    if status is current.status:  # a chargeback is news about a refund
+        return status is Status.REFUNDED and target.reason == CHARGEBACK != current.reason
     if status is Status.REFUNDED:
         return current.status not in (Status.FAILED, Status.CANCELED)
     if current.status is Status.ERROR:
         return status in (Status.SUCCEEDED, Status.FAILED, Status.CANCELED)
-    return _RANK[status] > _RANK[current.status]
+    return False
+
+
+def _older(time: float | None, than: float | None) -> bool:
+    """Older by the provider's clock; equal or missing times leave the order of receipt."""
+    return time is not None and than is not None and time < than
 
 
 def apply(
@@ -166,31 +186,34 @@ def apply(
     if target is None:
         return session
     current = at(session or new_session(webhook.session_id, received_at), received_at)
-    if not may_move(current, target):
+    if not may_move(current, target, webhook.updated_at):
         return session
-    payments = tuple(payment.summary() for payment in webhook.payments) or current.payments
-    if target.status is Status.ACTION_REQUIRED:
-        if current.status is Status.ACTION_REQUIRED and current.interaction == webhook.interaction:
-            return session
-        return replace(
-            current,
-            status=Status.ACTION_REQUIRED,
-            reason=None,
-            interaction=webhook.interaction,
-            action_received_at=received_at,
-            action_expires_at=received_at + action_timeout,
-            updated_at=received_at,
-            payments=payments,
-        )
-    return replace(
+    news = replace(
         current,
         status=target.status,
         reason=target.reason,
-        interaction=None,
-        action_expires_at=None,
-        updated_at=received_at,
-        payments=payments,
+        payments=tuple(payment.summary() for payment in webhook.payments) or current.payments,
+        provider_updated_at=_newest(webhook.updated_at, current.provider_updated_at),
+        next_action=None if target.status.is_final else webhook.next_action,
     )
+    if target.status is not Status.ACTION_REQUIRED:
+        news = replace(news, interaction=None, action_expires_at=None)
+    elif current.status is not Status.ACTION_REQUIRED or current.interaction != webhook.interaction:
+        news = replace(
+            news,
+            interaction=webhook.interaction,
+            action_received_at=received_at,
+            action_expires_at=received_at + action_timeout,
+        )
+    if news == current:  # the same instruction again keeps its window: not a new bank step
+        return session
+    if replace(news, provider_updated_at=current.provider_updated_at) == current:
+        return news  # only the provider's clock moved on: nothing new to show
+    return replace(news, updated_at=received_at)
+
+
+def _newest(time: float | None, than: float | None) -> float | None:
+    return than if time is None else time if than is None else max(time, than)
 
 
 def expires_at(session: Session) -> float | None:

@@ -9,7 +9,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from quart import Blueprint, Response, g, redirect, render_template, request
 from quart_schema import hide
 
-from .actions import BankStep, QRCode, RefusedActionError, customer_action
+from .actions import BankStep, Elsewhere, QRCode, RefusedActionError, customer_action
 from .bridge import bridge
 from .lifecycle import Session, Status
 from .links import external, local, pay_path, status_path
@@ -43,12 +43,12 @@ async def came_back(token: str) -> Response:
 
 async def _page(token: str, session: Session, *, returned: bool) -> Response:
     return_url = bridge().settings.return_url
-    final = session.status.is_final and not session.timed_out
-    onward = _with_outcome(return_url, session) if return_url and final else None
+    done = session.status.is_outcome and not session.timed_out
+    onward = _with_outcome(return_url, session) if return_url and done else None
     context = {"session": session, "page": _script_settings(token, session, returned, onward)}
     if session.timed_out:
         return await _html("pay/expired.html", 410, **context)
-    if session.status.is_final:
+    if done:
         # In a partner's iframe the outcome is shown (and told to the embedder), not the shop.
         framed = request.headers.get("Sec-Fetch-Dest") == "iframe"
         if onward is not None and not returned and not framed:
@@ -70,6 +70,8 @@ async def _action_page(session: Session, context: dict[str, Any]) -> Response:
         return await _html("pay/refused.html", 502, **context)
     if isinstance(action, QRCode):
         return await _html("pay/qr.html", qr=action, **context)
+    if isinstance(action, Elsewhere):
+        return await _html("pay/elsewhere.html", **context)
     assert isinstance(action, BankStep)
     g.bank_origin = action.origin
     return await _html("pay/bank.html", step=action, **context)
@@ -96,7 +98,7 @@ def _script_settings(
         embedder = None
     return {
         "status": session.status.value,
-        "final": session.status.is_final,
+        "done": session.status.is_outcome,
         "etag": etag_of(status_body(session, external(pay_path(token)))),
         "status_url": local(status_path(token)),
         "next_url": local(pay_path(token))

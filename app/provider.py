@@ -10,6 +10,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 WEBHOOK_TYPES = frozenset(
@@ -22,6 +23,10 @@ WEBHOOK_TYPES = frozenset(
     }
 )
 _PAYMENT_LISTS = ("payment_list", "acquiring_payments")
+# What the provider waits for from the partner (``session.next_action``), and what the two
+# ``ready_to_*`` webhooks ask for by their very meaning when a payload leaves it out.
+NEXT_ACTIONS = ("confirm", "capture")
+_IMPLIED_NEXT_ACTION = {"ready_to_confirm": "confirm", "ready_to_capture": "capture"}
 # Deeper than any webhook the provider sends; deeper documents are refused, not walked.
 MAX_DEPTH = 64
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -68,6 +73,8 @@ class Webhook:
     session_id: str
     session_status: str | None
     payments: tuple[Payment, ...] = field(default=())
+    updated_at: float | None = None  # ``session.updated_at``: the provider's clock, Unix seconds
+    next_action: str | None = None  # ``confirm`` or ``capture``: what the provider waits for
 
     @property
     def interaction(self) -> Mapping[str, Any] | None:
@@ -98,13 +105,30 @@ def parse_webhook(document: Any, raw: bytes | None = None) -> Webhook:
         raise MalformedWebhookError("the webhook's session has no usable id")
     if raw is None or not _plainly_text(raw):
         _check_text(document)
-    status = session.get("status")
+    next_action = session.get("next_action")
     return Webhook(
         type=kind,
         session_id=session_id,
-        session_status=status if isinstance(status, str) else None,
+        session_status=_text(session.get("status")),
         payments=tuple(_payment(item) for item in _payment_items(session)),
+        updated_at=instant(session.get("updated_at")),
+        next_action=(
+            next_action if next_action in NEXT_ACTIONS else _IMPLIED_NEXT_ACTION.get(kind)
+        ),
     )
+
+
+def instant(value: Any) -> float | None:
+    """An ISO 8601 time as Unix seconds (UTC when it names no zone); ``None`` when it is not one."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return moment.timestamp()
+    except (ValueError, OverflowError):
+        return None
 
 
 def is_session_id(text: str) -> bool:
@@ -169,13 +193,12 @@ def _payment(item: Mapping[str, Any]) -> Payment:
 
 
 def _interaction(value: Any) -> Mapping[str, Any] | None:
-    """Keep a ``redirect`` or ``inform`` interaction as sent; anything else is no interaction."""
+    """An interaction as sent, whatever its type (``tds_data`` and other fields the bridge does
+    not read included); without a type it is no interaction."""
     if not isinstance(value, dict):
         return None
     kind = value.get("type")
-    if kind in ("redirect", "inform") and isinstance(value.get(kind), dict):
-        return {"type": kind, kind: value[kind]}
-    return None
+    return value if isinstance(kind, str) and kind else None
 
 
 def _object(value: Any) -> Mapping[str, Any]:

@@ -24,7 +24,10 @@ class TokenAnswer(BaseModel):
 
 
 class ActionAnswer(BaseModel):
-    type: Literal["redirect", "inform"]
+    type: str = Field(
+        description="The provider's interaction type: redirect, inform, or one the bridge"
+        " cannot show (its page then says the customer finishes elsewhere)"
+    )
     url: str = Field(description="The bridge's customer page, never the bank's URL")
     expires_at: str | None
 
@@ -42,6 +45,10 @@ class SessionAnswer(BaseModel):
     session_id: str
     status: Status
     reason: str | None
+    next_action: Literal["confirm", "capture"] | None = Field(
+        description="What the provider waits for from the partner: call session/confirm or"
+        " session/capture (or session/cancel); null once nothing is awaited"
+    )
     payments: list[PaymentAnswer]
     action: ActionAnswer | None
     updated_at: str
@@ -53,6 +60,10 @@ class StatusAnswer(BaseModel):
     reason: str | None
     action_url: str | None
     updated_at: str
+    done: bool = Field(
+        description="The customer's part is over: a final status, or authorized (held for"
+        " the partner to capture); the page shows the outcome"
+    )
 
 
 class WebhookAnswer(BaseModel):
@@ -84,6 +95,7 @@ def status_body(session: Session, action_url: str) -> bytes:
         "reason": session.reason,
         "action_url": action_url if pending_action else None,
         "updated_at": iso(session.updated_at),
+        "done": session.status.is_outcome,
     }
     return json.dumps(answer, separators=(",", ":")).encode()
 

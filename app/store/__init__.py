@@ -12,8 +12,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .. import lifecycle
 from ..changes import ChangeFeed
 from ..lifecycle import Session, Status
+from ..provider import MalformedWebhookError, parse_webhook
 
 Update = Callable[[Session | None], Session | None]
 
@@ -95,7 +97,7 @@ def open_store(
 
 SESSION_COLUMNS = (
     "session_id, status, reason, interaction, action_received_at, action_expires_at,"
-    " returned_at, payments, created_at, updated_at"
+    " returned_at, payments, created_at, updated_at, provider_updated_at, next_action"
 )
 # The statements both engines run, with SQLite's ``?`` placeholders (see :func:`numbered`).
 INSERT_WEBHOOK = (
@@ -104,17 +106,51 @@ INSERT_WEBHOOK = (
 )
 SELECT_SESSION = f"SELECT {SESSION_COLUMNS} FROM sessions WHERE session_id = ?"
 UPSERT_SESSION = (
-    f"INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (session_id) DO UPDATE SET status = excluded.status,"
     " reason = excluded.reason, interaction = excluded.interaction,"
     " action_received_at = excluded.action_received_at,"
     " action_expires_at = excluded.action_expires_at, returned_at = excluded.returned_at,"
-    " payments = excluded.payments, updated_at = excluded.updated_at"
+    " payments = excluded.payments, updated_at = excluded.updated_at,"
+    " provider_updated_at = excluded.provider_updated_at, next_action = excluded.next_action"
 )
 SESSIONS_DUE = (
     "SELECT session_id FROM sessions WHERE status = ? AND action_expires_at <= ?"
     " ORDER BY action_expires_at LIMIT ?"
 )
+
+
+# The migration that added the provider's clock (see :func:`provider_clock`).
+UNDATED_SESSIONS = (
+    "SELECT session_id, status FROM sessions"
+    " WHERE status IN ('pending', 'action_required', 'in_progress')"
+)
+SESSION_BODIES = "SELECT body FROM webhooks WHERE session_id = ? ORDER BY id"
+DATE_SESSION = (
+    "UPDATE sessions SET status = ?, provider_updated_at = ?, next_action = ? WHERE session_id = ?"
+)
+
+
+def provider_clock(status: str, bodies: list[bytes]) -> tuple[str, float | None, str | None]:
+    """For a session stored before the provider's clock was kept: its status, and the time and
+    next action of the newest logged webhook that asks for it. A hold the old version called
+    ``in_progress`` (from ``ready_to_capture``) becomes ``authorized``."""
+    asks_for = {Status(status)} | ({Status.AUTHORIZED} if status == Status.IN_PROGRESS else set())
+    newest: tuple[float, str, str | None] | None = None
+    for body in bodies:
+        try:
+            webhook = parse_webhook(json.loads(body), body)
+        except (ValueError, MalformedWebhookError):
+            continue
+        target = lifecycle.target_of(webhook)
+        when = webhook.updated_at
+        if target is None or target.status not in asks_for or when is None:
+            continue
+        if newest is None or when >= newest[0]:
+            newest = (when, target.status.value, webhook.next_action)
+    if newest is None:
+        return status, None, None
+    return newest[1], newest[0], newest[2]
 
 
 def numbered(sql: str) -> str:
@@ -137,6 +173,8 @@ def session_row(session: Session) -> tuple[Any, ...]:
         json.dumps(list(session.payments)),
         session.created_at,
         session.updated_at,
+        session.provider_updated_at,
+        session.next_action,
     )
 
 
@@ -154,6 +192,8 @@ def session_from_row(row: Mapping[str, Any] | tuple[Any, ...] | None) -> Session
         payments,
         created_at,
         updated_at,
+        provider_updated_at,
+        next_action,
     ) = tuple(row)
     return Session(
         id=session_id,
@@ -166,4 +206,6 @@ def session_from_row(row: Mapping[str, Any] | tuple[Any, ...] | None) -> Session
         payments=tuple(json.loads(payments)),
         created_at=created_at,
         updated_at=updated_at,
+        provider_updated_at=provider_updated_at,
+        next_action=next_action,
     )

@@ -18,9 +18,12 @@ import asyncpg
 
 from ..lifecycle import Session, Status
 from . import (
+    DATE_SESSION,
     INSERT_WEBHOOK,
     SELECT_SESSION,
+    SESSION_BODIES,
     SESSIONS_DUE,
+    UNDATED_SESSIONS,
     UPSERT_SESSION,
     Changed,
     Delivery,
@@ -28,6 +31,7 @@ from . import (
     Store,
     Update,
     numbered,
+    provider_clock,
     session_from_row,
     session_row,
 )
@@ -67,7 +71,14 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX webhooks_by_received_at ON webhooks (received_at);
     """,
+    # The provider's clock of the webhook each status came from, and what the provider waits
+    # for; existing rows get theirs from the webhooks they logged (see backfill_provider_times).
+    """
+    ALTER TABLE sessions ADD COLUMN provider_updated_at DOUBLE PRECISION;
+    ALTER TABLE sessions ADD COLUMN next_action TEXT;
+    """,
 )
+_DATED = 3  # the migration above: existing sessions are dated after it
 
 _INSERT_WEBHOOK = numbered(INSERT_WEBHOOK)
 _SELECT_SESSION = numbered(SELECT_SESSION)
@@ -284,7 +295,15 @@ async def migrate(db: asyncpg.Connection) -> None:
     version = await db.fetchval("SELECT coalesce(max(version), 0) FROM schema_version")
     for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
         await db.execute(script)
+        if number == _DATED:
+            await _date_sessions(db)
         await db.execute("INSERT INTO schema_version (version) VALUES ($1)", number)
+
+
+async def _date_sessions(db: asyncpg.Connection) -> None:
+    for session_id, status in await db.fetch(UNDATED_SESSIONS):
+        bodies = [row[0] for row in await db.fetch(numbered(SESSION_BODIES), session_id)]
+        await db.execute(numbered(DATE_SESSION), *provider_clock(status, bodies), session_id)
 
 
 async def _lock(db: asyncpg.Connection, session_id: str) -> None:

@@ -33,15 +33,19 @@ import aiosqlite
 
 from ..lifecycle import Session, Status
 from . import (
+    DATE_SESSION,
     INSERT_WEBHOOK,
     SELECT_SESSION,
+    SESSION_BODIES,
     SESSIONS_DUE,
+    UNDATED_SESSIONS,
     UPSERT_SESSION,
     Changed,
     Delivery,
     StorageUnavailableError,
     Store,
     Update,
+    provider_clock,
     session_from_row,
     session_row,
 )
@@ -85,7 +89,14 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE changes (id INTEGER PRIMARY KEY AUTOINCREMENT, session_id TEXT NOT NULL);
     """,
+    # The provider's clock of the webhook each status came from, and what the provider waits
+    # for; existing rows get theirs from the webhooks they logged (see backfill_provider_times).
+    """
+    ALTER TABLE sessions ADD COLUMN provider_updated_at REAL;
+    ALTER TABLE sessions ADD COLUMN next_action TEXT;
+    """,
 )
+_DATED = 4  # the migration above: existing sessions are dated after it
 # The most writes one transaction commits together.
 MAX_BATCH = 256
 # How often other processes' changes are looked for, and how many are kept for them.
@@ -333,12 +344,20 @@ def _migrate(db: sqlite3.Connection) -> None:
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             for statement in filter(str.strip, script.split(";")):
                 db.execute(statement)
+            if number == _DATED:
+                _date_sessions(db)
             db.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
+
+
+def _date_sessions(db: sqlite3.Connection) -> None:
+    for session_id, status in db.execute(UNDATED_SESSIONS).fetchall():
+        bodies = [row[0] for row in db.execute(SESSION_BODIES, (session_id,))]
+        db.execute(DATE_SESSION, (*provider_clock(status, bodies), session_id))
 
 
 def _select(db: sqlite3.Connection, session_id: str) -> Session | None:

@@ -8,8 +8,10 @@
  *     mode: "iframe",                     // "iframe" | "popup" | "redirect"
  *     container: document.getElementById("bank-step"),          // iframe mode
  *     size: "500x600",                    // "250x400" | "390x400" | "500x600" | "600x400" | "full"
- *     onStatus: function (answer) {},     // every change: {status, reason, action_url, updated_at}
- *     onComplete: function (answer) {},   // once, with the final answer; the step is cleaned up
+ *     onStatus: function (answer) {},     // every change: {status, reason, action_url, updated_at, done}
+ *     onComplete: function (answer) {},   // once, when the customer's part is over (answer.done:
+ *                                         //   final, or "authorized" and held for capture);
+ *                                         //   the step is cleaned up
  *     onError: function (error) {},       // {code, message}: "not_found", "popup_closed",
  *                                         //   "frame_blocked"
  *     transport: "events"                 // "events" (Server-Sent Events) or "poll"
@@ -28,7 +30,6 @@
     "500x600": [500, 600],
     "600x400": [600, 400]
   };
-  var FINAL = { succeeded: true, failed: true, canceled: true, error: true, refunded: true };
   var STATUS_PATH = "/api/v1/status/";
   // Every bridge page greets its embedder on load; a frame silent this long was refused.
   var HELLO_MILLISECONDS = 10000;
@@ -106,7 +107,7 @@
         last = answer;
         onStatus(answer);
       }
-      if (FINAL[answer.status]) {
+      if (answer.done) {  // the bridge decides when the customer's part is over
         cleanUp();
         onComplete(answer);
       }

@@ -23,7 +23,7 @@
   // Tell the embedding page (iframe parent or popup opener) about the status; only to the
   // partner origins the bridge was configured with, never to "*".
   function notify() {
-    var message = { source: "redirect-bridge", type: "status", status: page.status, final: page.final };
+    var message = { source: "redirect-bridge", type: "status", status: page.status, done: page.done };
     [framed ? window.parent : null, window.opener].forEach(function (target) {
       if (!target) { return; }
       targetOrigins(target).forEach(function (origin) {
@@ -70,7 +70,7 @@
   }
 
   notify();
-  if (page.final) {
+  if (page.done) {
     // Back from the bank with the outcome known: on to the shop, unless a partner page embeds us.
     if (page.onward_url && !framed && !window.opener) { window.location.replace(page.onward_url); }
     return;
