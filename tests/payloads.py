@@ -71,9 +71,12 @@ def webhook(
     error_code: str | None = None,
     refunds: list[dict[str, Any]] | None = None,
     api: str = "v1",
+    updated_at: str = "2024-05-27T02:03:00.000000Z",
+    next_action: str | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    """A webhook of ``kind``; ``action_required`` gets a POST redirect unless told otherwise."""
+    """A webhook of ``kind``; ``action_required`` gets a POST redirect unless told otherwise.
+    ``updated_at`` is the provider's clock, which orders webhooks before a final status."""
     if kind == "action_required" and interaction is None:
         interaction = redirect()
     defaults = {"payment_finished": "succeeded", "payment_refunded": "succeeded"}
@@ -87,7 +90,9 @@ def webhook(
         "id": session_id,
         "status": session_status,
         "created_at": "2024-05-27T02:03:00.000000Z",
-        "updated_at": "2024-05-27T02:03:00.000000Z",
+        "updated_at": updated_at,
         "acquiring_payments" if api == "v1" else "payment_list": [item],
     }
+    if next_action is not None:
+        session["next_action"] = next_action
     return {"type": kind, "session": session, **extra}
