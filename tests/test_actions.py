@@ -8,7 +8,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from app.actions import BankStep, QRCode, RefusedActionError, customer_action
+from app.actions import BankStep, Elsewhere, QRCode, RefusedActionError, customer_action
 
 from .payloads import BANK_URL, inform, redirect
 
@@ -362,9 +362,6 @@ def test_qr_code_http_link_only_when_allowed() -> None:
 @pytest.mark.parametrize(
     "inform_part",
     [
-        {},
-        {"qr": None},
-        {"qr": "https://qr.test"},
         {"qr": {}},
         {"qr": {"content": ""}},
         {"qr": {"content": None, "img": "iVBORw0KGgo="}},
@@ -374,3 +371,41 @@ def test_qr_code_http_link_only_when_allowed() -> None:
 def test_qr_code_without_content_refused(inform_part: dict[str, Any]) -> None:
     with pytest.raises(RefusedActionError, match="no content"):
         customer_action({"type": "inform", "inform": inform_part}, allow_http=False)
+
+
+@pytest.mark.parametrize(
+    "interaction",
+    [
+        {
+            "type": "inform",
+            "inform": {"notification": {"type": "sber_pay_widget", "order_id": "1"}},
+        },
+        {"type": "inform", "inform": {}},
+        {"type": "inform", "inform": {"qr": None}},
+        {"type": "inform", "inform": {"qr": "https://qr.test"}},
+        {"type": "inform", "inform": None},
+        {"type": "three_ds_method", "three_ds_method": {"url": "https://acs.bank.test/m"}},
+        {"type": "app_confirmation"},
+        {"type": "redirect", "redirect": {"method": "POST", "tds_data": {"acs": "opaque"}}},
+    ],
+)
+def test_a_step_without_anything_to_show_is_finished_elsewhere(
+    interaction: dict[str, Any],
+) -> None:
+    assert customer_action(interaction, allow_http=False) == Elsewhere()
+
+
+def test_a_redirect_with_tds_data_and_a_url_still_goes_to_the_bank() -> None:
+    instruction = redirect(params={"creq": "abc"})
+    instruction["redirect"]["tds_data"] = {"threeDSServerTransID": "x", "nested": [1, 2]}
+    step = customer_action(instruction, allow_http=False)
+    assert isinstance(step, BankStep)
+    assert step.fields == (("creq", "abc"),)  # tds_data is kept, never sent or read
+
+
+@pytest.mark.parametrize(
+    "details", [None, "https://acs.bank.test/", ["https://acs.bank.test/"], {"method": "POST"}]
+)
+def test_a_redirect_without_an_instruction_is_refused(details: Any) -> None:
+    with pytest.raises(RefusedActionError):
+        customer_action({"type": "redirect", "redirect": details}, allow_http=False)

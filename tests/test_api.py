@@ -86,6 +86,57 @@ async def test_unknown_session_is_404(partner: Partner) -> None:
     }
 
 
+def provider_time(minute: int) -> str:
+    return f"2027-01-15T07:{minute:02}:00.000000Z"
+
+
+async def test_next_action_says_what_the_provider_waits_for(
+    provider: Provider, partner: Partner, clock: FakeClock
+) -> None:
+    """The two-stage flow as the provider documents it; a partner that polls learns from
+    ``next_action`` when to call session/confirm and session/capture."""
+    steps: list[tuple[str, dict[str, Any], str, str | None]] = [
+        ("ready_to_confirm", {"next_action": "confirm"}, "in_progress", "confirm"),
+        ("action_required", {}, "action_required", None),
+        ("ready_to_capture", {"next_action": "capture"}, "authorized", "capture"),
+        ("payment_finished", {"session_status": "accepted"}, "succeeded", None),
+    ]
+    for minute, (kind, fields, status, next_action) in enumerate(steps):
+        clock.advance(5)
+        await provider.deliver(kind, updated_at=provider_time(minute), **fields)
+        answer = await (await partner.session()).get_json()
+        assert (answer["status"], answer["next_action"]) == (status, next_action), kind
+        assert (answer["action"] is not None) is (status == "action_required")
+
+
+async def test_next_action_is_null_once_final_whatever_the_payload_says(
+    provider: Provider, partner: Partner
+) -> None:
+    await provider.deliver("ready_to_confirm", updated_at=provider_time(1))
+    assert (await (await partner.session()).get_json())["next_action"] == "confirm"
+    await provider.deliver(
+        "payment_finished",
+        updated_at=provider_time(2),
+        session_status="cancelled",
+        next_action="confirm",
+    )
+    answer = await (await partner.session()).get_json()
+    assert (answer["status"], answer["next_action"]) == ("canceled", None)
+
+
+async def test_a_late_older_webhook_changes_nothing_the_partner_sees(
+    provider: Provider, partner: Partner
+) -> None:
+    await provider.deliver("ready_to_confirm", updated_at=provider_time(1))
+    await provider.deliver("action_required", updated_at=provider_time(2))
+    before = await (await partner.session()).get_json()
+    # The provider's retry of the first webhook, serialised anew: not a byte duplicate.
+    retried = await provider.deliver("ready_to_confirm", updated_at=provider_time(1), retry=1)
+    assert await retried.get_json() == {"status": "accepted"}
+    assert await (await partner.session()).get_json() == before
+    assert before["status"] == "action_required"
+
+
 async def test_session_answer_offers_the_bridge_page_never_the_bank(
     provider: Provider, partner: Partner, clock: FakeClock
 ) -> None:
@@ -95,12 +146,14 @@ async def test_session_answer_offers_the_bridge_page_never_the_bank(
         "session_id",
         "status",
         "reason",
+        "next_action",
         "payments",
         "action",
         "updated_at",
         "expires_at",
     }
     assert answer["status"] == "action_required"
+    assert answer["next_action"] is None
     assert answer["expires_at"] == "2027-01-15T09:00:00.000Z"  # received + 3600 s
     assert answer["action"]["type"] == "redirect"
     assert answer["action"]["url"].startswith("https://bridge.test/pay/")
@@ -180,6 +233,7 @@ async def test_status_answer_and_etag(provider: Provider, partner: Partner, clie
         "reason": None,
         "action_url": f"https://bridge.test/pay/{token}",
         "updated_at": "2027-01-15T08:00:00.000Z",
+        "done": False,
     }
     assert_no_secrets(answer)
     etag = response.headers["ETag"]

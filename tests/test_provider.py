@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -38,6 +39,7 @@ def test_both_api_shapes(api: str) -> None:
                 interaction=redirect(),
             ),
         ),
+        updated_at=datetime(2024, 5, 27, 2, 3, tzinfo=UTC).timestamp(),
     )
     assert parsed.interaction == redirect()
 
@@ -319,32 +321,93 @@ def test_redirect_and_inform_are_kept_as_sent(interaction: dict[str, Any]) -> No
     assert parsed.payments[0].interaction == interaction
 
 
-def test_only_the_named_part_of_an_interaction_is_kept() -> None:
-    interaction = {**redirect(), "inform": {"qr": {"content": "x"}}, "comment": "hi"}
+@pytest.mark.parametrize(
+    "interaction",
+    [
+        {**redirect(), "inform": {"qr": {"content": "x"}}, "comment": "hi"},
+        {"type": "redirect", "redirect": {**redirect()["redirect"], "tds_data": {"v": "2.2"}}},
+        {"type": "three_ds_method", "three_ds_method": {"url": "https://acs.bank.test/m"}},
+        {"type": "REDIRECT", "REDIRECT": redirect()["redirect"]},
+        {"type": "redirect"},
+        {"type": "redirect", "redirect": None},
+        {"type": "inform", "inform": {"notification": {"type": "sber_pay_widget"}}},
+        {"type": "inform", "inform": [inform()["inform"]]},
+    ],
+)
+def test_an_interaction_is_kept_as_sent_whatever_its_type(interaction: dict[str, Any]) -> None:
+    """Stored whole: the page decides what it can show, and ``tds_data`` is never read."""
     parsed = parse_webhook(webhook("action_required", interaction=interaction))
-    assert parsed.interaction == redirect()
+    assert parsed.payments[0].interaction == interaction
+    assert parsed.interaction == interaction
 
 
 @pytest.mark.parametrize(
     "interaction",
     [
-        {"type": "three_ds_method", "three_ds_method": {"url": "https://acs.bank.test/m"}},
-        {"type": "REDIRECT", "REDIRECT": redirect()["redirect"]},
-        {"type": "redirect"},
-        {"type": "redirect", "redirect": None},
-        {"type": "redirect", "redirect": "https://acs.bank.test/challenge"},
-        {"type": "redirect", "inform": inform()["inform"]},
-        {"type": "inform", "inform": [inform()["inform"]]},
         {"redirect": redirect()["redirect"]},
         {"type": None, "redirect": redirect()["redirect"]},
+        {"type": "", "redirect": redirect()["redirect"]},
+        {"type": 1},
         "redirect",
         ["redirect"],
     ],
 )
-def test_other_interactions_are_no_interaction(interaction: Any) -> None:
+def test_an_interaction_without_a_type_is_no_interaction(interaction: Any) -> None:
     parsed = parse_webhook(webhook("action_required", interaction=interaction))
     assert parsed.payments[0].interaction is None
     assert parsed.interaction is None
+
+
+@pytest.mark.parametrize(
+    ("stamp", "expected"),
+    [
+        ("2024-05-27T02:03:00.000000Z", datetime(2024, 5, 27, 2, 3, tzinfo=UTC)),
+        ("2024-05-27T02:03:00.123456Z", datetime(2024, 5, 27, 2, 3, 0, 123456, tzinfo=UTC)),
+        ("2024-05-27T05:03:00+03:00", datetime(2024, 5, 27, 2, 3, tzinfo=UTC)),
+        ("2024-05-27T02:03:00", datetime(2024, 5, 27, 2, 3, tzinfo=UTC)),  # no zone: UTC
+        ("2024-05-27 02:03:00Z", datetime(2024, 5, 27, 2, 3, tzinfo=UTC)),
+    ],
+)
+def test_the_providers_clock_is_read_from_session_updated_at(
+    stamp: str, expected: datetime
+) -> None:
+    body = webhook("ready_to_confirm")
+    body["session"]["updated_at"] = stamp
+    assert parse_webhook(body).updated_at == expected.timestamp()
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [None, 1716775380, "", "yesterday", "2024-13-01T00:00:00Z", "2024-05-27T25:00:00Z"],
+)
+def test_a_missing_or_unreadable_clock_is_none(stamp: Any) -> None:
+    body = webhook("ready_to_confirm")
+    body["session"]["updated_at"] = stamp
+    assert parse_webhook(body).updated_at is None
+    del body["session"]["updated_at"]
+    assert parse_webhook(body).updated_at is None
+
+
+@pytest.mark.parametrize(
+    ("kind", "sent", "expected"),
+    [
+        ("ready_to_confirm", "confirm", "confirm"),
+        ("ready_to_capture", "capture", "capture"),
+        ("ready_to_confirm", None, "confirm"),  # what the type means, when the payload is silent
+        ("ready_to_capture", None, "capture"),
+        ("action_required", None, None),
+        ("payment_finished", None, None),
+        ("ready_to_capture", "CAPTURE", "capture"),  # not one of the provider's words
+        ("action_required", "confirm", "confirm"),
+        ("action_required", "refund", None),
+        ("action_required", ["confirm"], None),
+    ],
+)
+def test_next_action(kind: str, sent: Any, expected: str | None) -> None:
+    body = webhook(kind)
+    if sent is not None:
+        body["session"]["next_action"] = sent
+    assert parse_webhook(body).next_action == expected
 
 
 def test_interaction_is_the_newest_payments() -> None:

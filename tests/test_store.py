@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ from app.store import sqlite as sqlite_engine
 from app.store.sqlite import SQLiteStore
 
 from .database import query
+from .payloads import webhook
 
 
 def delivery(body: bytes, session_id: str = "ps_1") -> Delivery:
@@ -86,6 +88,87 @@ async def test_an_older_database_is_upgraded_in_place(database_url: str) -> None
     assert session is not None and session.status is Status.SUCCEEDED
     versions = await query(database_url, "SELECT version FROM schema_version ORDER BY version")
     assert versions == [(number,) for number in range(1, len(migrations(database_url)) + 1)]
+
+
+def logged(kind: str, minute: int | None, **fields: Any) -> bytes:
+    body = webhook(kind, "ps_x", **fields)
+    if minute is None:
+        del body["session"]["updated_at"]
+    else:
+        body["session"]["updated_at"] = f"2026-01-01T10:{minute:02}:00Z"
+    return json.dumps(body).encode()
+
+
+# Sessions as the version before the provider's clock left them, with the webhooks they logged.
+UNDATED: dict[str, tuple[str, list[bytes]]] = {
+    "ps_confirm": ("in_progress", [logged("ready_to_confirm", 1)]),
+    "ps_held": (  # the old version called a hold in_progress
+        "in_progress",
+        [
+            logged("ready_to_confirm", 1),
+            logged("action_required", 2),
+            logged("ready_to_capture", 3),
+        ],
+    ),
+    "ps_bank": ("action_required", [logged("action_required", 2), logged("ready_to_confirm", 1)]),
+    "ps_done": ("succeeded", [logged("payment_finished", 5, session_status="accepted")]),
+    "ps_unknown": ("in_progress", [logged("ready_to_confirm", None), b"not json"]),
+}
+
+
+async def test_sessions_stored_before_the_providers_clock_are_dated(database_url: str) -> None:
+    engine = sqlite_engine if database_url.startswith("sqlite") else postgres_engine
+    earlier = engine.MIGRATIONS[: engine._DATED - 1]
+    insert_session = (
+        "INSERT INTO sessions (session_id, status, payments, created_at, updated_at)"
+        " VALUES ({}, {}, '[]', 1.0, 2.0)"
+    )
+    insert_webhook = (
+        "INSERT INTO webhooks (digest, session_id, type, received_at, body)"
+        " VALUES ({}, {}, 'x', 1.0, {})"
+    )
+    if database_url.startswith("sqlite"):
+        with sqlite3.connect(database_url.removeprefix("sqlite:///")) as db:
+            for script in earlier:
+                db.executescript(script)
+            db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+            db.execute("INSERT INTO schema_version VALUES (?)", (len(earlier),))
+            for session_id, (status, bodies) in UNDATED.items():
+                db.execute(insert_session.format("?", "?"), (session_id, status))
+                for body in bodies:
+                    digest = hashlib.sha256(session_id.encode() + body).digest()
+                    db.execute(insert_webhook.format("?", "?", "?"), (digest, session_id, body))
+    else:
+        import asyncpg
+
+        pg = await asyncpg.connect(database_url)
+        for script in earlier:
+            await pg.execute(script)
+        await pg.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        await pg.execute("INSERT INTO schema_version VALUES ($1)", len(earlier))
+        for session_id, (status, bodies) in UNDATED.items():
+            await pg.execute(insert_session.format("$1", "$2"), session_id, status)
+            for body in bodies:
+                digest = hashlib.sha256(session_id.encode() + body).digest()
+                await pg.execute(insert_webhook.format("$1", "$2", "$3"), digest, session_id, body)
+        await pg.close()
+    store = open_store(database_url)
+    await store.open()
+    sessions = {session_id: await store.get_session(session_id) for session_id in UNDATED}
+    await store.close()
+    minute = 1767261600.0  # 2026-01-01T10:00:00Z
+    dated = {
+        session_id: (session.status.value, session.provider_updated_at, session.next_action)
+        for session_id, session in sessions.items()
+        if session is not None
+    }
+    assert dated == {
+        "ps_confirm": ("in_progress", minute + 60, "confirm"),
+        "ps_held": ("authorized", minute + 180, "capture"),
+        "ps_bank": ("action_required", minute + 120, None),
+        "ps_done": ("succeeded", None, None),  # a final status needs no clock
+        "ps_unknown": ("in_progress", None, None),
+    }
 
 
 async def test_what_was_committed_survives_a_reopen(database_url: str) -> None:

@@ -236,7 +236,7 @@ async def test_every_webhook_makes_its_session_known(provider: Provider, partner
     ("kind", "fields", "status", "reason"),
     [
         ("ready_to_confirm", {}, "in_progress", None),
-        ("ready_to_capture", {}, "in_progress", None),
+        ("ready_to_capture", {}, "authorized", None),
         ("payment_finished", {"session_status": "accepted"}, "succeeded", None),
         ("payment_finished", {"session_status": "cancelled"}, "canceled", None),
         (
