@@ -52,6 +52,14 @@ class Page(HTMLParser):
         self.text += data
 
 
+def settings_of(html: str) -> dict[str, Any]:
+    """The page script's settings (the JSON block it reads)."""
+    found = re.search(r'<script type="application/json" id="bridge-page">(.*?)</script>', html)
+    assert found is not None
+    settings: dict[str, Any] = json.loads(found[1])
+    return settings
+
+
 def csp(response: Any) -> dict[str, str]:
     header = response.headers["Content-Security-Policy"]
     return {part.split(" ", 1)[0]: part.split(" ", 1)[1] for part in header.split("; ")}
@@ -227,6 +235,77 @@ async def test_final_status_redirects_to_the_return_url_when_configured(
     assert response.headers["Location"] == (
         "https://shop.test/done?order=7&session_id=ps_1&status=succeeded"
     )
+    assert_customer_headers(response)
+
+
+@pytest.mark.parametrize(
+    ("lang", "heading"), [("en", "Payment approved"), ("ru", "Платёж одобрен")]
+)
+async def test_a_held_payment_is_an_approved_outcome(
+    provider: Provider, partner: Partner, client: Any, lang: str, heading: str
+) -> None:
+    """Two-stage: once the money is held the customer's part is over, whatever the partner
+    does next (not a spinner until the capture, days later perhaps)."""
+    token = await partner.token()
+    await provider.deliver("ready_to_capture", updated_at="2026-01-01T10:00:00Z")
+    response, page = await open_page(client, token, f"?lang={lang}")
+    assert response.status_code == 200
+    assert heading in page.text
+    settings = settings_of(await response.get_data(as_text=True))
+    assert (settings["status"], settings["done"]) == ("authorized", True)
+    status = await (await client.get(f"/api/v1/status/{token}")).get_json()
+    assert (status["status"], status["done"]) == ("authorized", True)
+    assert_customer_headers(response)
+
+
+async def test_a_held_payment_goes_on_to_the_return_url(configured: Configured) -> None:
+    async with configured(RETURN_URL="https://shop.test/done?order=7") as bridge:
+        token = await bridge.partner.token()
+        await bridge.provider.deliver("ready_to_capture")
+        response = await bridge.client.get(f"/pay/{token}")
+        back = await bridge.client.get(f"/pay/{token}/return")
+    assert response.status_code == 303
+    assert response.headers["Location"] == (
+        "https://shop.test/done?order=7&session_id=ps_1&status=authorized"
+    )
+    page = Page(await back.get_data(as_text=True))
+    assert "Payment approved" in page.text
+    assert "https://shop.test/done?order=7&session_id=ps_1&status=authorized" in page.links
+
+
+@pytest.mark.parametrize(
+    "interaction",
+    [
+        {"type": "inform", "inform": {"notification": {"type": "sber_pay_widget", "id": "7"}}},
+        {"type": "app_confirmation", "app_confirmation": {"bank": "x"}},
+        {"type": "redirect", "redirect": {"method": "POST", "tds_data": {"acs": "opaque"}}},
+    ],
+)
+@pytest.mark.parametrize(
+    ("lang", "heading"),
+    [("en", "Finish the payment with your bank"), ("ru", "Подтвердите платёж в банке")],
+)
+async def test_a_step_the_bridge_cannot_show_is_finished_elsewhere(
+    provider: Provider,
+    partner: Partner,
+    client: Any,
+    interaction: dict[str, Any],
+    lang: str,
+    heading: str,
+) -> None:
+    token = await partner.token()
+    answer = await provider.deliver("action_required", interaction=interaction)
+    assert await answer.get_json() == {"status": "accepted"}
+    response, page = await open_page(client, token, f"?lang={lang}")
+    assert response.status_code == 200
+    assert heading in page.text
+    assert page.forms == [] and "opaque" not in await response.get_data(as_text=True)
+    settings = settings_of(await response.get_data(as_text=True))
+    assert (settings["status"], settings["done"]) == ("action_required", False)
+    session = await (await partner.session()).get_json()
+    assert session["status"] == "action_required"
+    assert session["action"]["type"] == interaction["type"]
+    assert session["action"]["url"].startswith("https://bridge.test/pay/")
     assert_customer_headers(response)
 
 
