@@ -46,7 +46,17 @@ STATES: dict[str, tuple[Callable[[Bank, str], dict[str, Any]] | None, str, str, 
         "Payment not approved",
         200,
     ),
+    "approved": (delivered("ready_to_capture"), "", "Payment approved", 200),
     "qr": (delivered("action_required", interaction=inform()), "", "Scan to pay", 200),
+    "elsewhere": (
+        delivered(
+            "action_required",
+            interaction={"type": "inform", "inform": {"notification": {"type": "sber_pay_widget"}}},
+        ),
+        "",
+        "Finish the payment with your bank",
+        200,
+    ),
     "refused": (
         delivered(
             "action_required", interaction=redirect(url="https://acs.bank,evil/x", base_url=None)
