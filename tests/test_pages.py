@@ -300,6 +300,8 @@ async def test_a_step_the_bridge_cannot_show_is_finished_elsewhere(
     assert response.status_code == 200
     assert heading in page.text
     assert page.forms == [] and "opaque" not in await response.get_data(as_text=True)
+    # Without JavaScript the page still moves on by itself.
+    assert '<meta http-equiv="refresh" content="5">' in await response.get_data(as_text=True)
     settings = settings_of(await response.get_data(as_text=True))
     assert (settings["status"], settings["done"]) == ("action_required", False)
     session = await (await partner.session()).get_json()
