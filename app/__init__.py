@@ -5,19 +5,17 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from quart import Quart, Response, request
 from quart_schema import QuartSchema
 
-from . import api, errors, i18n, links, logs, ops, pages, security, status, webhooks
+from . import api, assets, errors, i18n, links, logs, ops, pages, security, status, webhooks
 from .bridge import Bridge
 from .config import load_settings
 from .openapi import BridgeOpenAPI
 from .telemetry import Telemetry
 
-ROOT = Path(__file__).resolve().parent.parent
 __version__ = "0.1.0"
 _FROZEN = False
 
@@ -44,7 +42,7 @@ def create_app(
     clock = overrides.pop("CLOCK", time.time)
     settings = load_settings(environ, overrides)
 
-    app = BridgeApp(__name__, template_folder=ROOT / "templates", static_folder=ROOT / "static")
+    app = BridgeApp(__name__, template_folder=assets.TEMPLATES, static_folder=assets.STATIC)
     app.config["MAX_CONTENT_LENGTH"] = settings.webhook_max_bytes
     app.extensions["bridge"] = bridge = Bridge.from_settings(settings, clock)
     QuartSchema(

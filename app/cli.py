@@ -10,7 +10,7 @@ import tempfile
 
 import click
 
-from . import logs
+from . import assets, logs
 from .config import ConfigError, Settings, load_settings
 
 
@@ -34,6 +34,11 @@ def serve(host: str, port: int, workers: int | None) -> None:
     import uvicorn
 
     settings = _check_settings()
+    try:
+        assets.check()
+    except assets.MissingAssetsError as error:
+        click.echo(f"redirect-bridge: cannot serve: {error}", err=True)
+        sys.exit(2)
     logs.configure(settings.log_format)
     workers = workers or len(os.sched_getaffinity(0))
     if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:

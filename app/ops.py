@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from prometheus_client import CONTENT_TYPE_LATEST
-from quart import Blueprint, Response
+from quart import Blueprint, Response, current_app
 from quart_schema import hide
 
+from . import assets
 from .bridge import bridge
 
 log = logging.getLogger(__name__)
@@ -23,6 +25,12 @@ async def healthz() -> dict[str, str]:
 @bp.get("/readyz")
 @hide
 async def readyz() -> tuple[dict[str, str], int]:
+    """Ready when the storage answers and the pages can be rendered."""
+    try:
+        assets.check(Path(current_app.template_folder or ""), Path(current_app.static_folder or ""))
+    except assets.MissingAssetsError as error:
+        log.error("not ready: %s", error)
+        return {"status": "unavailable"}, 503
     try:
         await bridge().store.ping()
     except Exception:

@@ -110,25 +110,37 @@ class Served:
     its output goes to ``log`` when given."""
 
     def __init__(
-        self, environment: dict[str, str], *, workers: int = 1, log: Path | None = None
+        self,
+        environment: dict[str, str],
+        *,
+        workers: int = 1,
+        log: Path | None = None,
+        script: Path | None = None,
+        cwd: Path | None = None,
     ) -> None:
+        """``script``: the ``redirect-bridge`` command to run, else this environment's."""
         self.environment = environment
         self.workers = workers
         self.log = log
+        self.script = script
+        self.cwd = cwd
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Served:
         """Start, and return once ``/readyz`` says ready."""
-        script = shutil.which("redirect-bridge", path=str(Path(sys.executable).parent))
-        command = [script] if script else [sys.executable, "-m", "app"]
+        script = self.script or shutil.which(
+            "redirect-bridge", path=str(Path(sys.executable).parent)
+        )
+        command = [str(script)] if script else [sys.executable, "-m", "app"]
         command += ["serve", "--port", str(self.port), "--workers", str(self.workers)]
         output = self.log.open("ab") if self.log else subprocess.DEVNULL
         try:
             self.process = subprocess.Popen(
                 command,
                 env=self.environment,
+                cwd=self.cwd,
                 stdout=output,
                 stderr=subprocess.STDOUT if self.log else subprocess.DEVNULL,
                 start_new_session=True,

@@ -20,7 +20,7 @@ from quart import Quart, abort, redirect, render_template, request
 from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers.response import Response
 
-from .. import ROOT
+from .. import assets
 from . import simulated_provider as sg
 from .simulated_provider import Provider
 
@@ -63,7 +63,7 @@ class Purchase:
 
 def create_shop(site: Site, provider: Provider, api_key: str) -> Quart:
     """The shop, provider and bank app; its state lives in memory for the life of the process."""
-    app = Quart(__name__, template_folder=ROOT / "templates", static_folder=None)
+    app = Quart(__name__, template_folder=assets.TEMPLATES, static_folder=None)
     shop = _Shop(site, provider, api_key)
     app.add_url_rule("/", "home", shop.home, methods=["GET"])
     app.add_url_rule("/checkout", "checkout", shop.checkout, methods=["POST"])
