@@ -2,7 +2,8 @@
 
 Two apps share one event loop: the bridge itself on ``port`` (fresh keys, a database in a
 temporary folder) and, on ``port + 1``, a shop, the provider that signs and sends webhooks, and
-the bank's 3-D Secure page (see :mod:`app.demo.shop`).
+the bank's 3-D Secure page (see :mod:`app.demo.shop`). Payments run Smart Glocal's documented
+confirm-first order, one-stage or two-stage (see :mod:`app.demo.simulated_provider`).
 """
 
 from __future__ import annotations
@@ -111,6 +112,7 @@ def _bridge_app(site: Site, folder: Path, key: rsa.RSAPrivateKey, api_key: str) 
         "DATABASE_URL": f"sqlite:///{folder / 'bridge.sqlite3'}",
         "ALLOW_INSECURE_ACS": True,
         "PUBLIC_URL": site.bridge_url,
+        "RETURN_URL": site.return_url,  # the outcome pages lead back to the shop
     }
     return create_app(config, environ={})  # "nothing configured" holds in a configured shell
 
