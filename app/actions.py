@@ -11,7 +11,7 @@ Everything is decided here, server-side, and the page only renders it:
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit
@@ -78,8 +78,21 @@ def _bank_step(redirect: Mapping[str, Any], *, allow_http: bool) -> BankStep:
     origin = _origin(_checked_url(target, allow_http=allow_http))
     params = [(name, field_text(value)) for name, value in _pairs(redirect.get("params"))]
     if method.upper() == "POST":
+        _check_form_names(name for name, _ in params)
         return BankStep("post", target, tuple(params), origin)
     return BankStep("get", _appended(target, params), (), origin)
+
+
+def _check_form_names(names: Iterable[str]) -> None:
+    """A browser does not submit every field as it is: it drops a field without a name and
+    replaces the value of one named ``_charset_`` (any case) with the page's encoding."""
+    for name in names:
+        if not name:
+            raise RefusedActionError("a form field has no name, which a browser would drop")
+        if name.lower() == "_charset_":
+            raise RefusedActionError(
+                "a form field is named _charset_, whose value a browser replaces"
+            )
 
 
 def _target_url(redirect: Mapping[str, Any]) -> str:
@@ -120,7 +133,8 @@ def _checked_url(url: str, *, allow_http: bool) -> SplitResult:
         raise RefusedActionError("the URL cannot be parsed") from None
     allowed = ("https", "http") if allow_http else ("https",)
     if parts.scheme not in allowed:
-        raise RefusedActionError(f"the URL scheme {parts.scheme or '(none)'!r} is not allowed")
+        # The reason, never the value: whatever stands there goes into a log line.
+        raise RefusedActionError("the URL's scheme is not " + " or ".join(allowed))
     if not parts.hostname or "@" in parts.netloc:
         raise RefusedActionError("the URL has no plain host")
     return parts

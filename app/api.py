@@ -13,6 +13,7 @@ from quart_schema import document_response, security_scheme
 from . import lifecycle
 from .bridge import bridge
 from .errors import APIError, ErrorAnswer
+from .limits import refuse
 from .links import external, pay_path, return_path, status_path
 from .provider import is_session_id
 from .schemas import ActionAnswer, PaymentAnswer, SessionAnswer, TokenAnswer, iso
@@ -27,11 +28,14 @@ def partner_only(view: F) -> F:
 
     @wraps(view)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        guesses, address = bridge().key_guesses, request.remote_addr or ""
+        refuse(guesses.waiting(address))  # a guesser waits, whatever key comes next
         scheme, _, key = request.headers.get("Authorization", "").partition(" ")
         matched = False
         for candidate in bridge().settings.api_keys:  # no early exit: every key is compared
             matched |= hmac.compare_digest(candidate.encode(), key.strip().encode())
         if scheme.lower() != "bearer" or not matched:
+            guesses.over(address)
             raise APIError(401, "unauthorized", "a valid partner API key is required")
         return await view(*args, **kwargs)
 

@@ -26,6 +26,7 @@ from .store import Changed, Delivery, Store, open_store
 from .tokens import Minted, Tokens
 
 log = logging.getLogger(__name__)
+KEY_GUESSES = 10  # wrong partner keys a minute from one address
 
 
 @dataclass
@@ -37,6 +38,8 @@ class Bridge:
     metrics: Metrics = field(default_factory=Metrics)
     status_limit: RateLimiter = field(default_factory=lambda: RateLimiter(0))
     token_limit: RateLimiter = field(default_factory=lambda: RateLimiter(0))
+    # Wrong partner keys per client address: a guesser gets a few a minute.
+    key_guesses: RateLimiter = field(default_factory=lambda: RateLimiter(KEY_GUESSES))
     _sweeper: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @classmethod
@@ -56,7 +59,10 @@ class Bridge:
         )
 
     async def start(self) -> None:
+        for warning in self.settings.warnings:
+            log.warning("%s", warning)
         await self.store.open()
+        log.info("storage: %s", self.store.describe())
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="action-timeout sweep")
 
     async def stop(self) -> None:
@@ -85,7 +91,11 @@ class Bridge:
                 or lifecycle.new_session(webhook.session_id, received_at)
             ),
         )
-        self.metrics.webhook(webhook.type, "duplicate" if changed.duplicate else "accepted")
+        self.metrics.webhook(
+            webhook.type,
+            "duplicate" if changed.duplicate else "accepted",
+            changed=changed.before != changed.after,
+        )
         self._count_transition(changed)
         return changed
 
@@ -134,6 +144,8 @@ class Bridge:
             changed = await self.store.update_session(
                 session_id, lambda session: session and lifecycle.at(session, now)
             )
+            if changed.after is not None and changed.after.timed_out:
+                log.info("session %s: the action window ended", session_id)
             self._count_transition(changed)
         return len(due)
 
@@ -141,6 +153,13 @@ class Bridge:
         before, after = changed.before, changed.after
         if after is not None and (before is None or before.status is not after.status):
             self.metrics.transition(after.status.value)
+            log.info(
+                "session %s: %s -> %s%s",
+                after.id,
+                before.status.value if before else "new",
+                after.status.value,
+                f" ({after.reason})" if after.reason else "",
+            )
 
     async def _sweep_forever(self) -> None:
         while True:

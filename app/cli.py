@@ -11,7 +11,7 @@ import tempfile
 import click
 
 from . import assets, logs
-from .config import ConfigError, Settings, load_settings
+from .config import ConfigError, Settings, check_strength, load_settings
 
 
 @click.group()
@@ -81,7 +81,9 @@ def demo(host: str, port: int) -> None:
 
 def _check_settings() -> Settings:
     try:
-        return load_settings()
+        settings = load_settings()
+        check_strength(settings)
+        return settings
     except ConfigError as error:
         click.echo(f"redirect-bridge: configuration error: {error}", err=True)
         sys.exit(2)

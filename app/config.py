@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -51,6 +52,8 @@ class Settings:
     status_rate_limit: int
     token_rate_limit: int
     log_format: str
+    metrics_token: str | None = None
+    warnings: tuple[str, ...] = ()  # said in the log at start: settings that work but worry
 
 
 def load_settings(
@@ -65,7 +68,10 @@ def load_settings(
         name = key if key.startswith(PREFIX) else PREFIX + key
         values[name] = _as_text(value)
 
+    known: set[str] = set()
+
     def read(name: str, parse: Callable[[str], Any], default: Any = None) -> Any:
+        known.add(PREFIX + name)
         raw = values.get(PREFIX + name)
         if raw is None:
             return default
@@ -90,7 +96,7 @@ def load_settings(
     pool_max = read("DB_POOL_MAX", _positive_int, 10)
     if pool_max < pool_min:
         raise ConfigError(f"{PREFIX}DB_POOL_MAX: must be at least BRIDGE_DB_POOL_MIN ({pool_min})")
-    return Settings(
+    settings = Settings(
         database_url=read("DATABASE_URL", _database_url, DEFAULT_DATABASE_URL),
         secret_keys=secret_keys,
         sg_public_keys=sg_keys,
@@ -109,7 +115,39 @@ def load_settings(
         status_rate_limit=read("STATUS_RATE_LIMIT", _count, 120),
         token_rate_limit=read("TOKEN_RATE_LIMIT", _count, 600),
         log_format=read("LOG_FORMAT", _log_format, "json"),
+        metrics_token=read("METRICS_TOKEN", _secret),
     )
+    unknown = sorted(name for name in values if name.startswith(PREFIX) and name not in known)
+    warnings = [f"{name} is not a setting of this version; it is ignored" for name in unknown]
+    if settings.allow_insecure_acs:
+        warnings.append(
+            f"{PREFIX}ALLOW_INSECURE_ACS is on: plain http:// bank pages are shown (demo and"
+            " local tests only)"
+        )
+    return dataclasses.replace(settings, warnings=tuple(warnings))
+
+
+# What ``serve`` takes as strong enough; ``demo`` makes stronger ones.
+MIN_SECRET_LENGTH = 32
+MIN_API_KEY_LENGTH = 20
+MIN_RSA_BITS = 2048
+
+
+def check_strength(settings: Settings) -> None:
+    """Raise :class:`ConfigError` for a secret that is too weak to serve customers with: anyone
+    holding one token could guess a short signing secret offline, a short API key online, and a
+    small RSA key can be factored."""
+    if any(len(key) < MIN_SECRET_LENGTH for key in settings.secret_keys):
+        raise ConfigError(
+            f"{PREFIX}SECRET_KEY: every secret must be at least {MIN_SECRET_LENGTH} characters"
+            " (for example: python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+    if any(len(key) < MIN_API_KEY_LENGTH for key in settings.api_keys):
+        raise ConfigError(
+            f"{PREFIX}API_KEYS: every key must be at least {MIN_API_KEY_LENGTH} characters"
+        )
+    if any(key.key_size < MIN_RSA_BITS for key in settings.sg_public_keys):
+        raise ConfigError(f"{PREFIX}SG_PUBLIC_KEY: RSA keys must be at least {MIN_RSA_BITS} bits")
 
 
 def _as_text(value: Any) -> str:
@@ -126,8 +164,6 @@ def _secret_keys(raw: str) -> tuple[str, ...]:
     keys = _json_strings(raw) if raw.lstrip().startswith("[") else [raw]
     if not all(keys):
         raise ValueError("secrets must not be empty")
-    if any(len(key) < 16 for key in keys):
-        log.warning("BRIDGE_SECRET_KEY holds a secret shorter than 16 characters")
     return tuple(keys)
 
 
@@ -150,6 +186,12 @@ def _public_keys(raw: str) -> tuple[RSAPublicKey, ...]:
             raise ValueError("every key must be an RSA public key")
         keys.append(key)
     return tuple(keys)
+
+
+def _secret(raw: str) -> str:
+    if not raw:
+        raise ValueError("must not be empty")
+    return raw
 
 
 def _api_keys(raw: str) -> tuple[str, ...]:

@@ -4,7 +4,9 @@ GCRA (the generic cell rate algorithm): ``per_minute`` requests may come at once
 every ``60 / per_minute`` seconds. Checked only in the two views it guards: quart-rate-limiter
 did the same with hooks on every request of every route, a tenth of the status route's time.
 Limits live in each process: with ``--workers N`` a client may get up to N times the limit,
-which still stops a runaway client.
+which still stops a runaway client. Keys are what a view has verified (a token that checked
+out, a partner key, a client address), never what a client merely sent, and a limiter keeps at
+most ``keys`` of them: the oldest go first.
 """
 
 from __future__ import annotations
@@ -16,30 +18,60 @@ from collections.abc import Callable
 from .errors import APIError
 
 PERIOD = 60.0
-_FORGET_AFTER = 100_000  # keys kept before the expired ones are dropped
+KEYS = 100_000
 
 
 class RateLimiter:
-    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, per_minute: int, clock: Callable[[], float] = time.monotonic, keys: int = KEYS
+    ) -> None:
         self.per_minute = per_minute
         self._interval = PERIOD / per_minute if per_minute else 0.0
         self._clock = clock
+        self._keys = keys
         self._arrivals: dict[str, float] = {}  # key -> theoretical arrival time
+
+    def __len__(self) -> int:
+        return len(self._arrivals)
+
+    def waiting(self, key: str) -> float:
+        """Seconds until ``key`` may come again, or 0; nothing is counted."""
+        if not self.per_minute:
+            return 0.0
+        now = self._clock()
+        return max(self._arrivals.get(key, now) - now - (PERIOD - self._interval), 0.0)
+
+    def over(self, key: str) -> float:
+        """Seconds until ``key`` may come again, or 0 (and the request is counted)."""
+        wait = self.waiting(key)
+        if wait or not self.per_minute:
+            return wait
+        now = self._clock()
+        arrival = max(self._arrivals.get(key, now), now)
+        self._arrivals.pop(key, None)  # re-inserted last: the dict's order is least recent first
+        self._arrivals[key] = arrival + self._interval
+        if len(self._arrivals) > self._keys:
+            self._forget(now)
+        return 0.0
+
+    def _forget(self, now: float) -> None:
+        """Drop the keys whose limit has run out; if still too many, the least recent half."""
+        self._arrivals = {key: at for key, at in self._arrivals.items() if at > now}
+        if len(self._arrivals) > self._keys:
+            keep = list(self._arrivals.items())[len(self._arrivals) - self._keys // 2 :]
+            self._arrivals = dict(keep)
 
     def check(self, key: str) -> None:
         """Count one request for ``key``; a 429 ``APIError`` when it is over the limit."""
-        if not self.per_minute:
-            return
-        now = self._clock()
-        arrival = max(self._arrivals.get(key, now), now)
-        wait = arrival - now - (PERIOD - self._interval)
-        if wait > 0:
-            raise APIError(
-                429,
-                "too_many_requests",
-                "too many requests; try again later",
-                headers={"Retry-After": str(math.ceil(wait))},
-            )
-        self._arrivals[key] = arrival + self._interval
-        if len(self._arrivals) > _FORGET_AFTER:
-            self._arrivals = {k: t for k, t in self._arrivals.items() if t > now}
+        refuse(self.over(key))
+
+
+def refuse(wait: float) -> None:
+    """A 429 ``APIError`` saying when to come back, unless ``wait`` is 0."""
+    if wait:
+        raise APIError(
+            429,
+            "too_many_requests",
+            "too many requests; try again later",
+            headers={"Retry-After": str(math.ceil(wait))},
+        )

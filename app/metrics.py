@@ -36,6 +36,12 @@ class Metrics:
             ["status"],
             registry=self.registry,
         )
+        self.unchanged = Counter(
+            "bridge_webhooks_unchanged",
+            "Webhooks accepted that changed nothing (older than the status, or repeated news)",
+            ["type"],
+            registry=self.registry,
+        )
         self.token_failures = Counter(
             "bridge_token_failures",
             "Customer tokens refused (bad, tampered or expired)",
@@ -43,8 +49,14 @@ class Metrics:
         )
         self.latency = Histogram(
             "bridge_request_duration_seconds",
-            "Request latency by route",
-            ["route", "method"],
+            "Time to the answer's first byte by route, method and status code (long-polls apart)",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.long_polls = Histogram(
+            "bridge_long_poll_duration_seconds",
+            "How long status long-polls (?wait=N) were held before their answer",
+            buckets=(0.1, 0.5, 1, 2.5, 5, 10, 15, 20, 25, 30, 35),
             registry=self.registry,
         )
         self.waiters = Gauge(
@@ -63,15 +75,26 @@ class Metrics:
         multiprocess.MultiProcessCollector(everyone)
         return generate_latest(everyone)
 
-    def webhook(self, kind: str | None, outcome: str) -> None:
+    def webhook(self, kind: str | None, outcome: str, *, changed: bool = True) -> None:
         label = kind if kind in WEBHOOK_TYPES else ("other" if kind else "none")
         _child(self._children, self.webhooks, label, outcome).inc()
+        if outcome == "accepted" and not changed:
+            _child(self._children, self.unchanged, label).inc()
 
     def transition(self, status: str) -> None:
         _child(self._children, self.transitions, status).inc()
 
-    def time_route(self, route: str, method: str, seconds: float) -> None:
-        _child(self._children, self.latency, route, method).observe(seconds)
+    def time_route(self, route: str, method: str, status: int, seconds: float) -> None:
+        _child(self._children, self.latency, route, method, _STATUS.get(status, "other")).observe(
+            seconds
+        )
+
+    def time_long_poll(self, seconds: float) -> None:
+        self.long_polls.observe(seconds)
+
+
+# Status codes as label values, made once; a code outside HTTP's range is "other".
+_STATUS = {code: str(code) for code in range(100, 600)}
 
 
 def _child(children: dict[tuple[Any, ...], Any], metric: Any, *labels: str) -> Any:

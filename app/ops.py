@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 from pathlib import Path
 
 from prometheus_client import CONTENT_TYPE_LATEST
-from quart import Blueprint, Response, current_app
+from quart import Blueprint, Response, current_app, request
 from quart_schema import hide
 
 from . import assets
@@ -42,4 +43,10 @@ async def readyz() -> tuple[dict[str, str], int]:
 @bp.get("/metrics")
 @hide
 async def metrics() -> Response:
+    """Prometheus text; with ``BRIDGE_METRICS_TOKEN`` only for ``Authorization: Bearer`` it."""
+    expected = bridge().settings.metrics_token
+    if expected is not None:
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            return Response("a metrics token is required\n", 401, {"WWW-Authenticate": "Bearer"})
     return Response(bridge().metrics.exposition(), content_type=CONTENT_TYPE_LATEST)

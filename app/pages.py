@@ -37,7 +37,11 @@ async def came_back(token: str) -> Response:
     This page never redirects: it shows the outcome once known and tells the embedding page.
     """
     session = await bridge().customer_session(token)
-    session = await bridge().record_return(session.id)
+    # Once per bank step, and never for a HEAD (a link preview, a proxy's check): a return
+    # recorded takes the bank form away.
+    pending = session.action_received_at is not None and not session.customer_returned
+    if pending and request.method != "HEAD":
+        session = await bridge().record_return(session.id)
     return await _page(token, session, returned=True)
 
 

@@ -34,8 +34,13 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 # characters) and a surrogate from an escape or from the three bytes that would encode one
 # (Python's parser lets those through).
 _NUL_OR_SURROGATE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])|\xed[\xa0-\xbf]")
-# Printable, no white space, no "/" (ids travel as one URL path segment), at most 256 characters.
-SESSION_ID_PATTERN = r"^[^\s/\x00-\x1f\x7f]{1,256}$"
+# Printable, no white space, no "/" (ids travel as one URL path segment), at most 256 characters,
+# and not "." or ".." (which a URL's path resolves away).
+_ID = r"[^\s/\x00-\x1f\x7f]"  # a character an id may hold
+_ID_NOT_DOT = r"[^\s/\x00-\x1f\x7f.]"
+SESSION_ID_PATTERN = (
+    rf"^(?:{_ID_NOT_DOT}{_ID}{{0,255}}|\.{_ID_NOT_DOT}{_ID}{{0,254}}|\.\.{_ID}{{1,254}})$"
+)
 _SESSION_ID = re.compile(SESSION_ID_PATTERN)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Sequence
 
@@ -44,12 +45,25 @@ def protect(response: Response, csp: str, *, framed: bool) -> Response:
     return response
 
 
+# An origin as browsers write it: scheme, a host of DNS labels, an optional port; nothing else.
+# templates/pay/page.js holds the same rule; tests hold both to one table.
+_LABEL = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
+_ORIGIN = re.compile(rf"(https?)://((?:{_LABEL}\.)*{_LABEL})(?::([0-9]{{1,5}}))?")
+_PATTERN = re.compile(rf"(https?)://\*\.((?:{_LABEL}\.)*{_LABEL})(?::([0-9]{{1,5}}))?")
+
+
 def origin_matches(pattern: str, origin: str) -> bool:
-    """Whether ``origin`` is ``pattern`` or, for ``https://*.shop.example``, one of its hosts."""
-    if "*" not in pattern:
+    """Whether ``origin`` is ``pattern`` or, for ``https://*.shop.example``, a host under it
+    with the same scheme and port. The origin is parsed first: a path, query, fragment or user
+    part makes it no origin at all."""
+    parsed = _ORIGIN.fullmatch(origin)
+    if parsed is None:
+        return False
+    wild = _PATTERN.fullmatch(pattern)
+    if wild is None:
         return origin == pattern
-    head, _, tail = pattern.partition("*.")
-    return origin.startswith(head) and origin.endswith("." + tail) and len(origin) > len(pattern)
+    scheme, host, port = parsed.groups()
+    return (scheme, port) == (wild[1], wild[3]) and host.endswith("." + wild[2])
 
 
 def csp_nonce() -> str:
@@ -60,10 +74,15 @@ def csp_nonce() -> str:
 
 
 def init_app(app: Quart, frame_ancestors: Sequence[str]) -> None:
-    """Every answer under ``/pay/``, error pages and redirects included, carries the headers."""
+    """Every answer under ``/pay/``, error pages and redirects included, carries the headers;
+    every other answer ``nosniff``, and JSON ``no-store`` unless its view chose (the status
+    API's ``no-cache`` revalidates with its ETag)."""
 
     async def customer_headers(response: Response) -> Response:
         if not request.path.startswith("/pay/"):
+            response.headers["X-Content-Type-Options"] = "nosniff"
+            if response.mimetype == "application/json" and "Cache-Control" not in response.headers:
+                response.headers["Cache-Control"] = "no-store"  # session data, errors
             return response
         csp = content_security_policy(
             nonce=csp_nonce(), bank_origin=g.get("bank_origin"), frame_ancestors=frame_ancestors

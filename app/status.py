@@ -22,6 +22,7 @@ from .errors import ErrorAnswer
 from .links import external, pay_path
 from .schemas import StatusAnswer, StatusQuery, etag_of, status_body
 from .store import StorageUnavailableError
+from .telemetry import LONG_POLL
 
 STREAM_SECONDS = 300
 KEEP_ALIVE_SECONDS = 15
@@ -43,10 +44,11 @@ bp = allow_any_origin(
 @document_response(ErrorAnswer, 404)
 async def status(token: str) -> Response:
     """A customer's status: ``ETag`` and ``If-None-Match`` for 304, ``?wait=N`` to long-poll."""
-    bridge().status_limit.check(token)
     view = await _status(token)  # a bad token is 404 before anything else is looked at
+    bridge().status_limit.check(token)  # keyed by a token that verified: junk costs nothing
     wait = _wait()
     if wait:
+        request.scope[LONG_POLL] = True  # timed apart: its time is the client's choice
         known = request.if_none_match.as_set(include_weak=True) or {view.etag}
         if view.etag in known:
             view = await _hold(token, view.session_id, known, wait)
@@ -70,8 +72,8 @@ async def events(token: str) -> Response:
     closing the stream, and the stream ends after 5 minutes (the browser reconnects), so a
     server can always be restarted.
     """
-    bridge().status_limit.check(token)
     view = await _status(token)
+    bridge().status_limit.check(token)
     seen = request.headers.get("Last-Event-ID", "")
 
     @stream_with_context

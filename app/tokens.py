@@ -10,7 +10,13 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from itsdangerous import BadData, TimestampSigner, URLSafeTimedSerializer
+from itsdangerous import (
+    BadData,
+    TimestampSigner,
+    URLSafeTimedSerializer,
+    base64_decode,
+    base64_encode,
+)
 
 _PURPOSE = "redirect-bridge/customer-token/v1"
 # Tokens whose signature has been checked, remembered so that a page polling its status does
@@ -59,7 +65,7 @@ class Tokens:
         """What a token grants, or ``None`` for a bad, tampered, foreign or expired one."""
         known = self._known.get(token)
         if known is None:
-            if len(token) > _LONGEST or not _SHAPE.fullmatch(token):
+            if len(token) > _LONGEST or not _SHAPE.fullmatch(token) or not _canonical(token):
                 return None
             known = self._verify(token)
         if known is None:
@@ -79,3 +85,15 @@ class Tokens:
             del self._known[next(iter(self._known))]  # the oldest
         self._known[token] = known = (value, int(issued.timestamp()))
         return known
+
+
+def _canonical(token: str) -> bool:
+    """Whether every part is spelled as the serializer spells it: base64 leaves spare bits in
+    the last character of a part, so the same bytes have up to four spellings."""
+    try:
+        return all(
+            base64_encode(base64_decode(part)).decode() == part
+            for part in token.removeprefix(".").split(".")
+        )
+    except BadData:
+        return False

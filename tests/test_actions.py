@@ -183,7 +183,7 @@ def test_get_keeps_the_port_and_path() -> None:
 
 def test_http_refused_unless_allowed() -> None:
     message = refused(redirect(url="http://acs.bank.test/c")["redirect"])
-    assert "'http'" in message
+    assert message == "the URL's scheme is not https"
     action = form(url="http://acs.bank.test/c", allow_http=True)
     assert (action.url, action.origin) == (
         "http://acs.bank.test/c?foo=bar",

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -7,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 
-from app.config import ConfigError, load_settings
+from app.config import ConfigError, check_strength, load_settings
 
 from .conftest import public_pem
 
@@ -17,13 +19,13 @@ PEM_KEY = "-----BEGIN PUBLIC KEY-----"
 
 @pytest.fixture
 def environ(provider_key: Any) -> dict[str, str]:
-    return {"BRIDGE_SECRET_KEY": "s" * 20, "BRIDGE_SG_PUBLIC_KEY": public_pem(provider_key)}
+    return {"BRIDGE_SECRET_KEY": "s" * 32, "BRIDGE_SG_PUBLIC_KEY": public_pem(provider_key)}
 
 
 def test_defaults(environ: dict[str, str]) -> None:
     settings = load_settings(environ)
     assert settings.database_url == "sqlite:///instance/bridge.sqlite3"
-    assert settings.secret_keys == ("s" * 20,)
+    assert settings.secret_keys == ("s" * 32,)
     assert len(settings.sg_public_keys) == 1
     assert settings.api_keys == ()
     assert settings.public_url is None and settings.return_url is None
@@ -129,6 +131,50 @@ def test_serve_refuses_to_start_with_one_clear_line(environ: dict[str, str], mis
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
     assert missing in lines[0]
+
+
+def serve(environ: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "app", "serve", "--port", "1"],
+        env={**env, **environ},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def weak_rsa_pem() -> str:
+    return public_pem(rsa.generate_private_key(public_exponent=65537, key_size=1024))
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "said"),
+    [
+        ("BRIDGE_SECRET_KEY", "x", "at least 32 characters"),
+        ("BRIDGE_SECRET_KEY", "s" * 31, "at least 32 characters"),
+        ("BRIDGE_SECRET_KEY", json.dumps(["s" * 32, "old"]), "at least 32 characters"),
+        ("BRIDGE_API_KEYS", json.dumps(["k"]), "at least 20 characters"),
+        ("BRIDGE_API_KEYS", json.dumps(["k" * 20, "k" * 19]), "at least 20 characters"),
+        ("BRIDGE_SG_PUBLIC_KEY", None, "at least 2048 bits"),
+    ],
+)
+def test_serve_refuses_weak_secrets_in_one_line(
+    environ: dict[str, str], name: str, value: str | None, said: str
+) -> None:
+    result = serve({**environ, name: value if value is not None else weak_rsa_pem()})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and name in lines[0] and said in lines[0], lines
+
+
+def test_the_app_itself_takes_what_serve_refuses(environ: dict[str, str]) -> None:
+    """Tests and embedders may build the app with short values; only ``serve`` refuses them."""
+    settings = load_settings({**environ, "BRIDGE_SECRET_KEY": "x", "BRIDGE_API_KEYS": '["k"]'})
+    assert settings.secret_keys == ("x",)
+    with pytest.raises(ConfigError, match="BRIDGE_SECRET_KEY"):
+        check_strength(settings)
+    check_strength(load_settings({**environ, "BRIDGE_API_KEYS": json.dumps(["k" * 20])}))
 
 
 def test_create_app_reads_the_environment_unless_given_one(

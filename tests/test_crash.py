@@ -22,17 +22,17 @@ SENDERS = 50
 
 
 @pytest.fixture(scope="module")
-def fast_key() -> rsa.RSAPrivateKey:
-    # Signing 5,000 bodies with a 2048-bit key takes seconds; the bridge takes any RSA key.
-    return rsa.generate_private_key(public_exponent=65537, key_size=1024)
+def signing_key() -> rsa.RSAPrivateKey:
+    # Signing 5,000 bodies takes a few seconds; `serve` takes no RSA key under 2048 bits.
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
 @pytest.fixture
-def server(database_url: str, fast_key: rsa.RSAPrivateKey) -> Iterator[Served]:
+def server(database_url: str, signing_key: rsa.RSAPrivateKey) -> Iterator[Served]:
     settings = environment(
         DATABASE_URL=database_url,
-        SECRET_KEY="crash-secret-0123456789",
-        SG_PUBLIC_KEY=public_pem(fast_key),
+        SECRET_KEY="crash-secret-0123456789-0123456789",
+        SG_PUBLIC_KEY=public_pem(signing_key),
     )
     running = Served(settings, workers=2).start()
     yield running
@@ -91,9 +91,9 @@ async def integrity(database_url: str) -> list[Any]:
 
 
 async def test_every_webhook_answered_200_survives_kill_9(
-    server: Served, fast_key: rsa.RSAPrivateKey, database_url: str
+    server: Served, signing_key: rsa.RSAPrivateKey, database_url: str
 ) -> None:
-    queue = requests(fast_key, server.port)
+    queue = requests(signing_key, server.port)
     answered: set[str] = set()
     senders = asyncio.gather(*(burst(server.port, queue, answered) for _ in range(SENDERS)))
     while len(answered) < WEBHOOKS // 5:  # well into the burst

@@ -34,7 +34,7 @@ def instances(
 ) -> Iterator[tuple[Client, Client]]:
     settings = environment(
         DATABASE_URL=database_url,
-        SECRET_KEY="instances-secret-0123456789",
+        SECRET_KEY="instances-secret-0123456789-0123456789",
         SG_PUBLIC_KEY=public_pem(provider_key),
         API_KEYS=json.dumps([API_KEY]),
         ACTION_TIMEOUT=str(ACTION_TIMEOUT),

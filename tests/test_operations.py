@@ -115,8 +115,8 @@ async def test_metrics_count_what_operators_watch(
     assert 'bridge_status_transitions_total{status="action_required"} 1.0' in text
     assert "bridge_token_failures_total 1.0" in text
     assert (
-        'bridge_request_duration_seconds_count{method="GET",route="/api/v1/status/<token>"} 2.0'
-        in text
+        'bridge_request_duration_seconds_count{method="GET",route="/api/v1/status/<token>",'
+        'status="200"} 1.0' in text
     )
     assert "bridge_long_poll_waiters 0.0" in text
 
@@ -126,7 +126,10 @@ async def test_made_up_methods_and_paths_add_no_metric_series(client: Any) -> No
         await client.open(f"/nothing/{number}", method=f"BREW{number}")
     text = await (await client.get("/metrics")).get_data(as_text=True)
     assert "BREW" not in text and "/nothing/" not in text
-    assert 'bridge_request_duration_seconds_count{method="other",route="unmatched"} 5.0' in text
+    assert (
+        'bridge_request_duration_seconds_count{method="other",route="unmatched",status="404"} 5.0'
+        in text
+    )
 
 
 @pytest.mark.parametrize("value", ["-1", "lots"])
@@ -163,3 +166,60 @@ def test_the_rate_limiter_allows_a_burst_then_one_request_per_interval() -> None
     now[0] = 10.0
     limiter.check("a")
     RateLimiter(0).check("a")  # 0: no limit at all
+
+
+async def test_latency_by_status_code_and_long_polls_apart(
+    provider: Any, partner: Partner, client: Any
+) -> None:
+    token = await partner.token()
+    await client.get(f"/api/v1/status/{token}")
+    await client.get("/api/v1/status/not-a-token")
+    await client.get(f"/api/v1/status/{token}?wait=1")  # held a second: nothing changes
+    text = await (await client.get("/metrics")).get_data(as_text=True)
+    route = 'method="GET",route="/api/v1/status/<token>"'
+    assert f'bridge_request_duration_seconds_count{{{route},status="200"}} 1.0' in text
+    assert f'bridge_request_duration_seconds_count{{{route},status="404"}} 1.0' in text
+    assert "bridge_long_poll_duration_seconds_count 1.0" in text
+    assert 'bridge_long_poll_duration_seconds_bucket{le="0.5"} 0.0' in text
+    assert 'bridge_long_poll_duration_seconds_bucket{le="2.5"} 1.0' in text
+
+
+async def test_webhooks_that_changed_nothing_are_counted_apart(provider: Any, client: Any) -> None:
+    await provider.deliver("ready_to_confirm", updated_at="2026-01-01T10:01:00Z")
+    await provider.deliver("action_required", updated_at="2026-01-01T10:00:00Z")  # older
+    text = await (await client.get("/metrics")).get_data(as_text=True)
+    assert 'bridge_webhooks_total{outcome="accepted",type="action_required"} 1.0' in text
+    assert 'bridge_webhooks_unchanged_total{type="action_required"} 1.0' in text
+    assert 'bridge_webhooks_unchanged_total{type="ready_to_confirm"}' not in text
+
+
+async def test_each_status_change_is_one_log_line(
+    provider: Any, client: Any, caplog: pytest.LogCaptureFixture, clock: Any
+) -> None:
+    with caplog.at_level(logging.INFO, logger="app.bridge"):
+        await provider.deliver("ready_to_confirm", updated_at="2026-01-01T10:00:00Z")
+        await provider.deliver("action_required", updated_at="2026-01-01T10:01:00Z")
+        clock.advance(3601)
+        bridge = client.app.extensions["bridge"]
+        assert await bridge.sweep() == 1
+    said = [record.getMessage() for record in caplog.records if record.name == "app.bridge"]
+    assert said == [
+        "session ps_1: new -> in_progress",
+        "session ps_1: in_progress -> action_required",
+        "session ps_1: the action window ended",
+        "session ps_1: action_required -> canceled (action_timeout)",
+    ]
+
+
+async def test_start_up_says_which_database_and_what_worries(
+    configured: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BRIDGE_API_KEY", "a typo of BRIDGE_API_KEYS")
+    with caplog.at_level(logging.INFO, logger="app.bridge"):
+        async with configured(ALLOW_INSECURE_ACS=True):
+            pass
+    said = [record.getMessage() for record in caplog.records if record.name == "app.bridge"]
+    assert any(line.startswith(("storage: SQLite at /", "storage: PostgreSQL ")) for line in said)
+    assert not any("@" in line or "password" in line for line in said)
+    assert "BRIDGE_API_KEY is not a setting of this version; it is ignored" in said
+    assert any("ALLOW_INSECURE_ACS is on" in line for line in said)

@@ -204,7 +204,7 @@ def served(
     database_url: str, provider_key: rsa.RSAPrivateKey, tmp_path: Path
 ) -> Iterator[tuple[Served, dict[str, str]]]:
     secrets = {
-        "secret_key": "serve-secret-key-planted-5a7c9e1b",
+        "secret_key": "serve-secret-key-planted-5a7c9e1b-0123456789",
         "api_key": "serve-api-key-planted-2d4f",
     }
     settings = environment(

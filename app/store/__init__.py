@@ -58,6 +58,10 @@ class Store(abc.ABC):
     async def close(self) -> None: ...
 
     @abc.abstractmethod
+    def describe(self) -> str:
+        """Which database this is, for the log: never a password."""
+
+    @abc.abstractmethod
     async def ping(self) -> None:
         """Raise unless the storage answers."""
 

@@ -13,6 +13,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -117,6 +118,11 @@ class PostgresStore(Store):
         self._tasks: list[asyncio.Task[None]] = []
         self._listening = asyncio.Event()
         self._reconnecting = False
+
+    def describe(self) -> str:
+        parts = urlsplit(self.dsn)
+        where = f"{parts.hostname or 'localhost'}" + (f":{parts.port}" if parts.port else "")
+        return f"PostgreSQL {parts.path.lstrip('/') or '(default database)'} at {where}"
 
     async def open(self) -> None:
         """Connect and migrate; if the database is down, start anyway and keep trying."""

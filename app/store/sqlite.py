@@ -124,7 +124,10 @@ class SQLiteStore(Store):
     async def open(self) -> None:
         if sqlite3.sqlite_version_info < (3, 35):  # INSERT ... RETURNING
             raise RuntimeError(f"SQLite 3.35 or newer is needed, found {sqlite3.sqlite_version}")
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        # Webhook bodies hold PaReq, MD and card data: the files are the bridge's user's alone
+        # (SQLite gives its -wal and -shm files the database file's mode).
+        Path(self.path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         self._turn = os.open(f"{self.path}-writers.lock", os.O_RDWR | os.O_CREAT, 0o600)
         self._writer = await self._in_writer(self._open_writer)
         self._reader = await aiosqlite.connect(self.path, isolation_level=None)
@@ -137,6 +140,9 @@ class SQLiteStore(Store):
             row = await cursor.fetchone()
         self._follower = asyncio.create_task(self._follow(row[0] if row else 0))
         self._committer = asyncio.create_task(self._commit_batches())
+
+    def describe(self) -> str:
+        return f"SQLite at {Path(self.path).resolve()}"
 
     def _open_writer(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)

@@ -4,11 +4,23 @@
   var framed = window.parent !== window;
 
   // A configured origin may be a pattern (https://*.shop.example), which cannot be a
-  // postMessage target: the frame's real parent origin is used when it matches one.
+  // postMessage target: the frame's real parent origin is used when it matches one. The origin
+  // is parsed, then matched: the same rule as app/security.py, held to the same test table.
+  // origin-rule:start
+  var LABEL = "[a-z0-9](?:[a-z0-9-]*[a-z0-9])?";
+  var HOST = "((?:" + LABEL + "\\.)*" + LABEL + ")(?::([0-9]{1,5}))?$";
+  var ORIGIN = new RegExp("^(https?)://" + HOST);
+  var PATTERN = new RegExp("^(https?)://\\*\\." + HOST);
   function matches(pattern, origin) {
-    var escaped = pattern.replace(/[.+?^${}()|[\]\\]/g, "\\$&").replace("*\\.", "(?:[a-z0-9-]+\\.)+");
-    return new RegExp("^" + escaped + "$", "i").test(origin);
+    var parsed = ORIGIN.exec(origin);
+    if (!parsed) { return false; }
+    var wild = PATTERN.exec(pattern);
+    if (!wild) { return origin === pattern; }
+    var suffix = "." + wild[2];
+    return parsed[1] === wild[1] && parsed[3] === wild[3] &&
+      parsed[2].length > suffix.length && parsed[2].slice(-suffix.length) === suffix;
   }
+  // origin-rule:end
 
   function targetOrigins(target) {
     var exact = page.origins.filter(function (origin) { return origin.indexOf("*") < 0; });
