@@ -17,6 +17,10 @@ from .openapi import BridgeOpenAPI
 from .telemetry import Telemetry
 
 __version__ = "0.1.0"
+# Seconds a route waits for a request's body before answering 408 (Quart's default is 60). The
+# bodies the bridge reads are small (webhooks of at most 64 KB, a bank's form post): a client
+# that takes longer is holding a connection open, not sending.
+BODY_TIMEOUT = 10
 _FROZEN = False
 
 
@@ -42,8 +46,11 @@ def create_app(
     clock = overrides.pop("CLOCK", time.time)
     settings = load_settings(environ, overrides)
 
-    app = BridgeApp(__name__, template_folder=assets.TEMPLATES, static_folder=assets.STATIC)
+    app = BridgeApp(
+        __name__, template_folder=str(assets.TEMPLATES), static_folder=str(assets.STATIC)
+    )
     app.config["MAX_CONTENT_LENGTH"] = settings.webhook_max_bytes
+    app.config["BODY_TIMEOUT"] = BODY_TIMEOUT
     app.extensions["bridge"] = bridge = Bridge.from_settings(settings, clock)
     QuartSchema(
         app,
@@ -65,7 +72,7 @@ def create_app(
     app.register_blueprint(api.bp)
     app.register_blueprint(status.bp)
     app.register_blueprint(ops.bp)
-    app.asgi_app = Telemetry(app, bridge.metrics)  # type: ignore[method-assign]
+    app.asgi_app = Telemetry(app, bridge.metrics)  # type: ignore[method-assign, assignment]
     _drop_flask_template_context(app)
     app.before_serving(bridge.start)
     app.before_serving(_freeze_startup_objects)

@@ -7,7 +7,8 @@ from collections.abc import Awaitable, Callable
 from functools import wraps
 from typing import Any, TypeVar
 
-from quart import Blueprint, request
+from pydantic import BaseModel
+from quart import Blueprint, Response, request
 from quart_schema import document_response, security_scheme
 
 from . import lifecycle
@@ -47,7 +48,7 @@ def partner_only(view: F) -> F:
 @document_response(TokenAnswer, 201)
 @document_response(ErrorAnswer, 401)
 @document_response(ErrorAnswer, 422)
-async def create_token(session_id: str) -> tuple[TokenAnswer, int]:
+async def create_token(session_id: str) -> Response:
     """Mint a customer token for a session; works before any webhook has arrived."""
     bridge().token_limit.check(request.headers.get("Authorization", ""))
     if not is_session_id(session_id):
@@ -62,7 +63,7 @@ async def create_token(session_id: str) -> tuple[TokenAnswer, int]:
         return_url=external(return_path(minted.token)),
         expires_at=iso(minted.expires_at),
     )
-    return answer, 201
+    return _json(answer, 201)
 
 
 @bp.get("/<session_id>")
@@ -70,7 +71,7 @@ async def create_token(session_id: str) -> tuple[TokenAnswer, int]:
 @document_response(SessionAnswer)
 @document_response(ErrorAnswer, 401)
 @document_response(ErrorAnswer, 404)
-async def read_session(session_id: str) -> SessionAnswer:
+async def read_session(session_id: str) -> Response:
     """A session's status, its payments, and the customer action pending, if any."""
     session = await bridge().session(session_id)
     if session is None:
@@ -82,7 +83,7 @@ async def read_session(session_id: str) -> SessionAnswer:
         action = ActionAnswer(
             type=session.interaction["type"], url=external(pay_path(token)), expires_at=iso(expires)
         )
-    return SessionAnswer(
+    answer = SessionAnswer(
         session_id=session.id,
         status=session.status,
         reason=session.reason,
@@ -92,3 +93,9 @@ async def read_session(session_id: str) -> SessionAnswer:
         updated_at=iso(session.updated_at),
         expires_at=iso(expires),
     )
+    return _json(answer)
+
+
+def _json(answer: BaseModel, status: int = 200) -> Response:
+    """A model as its JSON answer, made here: a ``Response`` goes out as it is."""
+    return Response(answer.model_dump_json(), status, content_type="application/json")

@@ -173,4 +173,5 @@ class Bridge:
 
 def bridge() -> Bridge:
     """The running app's :class:`Bridge`."""
-    return current_app.extensions["bridge"]
+    running: Bridge = current_app.extensions["bridge"]
+    return running

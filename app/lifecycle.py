@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from .provider import Webhook
+from .provider import NextAction, Webhook
 
 
 class Status(StrEnum):
@@ -84,7 +84,7 @@ class Session:
     # The provider's clock (``session.updated_at``) of the webhook the status came from.
     provider_updated_at: float | None = None
     # What the provider waits for from the partner (``confirm``, ``capture``) by that webhook.
-    next_action: str | None = None
+    next_action: NextAction | None = None
 
     @property
     def customer_returned(self) -> bool:

@@ -56,7 +56,7 @@ def configure(style: str) -> None:
     # every record (the logging HOWTO's "Optimization"; the caller's frame walk alone was a
     # tenth of the webhook route).
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-    logging._srcfile = None  # type: ignore[attr-defined]
+    logging._srcfile = None
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)

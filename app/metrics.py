@@ -72,7 +72,7 @@ class Metrics:
         if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
             return generate_latest(self.registry)
         everyone = CollectorRegistry()
-        multiprocess.MultiProcessCollector(everyone)
+        multiprocess.MultiProcessCollector(everyone)  # type: ignore[no-untyped-call]
         return generate_latest(everyone)
 
     def webhook(self, kind: str | None, outcome: str, *, changed: bool = True) -> None:

@@ -6,7 +6,7 @@ import logging
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from quart import Blueprint, Response, g, redirect, render_template, request
+from quart import Blueprint, Response, g, render_template, request
 from quart_schema import hide
 
 from .actions import BankStep, Elsewhere, QRCode, RefusedActionError, customer_action
@@ -49,14 +49,17 @@ async def _page(token: str, session: Session, *, returned: bool) -> Response:
     return_url = bridge().settings.return_url
     done = session.status.is_outcome and not session.timed_out
     onward = _with_outcome(return_url, session) if return_url and done else None
-    context = {"session": session, "page": _script_settings(token, session, returned, onward)}
+    context: dict[str, Any] = {
+        "session": session,
+        "page": _script_settings(token, session, returned, onward),
+    }
     if session.timed_out:
         return await _html("pay/expired.html", 410, **context)
     if done:
         # In a partner's iframe the outcome is shown (and told to the embedder), not the shop.
         framed = request.headers.get("Sec-Fetch-Dest") == "iframe"
         if onward is not None and not returned and not framed:
-            return redirect(onward, 303)
+            return Response(status=303, headers={"Location": onward})
         return await _html("pay/outcome.html", onward=onward, **context)
     if session.status is Status.ACTION_REQUIRED and not session.customer_returned:
         return await _action_page(session, context)

@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 WEBHOOK_TYPES = frozenset(
     {
@@ -25,8 +25,12 @@ WEBHOOK_TYPES = frozenset(
 _PAYMENT_LISTS = ("payment_list", "acquiring_payments")
 # What the provider waits for from the partner (``session.next_action``), and what the two
 # ``ready_to_*`` webhooks ask for by their very meaning when a payload leaves it out.
-NEXT_ACTIONS = ("confirm", "capture")
-_IMPLIED_NEXT_ACTION = {"ready_to_confirm": "confirm", "ready_to_capture": "capture"}
+NextAction = Literal["confirm", "capture"]
+_NEXT_ACTIONS: dict[Any, NextAction] = {"confirm": "confirm", "capture": "capture"}
+_IMPLIED_NEXT_ACTION: dict[str, NextAction] = {
+    "ready_to_confirm": "confirm",
+    "ready_to_capture": "capture",
+}
 # Deeper than any webhook the provider sends; deeper documents are refused, not walked.
 MAX_DEPTH = 64
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -79,7 +83,7 @@ class Webhook:
     session_status: str | None
     payments: tuple[Payment, ...] = field(default=())
     updated_at: float | None = None  # ``session.updated_at``: the provider's clock, Unix seconds
-    next_action: str | None = None  # ``confirm`` or ``capture``: what the provider waits for
+    next_action: NextAction | None = None  # what the provider waits for from the partner
 
     @property
     def interaction(self) -> Mapping[str, Any] | None:
@@ -110,16 +114,15 @@ def parse_webhook(document: Any, raw: bytes | None = None) -> Webhook:
         raise MalformedWebhookError("the webhook's session has no usable id")
     if raw is None or not _plainly_text(raw):
         _check_text(document)
-    next_action = session.get("next_action")
+    sent = session.get("next_action")
     return Webhook(
         type=kind,
         session_id=session_id,
         session_status=_text(session.get("status")),
         payments=tuple(_payment(item) for item in _payment_items(session)),
         updated_at=instant(session.get("updated_at")),
-        next_action=(
-            next_action if next_action in NEXT_ACTIONS else _IMPLIED_NEXT_ACTION.get(kind)
-        ),
+        next_action=(_NEXT_ACTIONS.get(sent) if isinstance(sent, str) else None)
+        or _IMPLIED_NEXT_ACTION.get(kind),
     )
 
 
@@ -181,7 +184,8 @@ def _payment_items(session: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 def _payment(item: Mapping[str, Any]) -> Payment:
     amount = _object(item.get("amount_details"))
     error = _object(item.get("error"))
-    refunds = item.get("refunds") if isinstance(item.get("refunds"), list) else []
+    refunds = item.get("refunds")
+    refunds = refunds if isinstance(refunds, list) else []
     minor_units = amount.get("amount")
     return Payment(
         id=_text(item.get("id")),

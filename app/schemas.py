@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, overload
 
 from pydantic import BaseModel, Field
 
 from . import lifecycle
 from .lifecycle import Session, Status
+from .provider import NextAction
 
 MAX_WAIT = 30
 
@@ -45,7 +46,7 @@ class SessionAnswer(BaseModel):
     session_id: str
     status: Status
     reason: str | None
-    next_action: Literal["confirm", "capture"] | None = Field(
+    next_action: NextAction | None = Field(
         description="What the provider waits for from the partner: call session/confirm or"
         " session/capture (or session/cancel); null once nothing is awaited"
     )
@@ -79,7 +80,12 @@ class StatusQuery(BaseModel):
     )
 
 
+@overload
+def iso(timestamp: float) -> str: ...
+@overload
+def iso(timestamp: float | None) -> str | None: ...
 def iso(timestamp: float | None) -> str | None:
+    """Unix seconds as ISO 8601 in UTC, to the millisecond."""
     if timestamp is None:
         return None
     moment = datetime.fromtimestamp(timestamp, UTC)

@@ -68,9 +68,10 @@ def origin_matches(pattern: str, origin: str) -> bool:
 
 def csp_nonce() -> str:
     """This response's script nonce (made on first use)."""
-    if "csp_nonce" not in g:
-        g.csp_nonce = secrets.token_urlsafe(16)
-    return g.csp_nonce
+    nonce: str | None = g.get("csp_nonce")
+    if nonce is None:
+        g.csp_nonce = nonce = secrets.token_urlsafe(16)
+    return nonce
 
 
 def init_app(app: Quart, frame_ancestors: Sequence[str]) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from quart import Quart, request
@@ -33,7 +34,7 @@ class Telemetry:
     """ASGI middleware: ``app.asgi_app = Telemetry(app, metrics)``."""
 
     def __init__(self, app: Quart, metrics: Metrics) -> None:
-        self._inner = app.asgi_app
+        self._inner: Callable[[Scope, Any, Any], Awaitable[None]] = app.asgi_app  # type: ignore[assignment]
         self._metrics = metrics
         app.before_request(_note_route)
 
@@ -66,4 +67,10 @@ async def _note_route() -> None:
     """Leave the matched route where the middleware will find it (the request's scope is the
     one the middleware was called with)."""
     rule = request.url_rule
-    request.scope[_ROUTE] = rule.rule if rule else "unmatched"
+    mark(_ROUTE, rule.rule if rule else "unmatched")
+
+
+def mark(key: str, value: object) -> None:
+    """Leave ``value`` under ``key`` in this request's ASGI scope, for the middleware."""
+    scope: Scope = request.scope  # type: ignore[assignment]  # a dict; hypercorn types it closed
+    scope[key] = value

@@ -31,7 +31,7 @@ _ANSWERS = {
 async def receive() -> Response:
     """Smart Glocal's webhooks, signed with ``X-PARTNER-SIGN``; stored before the answer."""
     try:
-        body = await request.get_data(cache=False)
+        body = await request.get_data(cache=False, as_text=False, parse_form_data=False)
     except RequestEntityTooLarge:
         raise _refused(413, "body_too_large", "the body is over the size limit") from None
     # Verify before parse: nobody but the provider gets as far as the JSON decoder.

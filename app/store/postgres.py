@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -38,6 +38,7 @@ from . import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CHANNEL = "bridge_session_changed"
 _MIGRATION_LOCK = 7_267_040_101  # any constant shared by every instance
@@ -238,7 +239,7 @@ class PostgresStore(Store):
             self.changes.publish(session_id)  # this instance's waiters need not wait for NOTIFY
         return changed
 
-    async def _run(self, work: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:
+    async def _run(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         if self._pool is None:
             raise StorageUnavailableError("not connected to PostgreSQL yet")
         try:

@@ -264,7 +264,7 @@ class SQLiteStore(Store):
                 async with self._read().execute(
                     "SELECT id, session_id FROM changes WHERE id > ? ORDER BY id", (seen,)
                 ) as cursor:
-                    rows = await cursor.fetchall()
+                    rows = list(await cursor.fetchall())
                 if rows and rows[0][0] > seen + 1 and seen:
                     self.changes.publish_all()  # fell behind the pruning: news was lost
                 for seen, session_id in rows:  # noqa: B007 - the last id seen is kept
