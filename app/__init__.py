@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from quart import Quart, Response, request
@@ -34,17 +34,18 @@ class BridgeApp(Quart):
 
 
 def create_app(
-    config: Mapping[str, Any] | None = None, *, environ: Mapping[str, str] | None = None
+    config: Mapping[str, Any] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> Quart:
     """Build the app: defaults, then ``BRIDGE_*`` variables of ``environ``, then ``config``.
 
     ``environ`` is the process environment unless given (the demo passes ``{}``). ``config``
-    takes the same names with or without the prefix; ``CLOCK`` (a function returning Unix
-    seconds) replaces the wall clock, for tests. Raises :class:`app.config.ConfigError`.
+    takes the same names with or without the prefix. ``clock`` (Unix seconds) replaces the wall
+    clock, for tests. Raises :class:`app.config.ConfigError`.
     """
-    overrides = dict(config or {})
-    clock = overrides.pop("CLOCK", time.time)
-    settings = load_settings(environ, overrides)
+    settings = load_settings(environ, config)
 
     app = BridgeApp(
         __name__, template_folder=str(assets.TEMPLATES), static_folder=str(assets.STATIC)

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from quart import abort, current_app
+from quart import current_app
 
 from . import lifecycle
 from .config import Settings
@@ -112,15 +112,15 @@ class Bridge:
         session = await self.store.get_session(session_id)
         return None if session is None else lifecycle.at(session, self.clock())
 
-    async def customer_session(self, token: str) -> Session:
-        """The session a customer token opens, as it stands now; a plain 404 for a bad token.
+    async def customer_session(self, token: str) -> Session | None:
+        """The session a customer token opens, as it stands now; ``None`` for a bad token.
 
         A session the bridge has not stored yet is ``pending`` since the token was minted.
         """
         grant = self.tokens.read(token)
         if grant is None:
             self.metrics.token_failures.inc()
-            abort(404)
+            return None
         session = await self.session(grant.session_id)
         return session or lifecycle.new_session(grant.session_id, grant.issued_at)
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
-from quart import Quart, Response, jsonify, render_template, request
+from quart import Quart, Response, abort, jsonify, render_template, request
 from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
@@ -44,6 +44,16 @@ class APIError(Exception):
         self.code = code
         self.message = message
         self.headers = headers or {}
+
+
+T = TypeVar("T")
+
+
+def found(value: T | None) -> T:
+    """``value``, or a plain 404 when there is none: the one place a view's lookup ends so."""
+    if value is None:
+        abort(404)
+    return value
 
 
 def error_body(code: str, message: str) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from quart_schema import hide
 
 from .actions import BankStep, Elsewhere, QRCode, RefusedActionError, customer_action
 from .bridge import bridge
+from .errors import found
 from .lifecycle import Session, Status
 from .links import external, local, pay_path, status_path
 from .schemas import etag_of, status_body
@@ -25,7 +26,7 @@ bp = Blueprint("pages", __name__)
 async def pay(token: str) -> Response:
     """``?returned=1``: the return page moving on by itself; shown as a return, not recorded
     (a newer bank step must still reach the customer)."""
-    session = await bridge().customer_session(token)
+    session = found(await bridge().customer_session(token))
     return await _page(token, session, returned=_arg("returned") == "1")
 
 
@@ -36,7 +37,7 @@ async def came_back(token: str) -> Response:
 
     This page never redirects: it shows the outcome once known and tells the embedding page.
     """
-    session = await bridge().customer_session(token)
+    session = found(await bridge().customer_session(token))
     # Once per bank step, and never for a HEAD (a link preview, a proxy's check): a return
     # recorded takes the bank form away.
     pending = session.action_received_at is not None and not session.customer_returned

@@ -18,7 +18,7 @@ from werkzeug.exceptions import HTTPException
 from . import lifecycle
 from .bridge import bridge
 from .cors import allow_any_origin
-from .errors import ErrorAnswer
+from .errors import ErrorAnswer, found
 from .links import external, pay_path
 from .schemas import StatusAnswer, StatusQuery, etag_of, status_body
 from .store import StorageUnavailableError
@@ -118,7 +118,7 @@ class _StatusView(NamedTuple):
 
 
 async def _status(token: str) -> _StatusView:
-    session = await bridge().customer_session(token)
+    session = found(await bridge().customer_session(token))
     body = status_body(session, external(pay_path(token)))
     return _StatusView(session.id, body, etag_of(body), lifecycle.expires_at(session))
 

@@ -77,13 +77,12 @@ def config(database_url: str, provider_key: rsa.RSAPrivateKey, clock: FakeClock)
         "SG_PUBLIC_KEY": public_pem(provider_key),
         "API_KEYS": [API_KEY],
         "PUBLIC_URL": "https://bridge.test",
-        "CLOCK": clock,
     }
 
 
 @pytest.fixture
-async def app(config: dict[str, Any]) -> AsyncIterator[Quart]:
-    application = create_app(config)
+async def app(config: dict[str, Any], clock: FakeClock) -> AsyncIterator[Quart]:
+    application = create_app(config, clock=clock)
     async with application.test_app():  # runs start-up and shut-down
         yield application
 
@@ -156,12 +155,14 @@ Configured = Callable[..., AbstractAsyncContextManager[Deployment]]
 
 
 @pytest.fixture
-def configured(config: dict[str, Any], provider_key: rsa.RSAPrivateKey) -> Configured:
+def configured(
+    config: dict[str, Any], provider_key: rsa.RSAPrivateKey, clock: FakeClock
+) -> Configured:
     """``async with configured(RETURN_URL=...) as bridge:`` for a test that changes settings."""
 
     @asynccontextmanager
     async def start(**overrides: Any) -> AsyncIterator[Deployment]:
-        application = create_app({**config, **overrides})
+        application = create_app({**config, **overrides}, clock=clock)
         async with application.test_app():
             client = application.test_client()
             yield Deployment(application, client, Provider(client, provider_key), Partner(client))

@@ -257,7 +257,7 @@ async def test_bad_tokens_are_404(client: Any, token: str) -> None:
 
 
 async def test_tampered_and_foreign_tokens_are_404(
-    partner: Partner, client: Any, config: dict[str, Any]
+    partner: Partner, client: Any, config: dict[str, Any], clock: FakeClock
 ) -> None:
     token = await partner.token()
     tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
@@ -265,7 +265,7 @@ async def test_tampered_and_foreign_tokens_are_404(
     payload, stamp, signature = token.split(".")
     forged = "InBzXzIi" + "." + stamp + "." + signature  # "ps_2" under ps_1's signature
     assert (await client.get(f"/api/v1/status/{forged}")).status_code == 404
-    other = create_app({**config, "SECRET_KEY": "another-secret-0123456789"})
+    other = create_app({**config, "SECRET_KEY": "another-secret-0123456789"}, clock=clock)
     foreign = other.extensions["bridge"].tokens.mint("ps_1").token
     assert (await client.get(f"/api/v1/status/{foreign}")).status_code == 404
 
@@ -278,11 +278,14 @@ async def test_expired_tokens_are_404(partner: Partner, client: Any, clock: Fake
     assert (await client.get(f"/api/v1/status/{token}")).status_code == 404
 
 
-async def test_secret_rotation_last_signs_all_verify(config: dict[str, Any]) -> None:
-    old = create_app({**config, "SECRET_KEY": "old-secret-0123456789"})
+async def test_secret_rotation_last_signs_all_verify(
+    config: dict[str, Any], clock: FakeClock
+) -> None:
+    old = create_app({**config, "SECRET_KEY": "old-secret-0123456789"}, clock=clock)
     token = old.extensions["bridge"].tokens.mint("ps_1").token
     rotated = create_app(
-        {**config, "SECRET_KEY": '["old-secret-0123456789", "new-secret-0123456789"]'}
+        {**config, "SECRET_KEY": '["old-secret-0123456789", "new-secret-0123456789"]'},
+        clock=clock,
     )
     async with rotated.test_app() as test_app:
         client = test_app.test_client()

@@ -30,9 +30,9 @@ async def bridge_on(
             "SG_PUBLIC_KEY": public_pem(key),
             "API_KEYS": [API_KEY],
             "DB_TIMEOUT": "0.5",
-            "CLOCK": clock,
         },
         environ={},
+        clock=clock,
     )
     async with app.test_app():
         client = app.test_client()
