@@ -34,10 +34,10 @@ class Bridge:
     settings: Settings
     store: Store
     tokens: Tokens
+    status_limit: RateLimiter
+    token_limit: RateLimiter
     clock: Callable[[], float] = time.time
     metrics: Metrics = field(default_factory=Metrics)
-    status_limit: RateLimiter = field(default_factory=lambda: RateLimiter(0))
-    token_limit: RateLimiter = field(default_factory=lambda: RateLimiter(0))
     # Wrong partner keys per client address: a guesser gets a few a minute.
     key_guesses: RateLimiter = field(default_factory=lambda: RateLimiter(KEY_GUESSES))
     _sweeper: asyncio.Task[None] | None = field(default=None, repr=False)

@@ -18,6 +18,8 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 PREFIX = "BRIDGE_"
 DEFAULT_DATABASE_URL = "sqlite:///instance/bridge.sqlite3"
+# Defaults that code outside this module needs too (the stores' own arguments).
+DB_POOL_MIN, DB_POOL_MAX, DB_TIMEOUT = 2, 10, 5.0
 _PEM_BLOCK = re.compile(
     rb"-----BEGIN (?:RSA )?PUBLIC KEY-----.+?-----END (?:RSA )?PUBLIC KEY-----", re.DOTALL
 )
@@ -92,8 +94,8 @@ def load_settings(
         raise ConfigError(
             f"{PREFIX}TOKEN_TTL: must be longer than BRIDGE_ACTION_TIMEOUT ({action_timeout} s)"
         )
-    pool_min = read("DB_POOL_MIN", _positive_int, 2)
-    pool_max = read("DB_POOL_MAX", _positive_int, 10)
+    pool_min = read("DB_POOL_MIN", _positive_int, DB_POOL_MIN)
+    pool_max = read("DB_POOL_MAX", _positive_int, DB_POOL_MAX)
     if pool_max < pool_min:
         raise ConfigError(f"{PREFIX}DB_POOL_MAX: must be at least BRIDGE_DB_POOL_MIN ({pool_min})")
     settings = Settings(
@@ -111,7 +113,7 @@ def load_settings(
         sweep_interval=read("SWEEP_INTERVAL", _positive_float, 15.0),
         db_pool_min=pool_min,
         db_pool_max=pool_max,
-        db_timeout=read("DB_TIMEOUT", _positive_float, 5.0),
+        db_timeout=read("DB_TIMEOUT", _positive_float, DB_TIMEOUT),
         status_rate_limit=read("STATUS_RATE_LIMIT", _count, 120),
         token_rate_limit=read("TOKEN_RATE_LIMIT", _count, 600),
         log_format=read("LOG_FORMAT", _log_format, "json"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from quart import Quart
+from quart import Quart, Response
 
 ROUTES = {
     ("/webhooks/smart-glocal", "POST"),
@@ -53,3 +53,27 @@ async def test_no_request_sends_work_to_a_worker_thread(
     for path in (f"/pay/{token}", f"/api/v1/status/{token}", f"/pay/{token}/return", "/nope"):
         assert (await client.get(path)).status_code in (200, 404)
     assert handed_to_threads == []
+
+
+async def test_answers_the_app_makes_itself_go_out_untouched(app: Quart, client: Any) -> None:
+    """app/__init__.py replaces quart-schema's ``make_response`` wrapper: a ``Response`` goes
+    out as it is, anything else still through Quart and quart-schema. An upgrade that changes
+    either breaks this."""
+    made = Response("as it is", 201, content_type="text/plain")
+    async with app.test_request_context("/"):
+        assert await app.make_response(made) is made
+        converted = await app.make_response(({"status": "ok"}, 202))
+    assert converted.status_code == 202
+    assert await converted.get_json() == {"status": "ok"}
+    assert await (await client.get("/healthz")).get_json() == {"status": "ok"}
+
+
+async def test_the_openapi_document_keeps_what_the_bridge_adds(client: Any) -> None:
+    """app/openapi.py subclasses quart-schema's provider: its additions must still be there."""
+    document = await (await client.get("/openapi.json")).get_json()
+    read = document["paths"]["/api/v1/sessions/{session_id}"]["get"]
+    assert {"200", "401", "404", "429", "503"} <= set(read["responses"])
+    parameter = next(p for p in read["parameters"] if p["name"] == "session_id")
+    assert parameter["schema"]["pattern"].startswith("^(?:")
+    status = document["paths"]["/api/v1/status/{token}"]["get"]["responses"]
+    assert {"304", "429"} <= set(status)

@@ -14,6 +14,7 @@ from typing import Any
 
 from .. import lifecycle
 from ..changes import ChangeFeed
+from ..config import DB_POOL_MAX, DB_POOL_MIN, DB_TIMEOUT
 from ..lifecycle import Session, Status
 from ..provider import MalformedWebhookError, parse_webhook
 
@@ -85,7 +86,11 @@ class Store(abc.ABC):
 
 
 def open_store(
-    database_url: str, *, pool_min: int = 2, pool_max: int = 10, timeout: float = 5.0
+    database_url: str,
+    *,
+    pool_min: int = DB_POOL_MIN,
+    pool_max: int = DB_POOL_MAX,
+    timeout: float = DB_TIMEOUT,
 ) -> Store:
     """The store for a ``BRIDGE_DATABASE_URL``; the pool settings apply to PostgreSQL."""
     if database_url.startswith("sqlite:///"):

@@ -109,7 +109,7 @@ def _is_unavailable(error: BaseException) -> bool:
 
 
 class PostgresStore(Store):
-    def __init__(self, dsn: str, *, pool_min: int = 2, pool_max: int = 10, timeout: float = 5.0):
+    def __init__(self, dsn: str, *, pool_min: int, pool_max: int, timeout: float) -> None:
         super().__init__()
         self.dsn = dsn
         self._pool_min = pool_min

@@ -31,6 +31,7 @@ from typing import TypeVar
 
 import aiosqlite
 
+from ..config import DB_TIMEOUT
 from ..lifecycle import Session, Status
 from . import (
     DATE_SESSION,
@@ -107,7 +108,7 @@ T = TypeVar("T")
 
 
 class SQLiteStore(Store):
-    def __init__(self, path: str, *, timeout: float = 5.0) -> None:
+    def __init__(self, path: str, *, timeout: float = DB_TIMEOUT) -> None:
         super().__init__()
         self.path = path
         self._timeout = timeout
