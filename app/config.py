@@ -20,6 +20,10 @@ PREFIX = "BRIDGE_"
 DEFAULT_DATABASE_URL = "sqlite:///instance/bridge.sqlite3"
 # Defaults that code outside this module needs too (the stores' own arguments).
 DB_POOL_MIN, DB_POOL_MAX, DB_TIMEOUT = 2, 10, 5.0
+RELAY_TIMEOUT, RELAY_MAX_DELAY, RELAY_MAX_AGE = 10.0, 600.0, 259_200.0
+# Webhook bodies hold PaReq, MD and card data: kept long enough to answer a dispute about a
+# session's flow or a late chargeback question with the history (which stays), not for years.
+RETENTION_DAYS = 30
 _PEM_BLOCK = re.compile(
     rb"-----BEGIN (?:RSA )?PUBLIC KEY-----.+?-----END (?:RSA )?PUBLIC KEY-----", re.DOTALL
 )
@@ -55,6 +59,13 @@ class Settings:
     token_rate_limit: int
     log_format: str
     metrics_token: str | None = None
+    return_secret: str | None = None  # signs the return to the partner (``sig``)
+    return_origins: tuple[str, ...] = ()  # where a token's own return_url may go
+    relay_url: str | None = None  # the partner backend that receives every accepted webhook
+    relay_timeout: float = RELAY_TIMEOUT
+    relay_max_delay: float = RELAY_MAX_DELAY
+    relay_max_age: float = RELAY_MAX_AGE
+    retention_days: int = RETENTION_DAYS
     warnings: tuple[str, ...] = ()  # said in the log at start: settings that work but worry
 
 
@@ -118,6 +129,13 @@ def load_settings(
         token_rate_limit=read("TOKEN_RATE_LIMIT", _count, 600),
         log_format=read("LOG_FORMAT", _log_format, "json"),
         metrics_token=read("METRICS_TOKEN", _secret),
+        return_secret=read("RETURN_SECRET", _secret),
+        return_origins=read("RETURN_ORIGINS", _exact_origins, ()),
+        relay_url=read("RELAY_URL", _absolute_url),
+        relay_timeout=read("RELAY_TIMEOUT", _positive_float, RELAY_TIMEOUT),
+        relay_max_delay=read("RELAY_MAX_DELAY", _positive_float, RELAY_MAX_DELAY),
+        relay_max_age=read("RELAY_MAX_AGE", _positive_float, RELAY_MAX_AGE),
+        retention_days=read("RETENTION_DAYS", _positive_int, RETENTION_DAYS),
     )
     unknown = sorted(name for name in values if name.startswith(PREFIX) and name not in known)
     warnings = [f"{name} is not a setting of this version; it is ignored" for name in unknown]
@@ -240,6 +258,13 @@ def _origins(raw: str) -> tuple[str, ...]:
     for origin in origins:
         if not _ORIGIN.match(origin):
             raise ValueError(f"{origin!r} is not an origin like https://shop.example")
+    return origins
+
+
+def _exact_origins(raw: str) -> tuple[str, ...]:
+    origins = _origins(raw)
+    if any("*" in origin for origin in origins):
+        raise ValueError("origins here are exact: no * patterns")
     return origins
 
 
