@@ -88,6 +88,7 @@
     var pending = null;
     var watchPopup = null;
     var stream = null;
+    var streamed = 0;  // how many answers the event stream has delivered
     var hello = null;
 
     function cleanUp() {
@@ -118,6 +119,7 @@
       if (stopped) { return; }
       if (pending) { pending.abort(); }
       pending = new AbortController();
+      var asked = streamed;
       var url = bridge.statusUrl + (waitForChange && etag ? "?wait=25" : "");
       var headers = waitForChange && etag ? { "If-None-Match": etag } : {};
       fetch(url, { headers: headers, cache: "no-store", credentials: "omit", signal: pending.signal })
@@ -131,8 +133,15 @@
           if (!response.ok) { throw new Error("status " + response.status); }
           etag = response.headers.get("ETag");
           return response.json().then(function (answer) {
+            if (stream) {
+              // A one-off look; the event stream follows the rest. Its answer may have been
+              // read before a change the stream has told of meanwhile: that is older news,
+              // and reporting it would take the status back. Were it newer, the stream says
+              // so too (it sends every change).
+              if (streamed === asked) { seen(answer); }
+              return;
+            }
             seen(answer);
-            if (stream) { return; }  // a one-off look; the event stream follows the rest
             if (etag) { pause = 1000; poll(true); return; }
             // No ETag (a proxy dropped it): a long-poll cannot wait, so ask again later.
             global.setTimeout(function () { poll(false); }, pause);
@@ -151,7 +160,10 @@
     function listen() {
       if (options.transport === "poll" || !global.EventSource) { poll(false); return; }
       stream = new EventSource(bridge.statusUrl + "/events");
-      stream.addEventListener("status", function (event) { seen(JSON.parse(event.data)); });
+      stream.addEventListener("status", function (event) {
+        streamed += 1;
+        seen(JSON.parse(event.data));
+      });
       stream.onerror = function () {
         if (stream.readyState === EventSource.CLOSED && !stopped) { stream = null; poll(false); }
       };

@@ -23,7 +23,10 @@
   // origin-rule:end
 
   function targetOrigins(target) {
-    var exact = page.origins.filter(function (origin) { return origin.indexOf("*") < 0; });
+    // Each origin once: the embedder the script names is often a configured origin already.
+    var exact = page.origins.filter(function (origin, at) {
+      return origin.indexOf("*") < 0 && page.origins.indexOf(origin) === at;
+    });
     var ancestors = window.location.ancestorOrigins;
     var parent = target === window.parent && ancestors && ancestors.length ? ancestors[0] : null;
     if (parent && exact.indexOf(parent) < 0 && page.origins.some(function (o) { return matches(o, parent); })) {

@@ -197,6 +197,7 @@ class Partner:
     ``window.messages`` (``{origin, data}``), and the controller in ``window.flow``.
     ``autostart=1`` starts while the page loads, with no user gesture (Playwright's
     ``page.evaluate`` counts as one, so it cannot stand in for a call outside a click).
+    ``/done`` is the shop's page a customer comes back to (a ``BRIDGE_RETURN_URL``).
     """
 
     url: str = ""
@@ -208,6 +209,16 @@ class Partner:
         async def checkout() -> Response:
             script = f"{request.args['bridge']}/static/js/redirect-bridge.js"
             page = _CHECKOUT.replace("{script}", _attribute(script))
+            return Response(page, content_type="text/html; charset=utf-8")
+
+        @partner.route("/done")
+        async def done() -> Response:
+            # Where BRIDGE_RETURN_URL may send the customer: the outcome is in the query string.
+            page = (
+                "<!doctype html><html lang=en><head><meta charset=utf-8>"
+                '<link rel="icon" href="data:,"><title>Order</title></head>'
+                "<body><h1>Back at the shop</h1></body></html>"
+            )
             return Response(page, content_type="text/html; charset=utf-8")
 
         return partner
