@@ -10,7 +10,21 @@ from typing import Any
 from quart import Quart, Response, request
 from quart_schema import QuartSchema
 
-from . import api, assets, errors, i18n, links, logs, ops, pages, security, status, webhooks
+from . import (
+    api,
+    assets,
+    deliveries,
+    errors,
+    history,
+    i18n,
+    links,
+    logs,
+    ops,
+    pages,
+    security,
+    status,
+    webhooks,
+)
 from .bridge import Bridge
 from .config import load_settings
 from .openapi import BridgeOpenAPI
@@ -71,6 +85,8 @@ def create_app(
     app.register_blueprint(pages.bp)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(history.bp)
+    app.register_blueprint(deliveries.bp)
     app.register_blueprint(status.bp)
     app.register_blueprint(ops.bp)
     app.asgi_app = Telemetry(app, bridge.metrics)  # type: ignore[method-assign, assignment]

@@ -22,11 +22,15 @@ from .lifecycle import Session
 from .limits import RateLimiter
 from .metrics import Metrics
 from .provider import Webhook
-from .store import Changed, Delivery, Store, open_store
+from .relay import Relay
+from .store import Changed, Delivery, Event, Store, open_store
 from .tokens import Minted, Tokens
 
 log = logging.getLogger(__name__)
 KEY_GUESSES = 10  # wrong partner keys a minute from one address
+DAY = 86_400.0
+FORGET_BATCH = 1_000  # rows one retention transaction deletes, so none holds the writer long
+PAGES_REMEMBERED = 10_000  # page views whose history entry this process wrote recently
 
 
 @dataclass
@@ -40,22 +44,29 @@ class Bridge:
     metrics: Metrics = field(default_factory=Metrics)
     # Wrong partner keys per client address: a guesser gets a few a minute.
     key_guesses: RateLimiter = field(default_factory=lambda: RateLimiter(KEY_GUESSES))
+    relay: Relay | None = None
     _sweeper: asyncio.Task[None] | None = field(default=None, repr=False)
+    _pages_seen: dict[tuple[str, str, str, float | None], None] = field(default_factory=dict)
+    _background: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings, clock: Callable[[], float] = time.time) -> Bridge:
+        store = open_store(
+            settings.database_url,
+            pool_min=settings.db_pool_min,
+            pool_max=settings.db_pool_max,
+            timeout=settings.db_timeout,
+        )
+        metrics = Metrics()
         return cls(
             settings=settings,
-            store=open_store(
-                settings.database_url,
-                pool_min=settings.db_pool_min,
-                pool_max=settings.db_pool_max,
-                timeout=settings.db_timeout,
-            ),
+            store=store,
             tokens=Tokens(settings.secret_keys, settings.token_ttl, clock),
             clock=clock,
+            metrics=metrics,
             status_limit=RateLimiter(settings.status_rate_limit),
             token_limit=RateLimiter(settings.token_rate_limit),
+            relay=Relay(store, settings, clock, metrics) if settings.relay_url else None,
         )
 
     async def start(self) -> None:
@@ -63,17 +74,25 @@ class Bridge:
             log.warning("%s", warning)
         await self.store.open()
         log.info("storage: %s", self.store.describe())
-        self._sweeper = asyncio.create_task(self._sweep_forever(), name="action-timeout sweep")
+        if self.relay is not None:
+            await self.relay.start()
+            log.info("relaying every accepted webhook to %s", self.relay.url)
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="sweep")
 
     async def stop(self) -> None:
+        if self.relay is not None:
+            await self.relay.stop()
+        for task in self._background:
+            task.cancel()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
         await self.store.close()
 
-    async def receive_webhook(self, body: bytes, webhook: Webhook) -> Changed:
-        """Store a verified webhook durably and move its session on, at most once."""
+    async def receive_webhook(self, body: bytes, webhook: Webhook, signature: str) -> Changed:
+        """Store a verified webhook durably and move its session on, at most once; with the
+        relay on, its delivery to the partner is recorded in the same transaction."""
         received_at = self.clock()
         delivery = Delivery(
             digest=hashlib.sha256(body).digest(),
@@ -81,6 +100,8 @@ class Bridge:
             session_id=webhook.session_id,
             type=webhook.type,
             received_at=received_at,
+            provider_updated_at=webhook.updated_at,
+            relay_signature=signature if self.relay is not None else None,
         )
         timeout = self.settings.action_timeout
         changed = await self.store.record_webhook(
@@ -97,7 +118,12 @@ class Bridge:
             changed=changed.before != changed.after,
         )
         self._count_transition(changed)
+        if self.relay is not None and not changed.duplicate:
+            self.relay.wake()
         return changed
+
+    async def events(self, session_id: str) -> list[Event]:
+        return await self.store.events(session_id)
 
     async def mint_token(self, session_id: str) -> Minted:
         """A customer token; the session becomes known (``pending``) if nothing was heard yet."""
@@ -132,6 +158,7 @@ class Bridge:
             lambda session: replace(
                 session or lifecycle.new_session(session_id, now), returned_at=now
             ),
+            Event(session_id, now, "return", {}),
         )
         assert changed.after is not None
         return lifecycle.at(changed.after, now)
@@ -142,7 +169,9 @@ class Bridge:
         due = await self.store.sessions_due(now)
         for session_id in due:
             changed = await self.store.update_session(
-                session_id, lambda session: session and lifecycle.at(session, now)
+                session_id,
+                lambda session: session and lifecycle.at(session, now),
+                Event(session_id, now, "timeout", {}),
             )
             if changed.after is not None and changed.after.timed_out:
                 log.info("session %s: the action window ended", session_id)
@@ -161,14 +190,50 @@ class Bridge:
                 f" ({after.reason})" if after.reason else "",
             )
 
+    async def forget_old(self) -> int:
+        """Delete webhook bodies and finished sessions older than ``BRIDGE_RETENTION_DAYS``, a
+        batch per transaction (the history stays); how many rows went."""
+        before = self.clock() - self.settings.retention_days * DAY
+        gone = 0
+        while True:
+            batch = await self.store.forget(before, FORGET_BATCH)
+            gone += batch
+            if batch < FORGET_BATCH:
+                return gone
+            await asyncio.sleep(0)  # others' writes get their turn between batches
+
+    def page_shown(self, session: Session, step: str) -> None:
+        """Note in the history that a customer page showed ``step``: once per step, status and
+        bank action in this process, written in the background (the page does not wait)."""
+        key = (session.id, step, session.status.value, session.action_received_at)
+        if key in self._pages_seen:
+            return
+        if len(self._pages_seen) >= PAGES_REMEMBERED:
+            del self._pages_seen[next(iter(self._pages_seen))]
+        self._pages_seen[key] = None
+        event = Event(session.id, self.clock(), "page", {"step": step})
+        task = asyncio.create_task(self._write_event(event))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _write_event(self, event: Event) -> None:
+        try:
+            await self.store.add_event(event)
+        except Exception:  # the history misses a page view; the customer does not notice
+            log.warning(
+                "a page view of session %s was not written to its history", event.session_id
+            )
+
     async def _sweep_forever(self) -> None:
         while True:
             await asyncio.sleep(self.settings.sweep_interval)
             try:
                 if expired := await self.sweep():
                     log.info("recorded %d action timeouts", expired)
+                if forgotten := await self.forget_old():
+                    log.info("retention: deleted %d old webhook bodies and sessions", forgotten)
             except Exception:  # the next round tries again; reads infer timeouts meanwhile
-                log.exception("action-timeout sweep failed")
+                log.exception("the sweep failed")
 
 
 def bridge() -> Bridge:

@@ -65,6 +65,24 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="livesum",
         )
+        self.relay_attempts = Counter(
+            "bridge_relay_attempts",
+            "Relay attempts by what came of them: delivered, pending (tried again later), failed",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.relay_pending = Gauge(
+            "bridge_relay_pending",
+            "Deliveries waiting to reach the partner's backend",
+            registry=self.registry,
+            multiprocess_mode="max",
+        )
+        self.relay_oldest = Gauge(
+            "bridge_relay_oldest_pending_seconds",
+            "Age of the oldest delivery waiting to reach the partner's backend",
+            registry=self.registry,
+            multiprocess_mode="max",
+        )
         self._children: dict[tuple[Any, ...], Any] = {}
 
     def exposition(self) -> bytes:
@@ -88,6 +106,13 @@ class Metrics:
         _child(self._children, self.latency, route, method, _STATUS.get(status, "other")).observe(
             seconds
         )
+
+    def relay_attempt(self, outcome: str) -> None:
+        _child(self._children, self.relay_attempts, outcome).inc()
+
+    def relay_backlog(self, pending: int, oldest_seconds: float) -> None:
+        self.relay_pending.set(pending)
+        self.relay_oldest.set(oldest_seconds)
 
     def time_long_poll(self, seconds: float) -> None:
         self.long_polls.observe(seconds)

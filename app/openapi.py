@@ -7,7 +7,9 @@ from typing import Any
 from quart_schema import OpenAPIProvider
 from werkzeug.routing import BaseConverter, Rule
 
+from .config import Settings
 from .provider import SESSION_ID_PATTERN
+from .returns import allowed_origins, documented_pattern
 
 _ERROR = {"$ref": "#/components/schemas/ErrorAnswer"}
 _NOT_NOW = {
@@ -33,6 +35,9 @@ _EXTRA_ANSWERS: dict[str, dict[int, Any]] = {
     # Every partner route: too many wrong keys from one address.
     "api.create_token": {429: _NOT_NOW},
     "api.read_session": {429: _NOT_NOW},
+    "history.events": {429: _NOT_NOW},
+    "deliveries.deliveries": {429: _NOT_NOW},
+    "deliveries.retry": {202: {"description": "Back in line"}, 429: _NOT_NOW},
 }
 
 
@@ -55,6 +60,8 @@ class BridgeOpenAPI(OpenAPIProvider):
                 }
             if rule.endpoint == "status.events" and 200 in responses:
                 responses[200]["content"] = {"text/event-stream": {"schema": _EVENT}}
+            if rule.endpoint == "api.create_token":
+                _document_return_url(operation, self._app.extensions["bridge"].settings)
             if rule.endpoint == "status.status":
                 operation.setdefault("parameters", []).append(
                     {"name": "If-None-Match", "in": "header", "schema": {"type": "string"}}
@@ -91,3 +98,18 @@ class BridgeOpenAPI(OpenAPIProvider):
                     },
                 }
         return paths, components
+
+
+def _document_return_url(operation: dict[str, Any], settings: Settings) -> None:
+    """The return URLs a token may carry depend on the settings: the document names them."""
+    schema = operation["requestBody"]["content"]["application/json"]["schema"]
+    origins = allowed_origins(return_url=settings.return_url, origins=settings.return_origins)
+    if origins:
+        text, *_ = schema["properties"]["return_url"]["anyOf"]
+        text["pattern"] = documented_pattern(origins)
+    else:
+        del schema["properties"]["return_url"]
+        schema["description"] = (
+            "Nothing, or {}: no return_url is accepted while neither BRIDGE_RETURN_URL nor"
+            " BRIDGE_RETURN_ORIGINS is set."
+        )

@@ -22,7 +22,8 @@ WEBHOOK_TYPES = frozenset(
         "payment_refunded",
     }
 )
-_PAYMENT_LISTS = ("payment_list", "acquiring_payments")
+# Payments (v2, then v1), then payouts (v2, then v1).
+_PAYMENT_LISTS = ("payment_list", "acquiring_payments", "payout_list", "payments")
 # What the provider waits for from the partner (``session.next_action``), and what the two
 # ``ready_to_*`` webhooks ask for by their very meaning when a payload leaves it out.
 NextAction = Literal["confirm", "capture"]

@@ -35,7 +35,8 @@ async def receive() -> Response:
     except RequestEntityTooLarge:
         raise _refused(413, "body_too_large", "the body is over the size limit") from None
     # Verify before parse: nobody but the provider gets as far as the JSON decoder.
-    if not verify(bridge().settings.sg_public_keys, body, request.headers.get(HEADER)):
+    signature = request.headers.get(HEADER)
+    if signature is None or not verify(bridge().settings.sg_public_keys, body, signature):
         raise _refused(401, "invalid_signature", f"{HEADER} is missing or does not verify")
     try:
         document = json.loads(body)
@@ -47,7 +48,7 @@ async def receive() -> Response:
         webhook = parse_webhook(document, body)
     except MalformedWebhookError as error:
         raise _refused(422, "not_a_webhook", str(error)) from None
-    changed = await bridge().receive_webhook(body, webhook)
+    changed = await bridge().receive_webhook(body, webhook, signature)
     outcome = "duplicate" if changed.duplicate else "accepted"
     status = changed.after.status.value if changed.after else None
     log.info("webhook %s: %s for %s, session %s", outcome, webhook.type, webhook.session_id, status)

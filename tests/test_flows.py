@@ -352,20 +352,7 @@ FLOWS = [
 ]
 
 
-# Flows the app gets wrong today, each with its cause; strict, so a fix shows up as a failure
-# that asks for the mark to go.
-PAYOUT_LISTS_UNREAD = pytest.mark.xfail(
-    strict=True,
-    reason="app/provider.py reads payments only from acquiring_payments and payment_list, never"
-    " a payout's payments or payout_list: the partner's answer lists no payout, and a declined"
-    " payout's payment_finished maps to no status (the session stays in_progress)",
-)
-KNOWN_BUGS = {
-    "card-payout-v1": PAYOUT_LISTS_UNREAD,
-    "card-payout-v2": PAYOUT_LISTS_UNREAD,
-    "card-payout-declined": PAYOUT_LISTS_UNREAD,
-}
-CASES = [pytest.param(flow, id=flow.name, marks=KNOWN_BUGS.get(flow.name, ())) for flow in FLOWS]
+CASES = [pytest.param(flow, id=flow.name) for flow in FLOWS]
 
 
 @pytest.mark.parametrize("late", [False, True], ids=["in-order", "late-redeliveries"])

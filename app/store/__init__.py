@@ -34,6 +34,61 @@ class Delivery:
     session_id: str
     type: str
     received_at: float
+    provider_updated_at: float | None = None
+    relay_signature: str | None = None  # the provider's X-PARTNER-SIGN, when it is relayed
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One entry of a session's history: ``at`` on the bridge's clock, ``kind`` (``webhook``,
+    ``page``, ``return``, ``timeout``, ``relay``) and its own fields. Never a body, PaReq, MD,
+    bank URL or card data."""
+
+    session_id: str
+    at: float
+    kind: str
+    detail: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RelayJob:
+    """A delivery claimed for one attempt; ``claim`` proves the claim when its outcome is told."""
+
+    id: int
+    session_id: str
+    type: str
+    received_at: float
+    retry_from: float
+    attempts: int
+    body: bytes
+    signature: str
+    claim: float
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    """A delivery as the deliveries API lists it."""
+
+    id: int
+    session_id: str
+    type: str
+    received_at: float
+    state: str
+    attempts: int
+    last_attempt_at: float | None
+    last_status: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """How one relay attempt went, and what comes next: ``state`` ``delivered``, ``pending``
+    (again at ``next_attempt_at``) or ``failed``."""
+
+    job: RelayJob
+    at: float
+    http_status: int | None
+    state: str
+    next_attempt_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,14 +123,54 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def record_webhook(self, delivery: Delivery, update: Update) -> Changed:
-        """Log ``delivery`` and apply ``update`` to its session in one durable transaction.
+        """Log ``delivery`` and apply ``update`` to its session in one durable transaction,
+        with its history event and, when it carries a relay signature, its relay delivery.
 
-        A delivery whose digest is already logged changes nothing and is reported duplicate.
+        A delivery whose digest is already logged changes nothing and is reported duplicate
+        (its history event is still written).
         """
 
     @abc.abstractmethod
-    async def update_session(self, session_id: str, update: Update) -> Changed:
-        """Apply ``update`` to one session in one durable transaction."""
+    async def update_session(
+        self, session_id: str, update: Update, event: Event | None = None
+    ) -> Changed:
+        """Apply ``update`` to one session in one durable transaction; ``event`` joins the
+        history in the same transaction when the update changed something."""
+
+    @abc.abstractmethod
+    async def add_event(self, event: Event) -> None: ...
+
+    @abc.abstractmethod
+    async def events(self, session_id: str) -> list[Event]:
+        """The session's history, oldest first."""
+
+    @abc.abstractmethod
+    async def claim_deliveries(self, now: float, until: float, limit: int) -> list[RelayJob]:
+        """Claim, until ``until``, deliveries due at ``now``: for each session only its oldest
+        pending one, none another process holds."""
+
+    @abc.abstractmethod
+    async def finish_attempt(self, attempt: Attempt) -> bool:
+        """Record an attempt's outcome and its history event; ``False`` (nothing written) when
+        the claim was lost meanwhile."""
+
+    @abc.abstractmethod
+    async def deliveries(self, state: str, limit: int) -> list[DeliveryRecord]:
+        """Deliveries in ``state``, newest first."""
+
+    @abc.abstractmethod
+    async def retry_delivery(self, delivery_id: int, now: float) -> bool | None:
+        """Put a failed delivery back in line: ``True``; ``False`` when it is not failed;
+        ``None`` when there is no such delivery."""
+
+    @abc.abstractmethod
+    async def relay_backlog(self) -> tuple[int, float | None]:
+        """Pending deliveries: how many, and when the oldest was received."""
+
+    @abc.abstractmethod
+    async def forget(self, before: float, limit: int) -> int:
+        """Delete at most ``limit`` webhook bodies and finished sessions older than ``before``
+        (history events stay); how many rows went."""
 
     @abc.abstractmethod
     async def get_session(self, session_id: str) -> Session | None: ...
@@ -217,4 +312,140 @@ def session_from_row(row: Mapping[str, Any] | tuple[Any, ...] | None) -> Session
         updated_at=updated_at,
         provider_updated_at=provider_updated_at,
         next_action=next_action,
+    )
+
+
+# -- history, relay and retention: the statements both engines run ----------------------------
+
+INSERT_EVENT = "INSERT INTO events (session_id, at, kind, detail) VALUES (?, ?, ?, ?)"
+SELECT_EVENTS = "SELECT session_id, at, kind, detail FROM events WHERE session_id = ? ORDER BY id"
+INSERT_DELIVERY = (
+    "INSERT INTO deliveries (webhook_id, session_id, type, received_at, signature, state,"
+    " attempts, next_attempt_at, retry_from) VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?)"
+)
+# Due, unclaimed (or its claim lapsed), and the oldest pending one of its session.
+CLAIM_DELIVERIES = (
+    "UPDATE deliveries SET claimed_until = ? WHERE id IN ("
+    " SELECT d.id FROM deliveries d WHERE d.state = 'pending' AND d.next_attempt_at <= ?"
+    " AND (d.claimed_until IS NULL OR d.claimed_until < ?)"
+    " AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.session_id = d.session_id"
+    " AND e.state = 'pending' AND e.id < d.id)"
+    " ORDER BY d.id LIMIT ?{lock})"
+    " RETURNING id, webhook_id, session_id, type, received_at, retry_from, attempts, signature"
+)
+SELECT_BODY = "SELECT body FROM webhooks WHERE id = ?"
+FINISH_ATTEMPT = (
+    "UPDATE deliveries SET state = ?, attempts = attempts + 1, last_attempt_at = ?,"
+    " last_status = ?, next_attempt_at = ?, claimed_until = NULL"
+    " WHERE id = ? AND claimed_until = ?"
+)
+LIST_DELIVERIES = (
+    "SELECT id, session_id, type, received_at, state, attempts, last_attempt_at, last_status"
+    " FROM deliveries WHERE state = ? ORDER BY id DESC LIMIT ?"
+)
+RETRY_DELIVERY = (
+    "UPDATE deliveries SET state = 'pending', next_attempt_at = ?, retry_from = ?"
+    " WHERE id = ? AND state = 'failed'"
+)
+DELIVERY_EXISTS = "SELECT 1 FROM deliveries WHERE id = ?"
+RELAY_BACKLOG = "SELECT count(*), min(received_at) FROM deliveries WHERE state = 'pending'"
+FORGET_WEBHOOKS = (
+    "DELETE FROM webhooks WHERE id IN (SELECT w.id FROM webhooks w WHERE w.received_at < ?"
+    " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.webhook_id = w.id"
+    " AND d.state = 'pending') LIMIT ?)"
+)
+FORGET_DELIVERIES = (
+    "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries WHERE received_at < ?"
+    " AND state <> 'pending' LIMIT ?)"
+)
+FORGET_SESSIONS = (
+    "DELETE FROM sessions WHERE session_id IN (SELECT session_id FROM sessions"
+    " WHERE updated_at < ? AND status IN ('succeeded', 'failed', 'canceled', 'error',"
+    " 'refunded') LIMIT ?)"
+)
+
+
+def event_row(event: Event) -> tuple[Any, ...]:
+    return (event.session_id, event.at, event.kind, json.dumps(dict(event.detail)))
+
+
+def event_from_row(row: Mapping[str, Any] | tuple[Any, ...]) -> Event:
+    session_id, at, kind, detail = tuple(row)
+    return Event(session_id=session_id, at=at, kind=kind, detail=json.loads(detail))
+
+
+def webhook_event(delivery: Delivery, changed: Changed) -> Event:
+    """The history entry of a webhook delivery, duplicates too."""
+    after = changed.after
+    return Event(
+        delivery.session_id,
+        delivery.received_at,
+        "webhook",
+        {
+            "type": delivery.type,
+            "provider_updated_at": delivery.provider_updated_at,
+            "outcome": "duplicate" if changed.duplicate else "accepted",
+            "changed": changed.before != changed.after,
+            "status": after.status.value if after else None,
+        },
+    )
+
+
+def attempt_event(attempt: Attempt) -> Event:
+    return Event(
+        attempt.job.session_id,
+        attempt.at,
+        "relay",
+        {
+            "delivery_id": attempt.job.id,
+            "type": attempt.job.type,
+            "attempt": attempt.job.attempts + 1,
+            "http_status": attempt.http_status,
+            "state": attempt.state,
+        },
+    )
+
+
+def relay_job(row: tuple[Any, ...], body: bytes, claim: float) -> RelayJob:
+    delivery_id, _webhook_id, session_id, kind, received_at, retry_from, attempts, signature = row
+    return RelayJob(
+        id=delivery_id,
+        session_id=session_id,
+        type=kind,
+        received_at=received_at,
+        retry_from=retry_from,
+        attempts=attempts,
+        body=bytes(body),
+        signature=signature,
+        claim=claim,
+    )
+
+
+def delivery_record(row: Mapping[str, Any] | tuple[Any, ...]) -> DeliveryRecord:
+    return DeliveryRecord(*tuple(row))
+
+
+def delivery_row(webhook_id: int, delivery: Delivery) -> tuple[Any, ...]:
+    """The values of :data:`INSERT_DELIVERY`: due at once."""
+    received = delivery.received_at
+    return (
+        webhook_id,
+        delivery.session_id,
+        delivery.type,
+        received,
+        delivery.relay_signature,
+        received,
+        received,
+    )
+
+
+def attempt_row(attempt: Attempt) -> tuple[Any, ...]:
+    """The values of :data:`FINISH_ATTEMPT`."""
+    return (
+        attempt.state,
+        attempt.at,
+        attempt.http_status,
+        attempt.next_attempt_at,
+        attempt.job.id,
+        attempt.job.claim,
     )

@@ -19,22 +19,47 @@ import asyncpg
 
 from ..lifecycle import Session, Status
 from . import (
+    CLAIM_DELIVERIES,
     DATE_SESSION,
+    DELIVERY_EXISTS,
+    FINISH_ATTEMPT,
+    FORGET_DELIVERIES,
+    FORGET_SESSIONS,
+    FORGET_WEBHOOKS,
+    INSERT_DELIVERY,
+    INSERT_EVENT,
     INSERT_WEBHOOK,
+    LIST_DELIVERIES,
+    RELAY_BACKLOG,
+    RETRY_DELIVERY,
+    SELECT_BODY,
+    SELECT_EVENTS,
     SELECT_SESSION,
     SESSION_BODIES,
     SESSIONS_DUE,
     UNDATED_SESSIONS,
     UPSERT_SESSION,
+    Attempt,
     Changed,
     Delivery,
+    DeliveryRecord,
+    Event,
+    RelayJob,
     StorageUnavailableError,
     Store,
     Update,
+    attempt_event,
+    attempt_row,
+    delivery_record,
+    delivery_row,
+    event_from_row,
+    event_row,
     numbered,
     provider_clock,
+    relay_job,
     session_from_row,
     session_row,
+    webhook_event,
 )
 
 log = logging.getLogger(__name__)
@@ -74,18 +99,61 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX webhooks_by_received_at ON webhooks (received_at);
     """,
     # The provider's clock of the webhook each status came from, and what the provider waits
-    # for; existing rows get theirs from the webhooks they logged (see backfill_provider_times).
+    # for; existing rows get theirs from the webhooks they logged (see store.provider_clock).
     """
     ALTER TABLE sessions ADD COLUMN provider_updated_at DOUBLE PRECISION;
     ALTER TABLE sessions ADD COLUMN next_action TEXT;
     """,
+    # The history, the relay's deliveries, and what retention looks up by age.
+    """
+    CREATE TABLE events (
+        id BIGSERIAL PRIMARY KEY,
+        session_id TEXT NOT NULL,
+        at DOUBLE PRECISION NOT NULL,
+        kind TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    CREATE INDEX events_by_session ON events (session_id, id);
+    CREATE TABLE deliveries (
+        id BIGSERIAL PRIMARY KEY,
+        webhook_id BIGINT NOT NULL,
+        session_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        received_at DOUBLE PRECISION NOT NULL,
+        signature TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        next_attempt_at DOUBLE PRECISION NOT NULL,
+        retry_from DOUBLE PRECISION NOT NULL,
+        last_attempt_at DOUBLE PRECISION,
+        last_status INTEGER,
+        claimed_until DOUBLE PRECISION
+    );
+    CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE state = 'pending';
+    CREATE INDEX deliveries_of_session ON deliveries (session_id, id) WHERE state = 'pending';
+    CREATE INDEX deliveries_by_state ON deliveries (state, id);
+    CREATE INDEX deliveries_by_webhook ON deliveries (webhook_id);
+    CREATE INDEX sessions_by_updated_at ON sessions (updated_at);
+    """,
 )
-_DATED = 3  # the migration above: existing sessions are dated after it
+_DATED = 3  # the migration that added the provider's clock: sessions are dated after it
 
 _INSERT_WEBHOOK = numbered(INSERT_WEBHOOK)
 _SELECT_SESSION = numbered(SELECT_SESSION)
 _SESSIONS_DUE = numbered(SESSIONS_DUE)
 _UPSERT_SESSION = numbered(UPSERT_SESSION)
+_INSERT_EVENT = numbered(INSERT_EVENT)
+_SELECT_EVENTS = numbered(SELECT_EVENTS)
+_INSERT_DELIVERY = numbered(INSERT_DELIVERY)
+_CLAIM_DELIVERIES = numbered(CLAIM_DELIVERIES.format(lock=" FOR UPDATE SKIP LOCKED"))
+_SELECT_BODY = numbered(SELECT_BODY)
+_FINISH_ATTEMPT = numbered(FINISH_ATTEMPT)
+_LIST_DELIVERIES = numbered(LIST_DELIVERIES)
+_RETRY_DELIVERY = numbered(RETRY_DELIVERY)
+_DELIVERY_EXISTS = numbered(DELIVERY_EXISTS)
+_FORGET_WEBHOOKS = numbered(FORGET_WEBHOOKS)
+_FORGET_DELIVERIES = numbered(FORGET_DELIVERIES)
+_FORGET_SESSIONS = numbered(FORGET_SESSIONS)
 # Connection trouble of any kind: the database is unreachable, restarting, full or timing out.
 _UNAVAILABLE = (OSError, asyncio.TimeoutError, asyncpg.InterfaceError)
 # SQLSTATE classes that mean "not now" rather than "wrong": connection exceptions (08),
@@ -192,17 +260,80 @@ class PostgresStore(Store):
             )
             if inserted is None:
                 session = await _select(db, delivery.session_id)
-                return Changed(before=session, after=session, duplicate=True)
-            return await _change(db, delivery.session_id, update)
+                changed = Changed(before=session, after=session, duplicate=True)
+            else:
+                changed = await _change(db, delivery.session_id, update)
+                if delivery.relay_signature is not None:
+                    await db.execute(_INSERT_DELIVERY, *delivery_row(inserted, delivery))
+            await db.execute(_INSERT_EVENT, *event_row(webhook_event(delivery, changed)))
+            return changed
 
         return await self._transaction(delivery.session_id, work)
 
-    async def update_session(self, session_id: str, update: Update) -> Changed:
+    async def update_session(
+        self, session_id: str, update: Update, event: Event | None = None
+    ) -> Changed:
         async def work(db: asyncpg.Connection) -> Changed:
             await _lock(db, session_id)
-            return await _change(db, session_id, update)
+            changed = await _change(db, session_id, update)
+            if event is not None and changed.after != changed.before:
+                await db.execute(_INSERT_EVENT, *event_row(event))
+            return changed
 
         return await self._transaction(session_id, work)
+
+    async def add_event(self, event: Event) -> None:
+        await self._run(lambda db: db.execute(_INSERT_EVENT, *event_row(event)))
+
+    async def events(self, session_id: str) -> list[Event]:
+        rows = await self._run(lambda db: db.fetch(_SELECT_EVENTS, session_id))
+        return [event_from_row(tuple(row)) for row in rows]
+
+    async def claim_deliveries(self, now: float, until: float, limit: int) -> list[RelayJob]:
+        async def work(db: asyncpg.Connection) -> list[RelayJob]:
+            async with db.transaction():
+                rows = await db.fetch(_CLAIM_DELIVERIES, until, now, now, limit)
+                return [
+                    relay_job(tuple(row), await db.fetchval(_SELECT_BODY, row["webhook_id"]), until)
+                    for row in rows
+                ]
+
+        return await self._run(work)
+
+    async def finish_attempt(self, attempt: Attempt) -> bool:
+        async def work(db: asyncpg.Connection) -> bool:
+            async with db.transaction():
+                if await db.execute(_FINISH_ATTEMPT, *attempt_row(attempt)) == "UPDATE 0":
+                    return False
+                await db.execute(_INSERT_EVENT, *event_row(attempt_event(attempt)))
+                return True
+
+        return await self._run(work)
+
+    async def deliveries(self, state: str, limit: int) -> list[DeliveryRecord]:
+        rows = await self._run(lambda db: db.fetch(_LIST_DELIVERIES, state, limit))
+        return [delivery_record(tuple(row)) for row in rows]
+
+    async def retry_delivery(self, delivery_id: int, now: float) -> bool | None:
+        async def work(db: asyncpg.Connection) -> bool | None:
+            if await db.execute(_RETRY_DELIVERY, now, now, delivery_id) != "UPDATE 0":
+                return True
+            return False if await db.fetchval(_DELIVERY_EXISTS, delivery_id) else None
+
+        return await self._run(work)
+
+    async def relay_backlog(self) -> tuple[int, float | None]:
+        row = await self._run(lambda db: db.fetchrow(RELAY_BACKLOG))
+        return row[0], row[1]
+
+    async def forget(self, before: float, limit: int) -> int:
+        async def work(db: asyncpg.Connection) -> int:
+            gone = 0
+            for statement in (_FORGET_DELIVERIES, _FORGET_WEBHOOKS, _FORGET_SESSIONS):
+                gone += int((await db.execute(statement, before, limit)).split()[-1])
+            return gone
+
+        return await self._run(work)
 
     async def get_session(self, session_id: str) -> Session | None:
         return await self._run(lambda db: _select(db, session_id))

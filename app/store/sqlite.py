@@ -27,28 +27,53 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiosqlite
 
 from ..config import DB_TIMEOUT
 from ..lifecycle import Session, Status
 from . import (
+    CLAIM_DELIVERIES,
     DATE_SESSION,
+    DELIVERY_EXISTS,
+    FINISH_ATTEMPT,
+    FORGET_DELIVERIES,
+    FORGET_SESSIONS,
+    FORGET_WEBHOOKS,
+    INSERT_DELIVERY,
+    INSERT_EVENT,
     INSERT_WEBHOOK,
+    LIST_DELIVERIES,
+    RELAY_BACKLOG,
+    RETRY_DELIVERY,
+    SELECT_BODY,
+    SELECT_EVENTS,
     SELECT_SESSION,
     SESSION_BODIES,
     SESSIONS_DUE,
     UNDATED_SESSIONS,
     UPSERT_SESSION,
+    Attempt,
     Changed,
     Delivery,
+    DeliveryRecord,
+    Event,
+    RelayJob,
     StorageUnavailableError,
     Store,
     Update,
+    attempt_event,
+    attempt_row,
+    delivery_record,
+    delivery_row,
+    event_from_row,
+    event_row,
     provider_clock,
+    relay_job,
     session_from_row,
     session_row,
+    webhook_event,
 )
 
 # aiosqlite logs every statement with its parameters at DEBUG: webhook bodies, PaReq and MD
@@ -91,13 +116,44 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE changes (id INTEGER PRIMARY KEY AUTOINCREMENT, session_id TEXT NOT NULL);
     """,
     # The provider's clock of the webhook each status came from, and what the provider waits
-    # for; existing rows get theirs from the webhooks they logged (see backfill_provider_times).
+    # for; existing rows get theirs from the webhooks they logged (see store.provider_clock).
     """
     ALTER TABLE sessions ADD COLUMN provider_updated_at REAL;
     ALTER TABLE sessions ADD COLUMN next_action TEXT;
     """,
+    # The history, the relay's deliveries, and what retention looks up by age.
+    """
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        session_id TEXT NOT NULL,
+        at REAL NOT NULL,
+        kind TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    CREATE INDEX events_by_session ON events (session_id, id);
+    CREATE TABLE deliveries (
+        id INTEGER PRIMARY KEY,
+        webhook_id INTEGER NOT NULL,
+        session_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        signature TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        next_attempt_at REAL NOT NULL,
+        retry_from REAL NOT NULL,
+        last_attempt_at REAL,
+        last_status INTEGER,
+        claimed_until REAL
+    );
+    CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE state = 'pending';
+    CREATE INDEX deliveries_of_session ON deliveries (session_id, id) WHERE state = 'pending';
+    CREATE INDEX deliveries_by_state ON deliveries (state, id);
+    CREATE INDEX deliveries_by_webhook ON deliveries (webhook_id);
+    CREATE INDEX sessions_by_updated_at ON sessions (updated_at);
+    """,
 )
-_DATED = 4  # the migration above: existing sessions are dated after it
+_DATED = 4  # the migration that added the provider's clock: sessions are dated after it
 # The most writes one transaction commits together.
 MAX_BATCH = 256
 # How often other processes' changes are looked for, and how many are kept for them.
@@ -198,13 +254,84 @@ class SQLiteStore(Store):
             ).fetchone()
             if inserted is None:
                 session = _select(db, delivery.session_id)
-                return Changed(before=session, after=session, duplicate=True)
-            return _change(db, delivery.session_id, update)
+                changed = Changed(before=session, after=session, duplicate=True)
+            else:
+                changed = _change(db, delivery.session_id, update)
+                if delivery.relay_signature is not None:
+                    db.execute(INSERT_DELIVERY, delivery_row(inserted[0], delivery))
+            db.execute(INSERT_EVENT, event_row(webhook_event(delivery, changed)))
+            return changed
 
         return await self._transaction(delivery.session_id, work)
 
-    async def update_session(self, session_id: str, update: Update) -> Changed:
-        return await self._transaction(session_id, lambda db: _change(db, session_id, update))
+    async def update_session(
+        self, session_id: str, update: Update, event: Event | None = None
+    ) -> Changed:
+        def work(db: sqlite3.Connection) -> Changed:
+            changed = _change(db, session_id, update)
+            if event is not None and changed.after != changed.before:
+                db.execute(INSERT_EVENT, event_row(event))
+            return changed
+
+        return await self._transaction(session_id, work)
+
+    async def add_event(self, event: Event) -> None:
+        def work(db: sqlite3.Connection) -> None:
+            db.execute(INSERT_EVENT, event_row(event))
+
+        await self._transaction("", work)
+
+    async def events(self, session_id: str) -> list[Event]:
+        with _unavailable_on_trouble():
+            rows = await self._read().execute_fetchall(SELECT_EVENTS, (session_id,))
+        return [event_from_row(tuple(row)) for row in rows]
+
+    async def claim_deliveries(self, now: float, until: float, limit: int) -> list[RelayJob]:
+        def work(db: sqlite3.Connection) -> list[RelayJob]:
+            rows = db.execute(CLAIM_DELIVERIES.format(lock=""), (until, now, now, limit))
+            return [
+                relay_job(row, db.execute(SELECT_BODY, (row[1],)).fetchone()[0], until)
+                for row in rows.fetchall()
+            ]
+
+        return await self._transaction("", work)
+
+    async def finish_attempt(self, attempt: Attempt) -> bool:
+        def work(db: sqlite3.Connection) -> bool:
+            if db.execute(FINISH_ATTEMPT, attempt_row(attempt)).rowcount == 0:
+                return False
+            db.execute(INSERT_EVENT, event_row(attempt_event(attempt)))
+            return True
+
+        return await self._transaction("", work)
+
+    async def deliveries(self, state: str, limit: int) -> list[DeliveryRecord]:
+        with _unavailable_on_trouble():
+            rows = await self._read().execute_fetchall(LIST_DELIVERIES, (state, limit))
+        return [delivery_record(tuple(row)) for row in rows]
+
+    async def retry_delivery(self, delivery_id: int, now: float) -> bool | None:
+        def work(db: sqlite3.Connection) -> bool | None:
+            if db.execute(RETRY_DELIVERY, (now, now, delivery_id)).rowcount:
+                return True
+            return False if db.execute(DELIVERY_EXISTS, (delivery_id,)).fetchone() else None
+
+        return await self._transaction("", work)
+
+    async def relay_backlog(self) -> tuple[int, float | None]:
+        with _unavailable_on_trouble():
+            rows = await self._read().execute_fetchall(RELAY_BACKLOG)
+        count, oldest = next(iter(rows))
+        return count, oldest
+
+    async def forget(self, before: float, limit: int) -> int:
+        def work(db: sqlite3.Connection) -> int:
+            return sum(
+                db.execute(statement, (before, limit)).rowcount
+                for statement in (FORGET_DELIVERIES, FORGET_WEBHOOKS, FORGET_SESSIONS)
+            )
+
+        return await self._transaction("", work)
 
     async def get_session(self, session_id: str) -> Session | None:
         if self._quick is None:
@@ -223,9 +350,7 @@ class SQLiteStore(Store):
         ) as cursor:
             return [row[0] for row in await cursor.fetchall()]
 
-    async def _transaction(
-        self, session_id: str, work: Callable[[sqlite3.Connection], Changed]
-    ) -> Changed:
+    async def _transaction(self, session_id: str, work: Callable[[sqlite3.Connection], T]) -> T:
         if self._committer is None or self._closing:
             raise StorageUnavailableError("the store is not open")
         job = _Job(session_id, work, asyncio.get_running_loop().create_future())
@@ -233,7 +358,8 @@ class SQLiteStore(Store):
         # Shielded: a client that hangs up does not take its write back; it is committed, and
         # the waiters hear of it.
         with _unavailable_on_trouble():
-            return await asyncio.shield(job.done)
+            done: T = await asyncio.shield(job.done)
+            return done
 
     async def _commit_batches(self) -> None:
         """Group commit: every write waiting is done in one transaction, a savepoint each, so
@@ -289,16 +415,14 @@ class SQLiteStore(Store):
 
 @dataclass(eq=False)
 class _Job:
-    """One write waiting for the committer."""
+    """One write waiting for the committer; ``session_id`` is announced when it changed."""
 
     session_id: str
-    work: Callable[[sqlite3.Connection], Changed]
-    done: asyncio.Future[Changed]
+    work: Callable[[sqlite3.Connection], Any]
+    done: asyncio.Future[Any]
 
 
-def _commit(
-    db: sqlite3.Connection, turn: int | None, jobs: list[_Job]
-) -> list[Changed | BaseException]:
+def _commit(db: sqlite3.Connection, turn: int | None, jobs: list[_Job]) -> list[Any]:
     """In the writer's thread: one transaction for the batch, a savepoint for each job."""
     if turn is not None:
         fcntl.flock(turn, fcntl.LOCK_EX)  # this process's turn to write
@@ -309,15 +433,15 @@ def _commit(
             fcntl.flock(turn, fcntl.LOCK_UN)
 
 
-def _commit_in_turn(db: sqlite3.Connection, jobs: list[_Job]) -> list[Changed | BaseException]:
-    outcomes: list[Changed | BaseException] = []
+def _commit_in_turn(db: sqlite3.Connection, jobs: list[_Job]) -> list[Any]:
+    outcomes: list[Any] = []
     try:
         db.execute("BEGIN IMMEDIATE")
         for job in jobs:
             db.execute("SAVEPOINT job")
             try:
                 changed = job.work(db)
-                if changed.after != changed.before:
+                if isinstance(changed, Changed) and changed.after != changed.before:
                     db.execute("INSERT INTO changes (session_id) VALUES (?)", (job.session_id,))
             except Exception as error:  # this job alone fails; the batch goes on
                 db.execute("ROLLBACK TO job")
@@ -334,7 +458,7 @@ def _commit_in_turn(db: sqlite3.Connection, jobs: list[_Job]) -> list[Changed | 
     return outcomes
 
 
-def _settle(job: _Job, outcome: Changed | BaseException) -> None:
+def _settle(job: _Job, outcome: Any) -> None:
     if job.done.done():  # settled already (the caller's own wait is shielded)
         return
     if isinstance(outcome, BaseException):

@@ -1,0 +1,177 @@
+"""The relay: every webhook the bridge accepted goes on to the partner's backend
+(``BRIDGE_RELAY_URL``), byte for byte, with the provider's ``X-PARTNER-SIGN``.
+
+Each delivery was recorded in the transaction that stored its webhook, so a webhook answered
+200 is relayed even if the process dies right after. Every process runs a sender; a sender
+*claims* due deliveries in the database for one attempt's time, so no delivery has two attempts
+in flight, whatever the number of processes or instances, and a claim that a dead process left
+behind lapses by itself. A session's deliveries go out in the order they were received: only
+the oldest pending one of a session is ever due. Sessions do not wait for each other.
+
+httpx sends them: its pool bounds the connections to the partner, and every attempt is bounded
+in time as a whole (connect, send, answer's head; the answer's body is never read).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+
+import httpx
+
+from .config import Settings
+from .metrics import Metrics
+from .store import Attempt, RelayJob, StorageUnavailableError, Store
+
+log = logging.getLogger(__name__)
+
+FIRST_DELAY = 1.0  # seconds before the second attempt; it doubles up to BRIDGE_RELAY_MAX_DELAY
+CLAIM_MARGIN = 5.0  # a claim outlives its attempt's time limit by this much
+CONNECTIONS = 16  # to the partner at once, and so deliveries claimed at a time
+LOOK_AGAIN = 1.0  # seconds between looks for due deliveries (other processes', retries)
+BACKLOG_EVERY = 5.0  # seconds between counts of the pending deliveries, for the metrics
+
+
+def next_attempt(
+    *,
+    attempts: int,
+    retry_from: float,
+    now: float,
+    max_delay: float,
+    max_age: float,
+    jitter: float,
+) -> float | None:
+    """When to try again after ``attempts`` failed ones (``jitter`` in [0, 1) spreads the
+    retries of many deliveries), or ``None`` when that would be past ``max_age`` since the
+    delivery was received (or put back in line). Pure."""
+    delay = min(max_delay, FIRST_DELAY * 2 ** min(attempts - 1, 32)) * (0.5 + jitter / 2)
+    later = now + delay
+    return later if later <= retry_from + max_age else None
+
+
+class Relay:
+    """Sends due deliveries until stopped; ``wake()`` when one was just recorded here."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        clock: Callable[[], float],
+        metrics: Metrics,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        assert settings.relay_url is not None
+        self.url = settings.relay_url
+        self._store = store
+        self._settings = settings
+        self._clock = clock
+        self._metrics = metrics
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self._due = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._backlog_counted = -BACKLOG_EVERY
+
+    async def start(self) -> None:
+        self._client = httpx.AsyncClient(
+            transport=self._transport,
+            limits=httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS),
+            timeout=httpx.Timeout(self._settings.relay_timeout),
+            follow_redirects=False,
+        )
+        self._task = asyncio.create_task(self._run(), name="relay sender")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._client is not None:
+            await self._client.aclose()
+
+    def wake(self) -> None:
+        self._due.set()
+
+    async def send_due(self) -> int:
+        """One round: claim what is due and attempt each, sessions side by side."""
+        now = self._clock()
+        claim = now + self._settings.relay_timeout + CLAIM_MARGIN
+        jobs = await self._store.claim_deliveries(now, claim, CONNECTIONS)
+        await asyncio.gather(*(self._attempt(job) for job in jobs))
+        return len(jobs)
+
+    async def _run(self) -> None:
+        while True:
+            self._due.clear()
+            try:
+                sent = await self.send_due()
+                await self._count_backlog()
+            except Exception:  # storage trouble or worse: the claims lapse, the next round tries
+                log.exception("the relay's round failed")
+                sent = 0
+            if not sent:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._due.wait(), LOOK_AGAIN)
+
+    async def _attempt(self, job: RelayJob) -> None:
+        status = await self._post(job)
+        now = self._clock()
+        if status is not None and 200 <= status < 300:
+            attempt = Attempt(job, now, status, "delivered", now)
+        else:
+            settings = self._settings
+            later = next_attempt(
+                attempts=job.attempts + 1,
+                retry_from=job.retry_from,
+                now=now,
+                max_delay=settings.relay_max_delay,
+                max_age=settings.relay_max_age,
+                jitter=random.random(),
+            )
+            attempt = Attempt(job, now, status, "pending" if later else "failed", later or now)
+        self._metrics.relay_attempt(attempt.state)
+        try:
+            recorded = await self._store.finish_attempt(attempt)
+        except StorageUnavailableError:  # the claim lapses and the delivery is tried again
+            log.warning("relay delivery %d: its outcome could not be stored", job.id)
+            return
+        if recorded and attempt.state == "failed":
+            log.error(
+                "relay delivery %d (%s, session %s) failed for good after %d attempts;"
+                " last answer %s",
+                job.id,
+                job.type,
+                job.session_id,
+                job.attempts + 1,
+                status or "none",
+            )
+
+    async def _post(self, job: RelayJob) -> int | None:
+        """The partner's answer's status code, or ``None`` when there was no answer in time."""
+        assert self._client is not None
+        headers = {
+            "Content-Type": "application/json",
+            "X-PARTNER-SIGN": job.signature,
+            "X-Bridge-Delivery-Id": str(job.id),
+            "X-Bridge-Attempt": str(job.attempts + 1),
+        }
+        try:
+            async with asyncio.timeout(self._settings.relay_timeout):
+                async with self._client.stream(
+                    "POST", self.url, content=job.body, headers=headers
+                ) as answer:
+                    return answer.status_code
+        except (httpx.HTTPError, OSError, TimeoutError):
+            return None
+
+    async def _count_backlog(self) -> None:
+        now = time.monotonic()
+        if now < self._backlog_counted + BACKLOG_EVERY:
+            return
+        self._backlog_counted = now
+        pending, oldest = await self._store.relay_backlog()
+        self._metrics.relay_backlog(pending, 0.0 if oldest is None else self._clock() - oldest)

@@ -1,0 +1,156 @@
+"""A session's history for support, and how long the bridge keeps what it was sent."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from .conftest import Configured, FakeClock, Partner, Provider
+from .database import query
+from .payloads import webhook
+
+SECRETS = ("sdfew^//asdhbv", "abc75daefnn", "acs.bank.test", "444600", "8801", "user@sg.com")
+
+
+async def history(client: Any, partner: Partner, count: int = 0) -> list[dict[str, Any]]:
+    """The session's events, once there are ``count`` (page views are written a moment after
+    the page)."""
+    for _ in range(100):
+        answer = await client.get("/api/v1/sessions/ps_1/events", headers=partner.headers)
+        assert answer.status_code == 200
+        events: list[dict[str, Any]] = (await answer.get_json())["events"]
+        if len(events) >= count:
+            return events
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{len(events)} events, not {count}")
+
+
+def brief(event: dict[str, Any]) -> tuple[Any, ...]:
+    kind = event["kind"]
+    if kind == "webhook":
+        return (kind, event["type"], event["outcome"], event["changed"], event["status"])
+    if kind == "page":
+        return (kind, event["step"])
+    return (kind,)
+
+
+async def test_the_history_of_a_confirm_first_payment(
+    provider: Provider, partner: Partner, client: Any, clock: FakeClock
+) -> None:
+    token = await partner.token()
+
+    async def look(count: int) -> None:
+        clock.advance(1)
+        await client.get(f"/pay/{token}")
+        await history(client, partner, count)
+
+    await look(1)
+    first = webhook("ready_to_confirm", updated_at="2026-01-01T10:00:00.000000Z")
+    await provider.send(first)
+    await look(3)
+    await look(3)  # the same page again: not a new entry
+    await provider.send(webhook("action_required", updated_at="2026-01-01T10:01:00.000000Z"))
+    await look(5)
+    clock.advance(1)
+    await client.post(f"/pay/{token}/return")
+    await history(client, partner, 7)
+    await provider.send(first)  # a retry of the first: a duplicate, and it changes nothing
+    await provider.send(
+        webhook(
+            "payment_finished",
+            session_status="accepted",
+            updated_at="2026-01-01T10:02:00.000000Z",
+        )
+    )
+    await look(10)
+    events = await history(client, partner, 10)
+    assert [brief(event) for event in events] == [
+        ("page", "waiting"),
+        ("webhook", "ready_to_confirm", "accepted", True, "in_progress"),
+        ("page", "waiting"),
+        ("webhook", "action_required", "accepted", True, "action_required"),
+        ("page", "bank"),
+        ("return",),
+        ("page", "waiting"),
+        ("webhook", "ready_to_confirm", "duplicate", False, "action_required"),
+        ("webhook", "payment_finished", "accepted", True, "succeeded"),
+        ("page", "outcome"),
+    ]
+    assert events[1]["provider_updated_at"] == "2026-01-01T10:00:00.000Z"
+    assert all(event["at"].endswith("Z") for event in events)
+    assert [event["at"] for event in events] == sorted(event["at"] for event in events)
+    text = json.dumps(events)
+    for secret in SECRETS:
+        assert secret not in text
+
+
+async def test_the_timeout_is_in_the_history(
+    app: Any, provider: Provider, partner: Partner, client: Any, clock: FakeClock
+) -> None:
+    await provider.deliver("action_required")
+    clock.advance(3600)
+    assert await app.extensions["bridge"].sweep() == 1
+    assert [brief(event) for event in await history(client, partner, 2)] == [
+        ("webhook", "action_required", "accepted", True, "action_required"),
+        ("timeout",),
+    ]
+
+
+async def test_history_is_for_partners_and_known_sessions(partner: Partner, client: Any) -> None:
+    assert (await client.get("/api/v1/sessions/ps_1/events")).status_code == 401
+    unknown = await client.get("/api/v1/sessions/ps_none/events", headers=partner.headers)
+    assert unknown.status_code == 404
+    await partner.token()
+    known = await client.get("/api/v1/sessions/ps_1/events", headers=partner.headers)
+    assert (known.status_code, await known.get_json()) == (200, {"events": []})
+
+
+async def test_the_bank_instruction_is_dropped_once_final(app: Any, provider: Provider) -> None:
+    store = app.extensions["bridge"].store
+    await provider.deliver("action_required", updated_at="2026-01-01T10:00:00Z")
+    assert (await store.get_session("ps_1")).interaction is not None
+    await provider.deliver(
+        "payment_finished", session_status="accepted", updated_at="2026-01-01T10:01:00Z"
+    )
+    assert (await store.get_session("ps_1")).interaction is None
+
+
+async def test_retention_deletes_old_bodies_and_finished_sessions_keeping_the_history(
+    configured: Configured, clock: FakeClock, database_url: str
+) -> None:
+    async with configured(RETENTION_DAYS=30) as bridge:
+        core = bridge.app.extensions["bridge"]
+        await bridge.provider.deliver("action_required", "ps_old_done")
+        await bridge.provider.deliver("payment_finished", "ps_old_done", session_status="accepted")
+        await bridge.provider.deliver("action_required", "ps_old_open")
+        clock.advance(29 * 86_400)
+        await bridge.provider.deliver("action_required", "ps_recent")
+        assert await core.forget_old() == 0  # nothing is 30 days old yet
+        clock.advance(2 * 86_400)
+        assert await core.forget_old() == 4  # three old bodies and one finished session
+        assert await core.forget_old() == 0
+        assert await core.session("ps_old_done") is None
+        assert (await core.session("ps_old_open")) is not None  # not finished: kept
+        bodies = await query(database_url, "SELECT session_id FROM webhooks")
+        assert [row[0] for row in bodies] == ["ps_recent"]
+        kept = await bridge.client.get(
+            "/api/v1/sessions/ps_old_done/events", headers=bridge.partner.headers
+        )
+        assert [event["type"] for event in (await kept.get_json())["events"]] == [
+            "action_required",
+            "payment_finished",
+        ]
+
+
+async def test_retention_deletes_in_batches(
+    configured: Configured, clock: FakeClock, monkeypatch: Any
+) -> None:
+    from app import bridge as bridge_module
+
+    monkeypatch.setattr(bridge_module, "FORGET_BATCH", 2)
+    async with configured(RETENTION_DAYS=1) as bridge:
+        for number in range(5):
+            await bridge.provider.deliver("ready_to_confirm", f"ps_{number}")
+        clock.advance(2 * 86_400)
+        assert await bridge.app.extensions["bridge"].forget_old() == 5

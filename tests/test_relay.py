@@ -1,0 +1,236 @@
+"""The relay against a real recording partner on loopback, in the app's own process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from app.relay import next_attempt
+from app.signature import sign
+
+from .conftest import Configured, Deployment, FakeClock
+from .partner import Partner, recording_partner
+from .payloads import webhook
+
+
+@pytest.fixture
+def partner_backend() -> Iterator[Partner]:
+    with recording_partner() as backend:
+        yield backend
+
+
+@pytest.fixture
+async def relaying(configured: Configured, partner_backend: Partner) -> AsyncIterator[Deployment]:
+    async with configured(RELAY_URL=partner_backend.url, RELAY_MAX_AGE=600) as bridge:
+        yield bridge
+
+
+async def relay_events(bridge: Deployment, count: int) -> list[dict[str, Any]]:
+    """The session's relay history, once it holds ``count`` attempts (each is written once the
+    partner's answer is in)."""
+    relays: list[dict[str, Any]] = []
+    for _ in range(200):
+        answer = await bridge.client.get(
+            "/api/v1/sessions/ps_1/events", headers=bridge.partner.headers
+        )
+        events = (await answer.get_json())["events"]
+        relays = [event for event in events if event["kind"] == "relay"]
+        if len(relays) >= count:
+            return relays
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{len(relays)} relay attempts in the history, not {count}")
+
+
+def relay_of(bridge: Deployment) -> Any:
+    return bridge.app.extensions["bridge"].relay
+
+
+async def deliver(bridge: Deployment, payload: dict[str, Any] | bytes) -> tuple[bytes, str]:
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    signature = sign(bridge.provider.key, body)
+    answer = await bridge.provider.send(body, signature=signature)
+    assert answer.status_code == 200
+    return body, signature
+
+
+async def test_every_accepted_webhook_is_relayed_byte_for_byte_with_its_signature(
+    relaying: Deployment, partner_backend: Partner
+) -> None:
+    # Bytes as the provider serialises them: odd spacing and escapes must survive.
+    body = b'{"type": "ready_to_confirm",  "session": {"id": "ps_1", "note": "\\u00e9"}}'
+    _, signature = await deliver(relaying, body)
+    (received,) = await partner_backend.arrived(1)
+    assert received.body == body
+    assert received.headers["x-partner-sign"] == signature
+    assert received.headers["content-type"] == "application/json"
+    assert received.headers["x-bridge-attempt"] == "1"
+    assert received.headers["x-bridge-delivery-id"].isdigit()
+    assert received.path == "/smart-glocal"
+
+
+async def test_a_duplicate_is_not_relayed_again(
+    relaying: Deployment, partner_backend: Partner
+) -> None:
+    payload = webhook("ready_to_confirm", updated_at="2026-01-01T10:00:00Z")
+    await deliver(relaying, payload)
+    await deliver(relaying, payload)  # the same bytes again: "duplicate"
+    await deliver(relaying, webhook("action_required", updated_at="2026-01-01T10:01:00Z"))
+    received = await partner_backend.arrived(2)
+    await asyncio.sleep(0.3)
+    assert len(partner_backend.received) == 2
+    assert [json.loads(item.body)["type"] for item in received] == [
+        "ready_to_confirm",
+        "action_required",
+    ]
+
+
+async def test_one_sessions_deliveries_go_in_order_and_sessions_do_not_wait(
+    relaying: Deployment, partner_backend: Partner
+) -> None:
+    # The partner is slow for ps_slow: its next delivery waits, ps_fast's do not.
+    partner_backend.answer = lambda received: 200
+    kinds = ["ready_to_confirm", "action_required", "ready_to_capture", "payment_finished"]
+    for minute, kind in enumerate(kinds):
+        for session_id in ("ps_a", "ps_b"):
+            stamp = f"2026-01-01T10:0{minute}:00Z"
+            await deliver(relaying, webhook(kind, session_id, updated_at=stamp))
+    received = await partner_backend.arrived(8)
+    for session_id in ("ps_a", "ps_b"):
+        mine = [json.loads(item.body) for item in received]
+        order = [item["type"] for item in mine if item["session"]["id"] == session_id]
+        assert order == kinds
+    # Never two of one session at the partner at once: each began after the one before ended.
+    for session_id in ("ps_a", "ps_b"):
+        times = [
+            (item.started, item.ended)
+            for item in received
+            if json.loads(item.body)["session"]["id"] == session_id
+        ]
+        assert all(later[0] >= earlier[1] for earlier, later in zip(times, times[1:], strict=False))
+
+
+async def test_a_failing_partner_gets_retries_then_the_next_delivery(
+    relaying: Deployment, partner_backend: Partner, clock: FakeClock
+) -> None:
+    answers = iter([500, 503, 200, 200])
+    partner_backend.answer = lambda received: next(answers)
+    await deliver(relaying, webhook("ready_to_confirm", updated_at="2026-01-01T10:00:00Z"))
+    await deliver(relaying, webhook("action_required", updated_at="2026-01-01T10:01:00Z"))
+    for count in (2, 3):
+        await relay_events(relaying, count - 1)  # the attempt before is on record
+        clock.advance(100)  # past the delay, well within the maximum age
+        relay_of(relaying).wake()
+        await partner_backend.arrived(count)
+    received = await partner_backend.arrived(4)
+    assert [item.headers["x-bridge-attempt"] for item in received] == ["1", "2", "3", "1"]
+    first = {item.headers["x-bridge-delivery-id"] for item in received[:3]}
+    assert len(first) == 1  # one delivery, three attempts
+    assert json.loads(received[3].body)["type"] == "action_required"  # only after the first
+    relays = await relay_events(relaying, 4)
+    assert [(e["attempt"], e["http_status"], e["state"]) for e in relays] == [
+        (1, 500, "pending"),
+        (2, 503, "pending"),
+        (3, 200, "delivered"),
+        (1, 200, "delivered"),
+    ]
+
+
+async def test_a_partner_that_is_down_is_retried(configured: Configured, clock: FakeClock) -> None:
+    with recording_partner() as gone:
+        url = gone.url
+    async with configured(RELAY_URL=url, RELAY_TIMEOUT=2) as bridge:
+        await deliver(bridge, webhook("ready_to_confirm"))
+        for _ in range(100):
+            pending = await bridge.app.extensions["bridge"].store.deliveries("pending", 10)
+            if pending and pending[0].attempts:
+                break
+            await asyncio.sleep(0.05)
+        assert pending[0].attempts >= 1 and pending[0].last_status is None
+
+
+async def test_after_the_maximum_age_a_delivery_fails_and_can_be_retried(
+    configured: Configured, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    with recording_partner() as backend:
+        backend.answer = lambda received: 500
+        async with configured(RELAY_URL=backend.url, RELAY_MAX_AGE=60) as bridge:
+            headers = bridge.partner.headers
+            await deliver(bridge, webhook("ready_to_confirm"))
+            await backend.arrived(1)
+            with caplog.at_level(logging.ERROR, logger="app.relay"):
+                for count in range(2, 12):
+                    clock.advance(61 if count > 8 else 5)
+                    relay_of(bridge).wake()
+                    await asyncio.sleep(0.2)
+                    failed = await (
+                        await bridge.client.get(
+                            "/api/v1/relay/deliveries?state=failed", headers=headers
+                        )
+                    ).get_json()
+                    if failed["deliveries"]:
+                        break
+            (delivery,) = failed["deliveries"]
+            assert delivery["state"] == "failed" and delivery["last_status"] == 500
+            assert delivery["session_id"] == "ps_1" and delivery["type"] == "ready_to_confirm"
+            assert any("failed for good" in record.getMessage() for record in caplog.records)
+            tries = len(backend.received)
+            backend.answer = lambda received: 200
+            path = f"/api/v1/relay/deliveries/{delivery['id']}/retry"
+            assert (await bridge.client.post(path, headers=headers)).status_code == 202
+            received = await backend.arrived(tries + 1)
+            assert received[-1].headers["x-bridge-attempt"] == str(tries + 1)
+            for _ in range(50):
+                delivered = await (
+                    await bridge.client.get(
+                        "/api/v1/relay/deliveries?state=delivered", headers=headers
+                    )
+                ).get_json()
+                if delivered["deliveries"]:
+                    break
+                await asyncio.sleep(0.05)
+            assert [item["id"] for item in delivered["deliveries"]] == [delivery["id"]]
+            assert (await bridge.client.post(path, headers=headers)).status_code == 409
+            missing = "/api/v1/relay/deliveries/999999/retry"
+            assert (await bridge.client.post(missing, headers=headers)).status_code == 404
+
+
+async def test_the_deliveries_api_is_for_partners_only(relaying: Deployment) -> None:
+    assert (await relaying.client.get("/api/v1/relay/deliveries")).status_code == 401
+    bad = await relaying.client.get(
+        "/api/v1/relay/deliveries?state=lost", headers=relaying.partner.headers
+    )
+    assert bad.status_code == 400
+
+
+async def test_relay_metrics(relaying: Deployment, partner_backend: Partner) -> None:
+    await deliver(relaying, webhook("ready_to_confirm"))
+    await partner_backend.arrived(1)
+    await asyncio.sleep(0.1)
+    text = await (await relaying.client.get("/metrics")).get_data(as_text=True)
+    assert 'bridge_relay_attempts_total{outcome="delivered"} 1.0' in text
+    assert "bridge_relay_pending" in text and "bridge_relay_oldest_pending_seconds" in text
+
+
+@pytest.mark.parametrize(
+    ("attempts", "expected"), [(1, 1.0), (2, 2.0), (3, 4.0), (10, 512.0), (11, 600.0), (60, 600.0)]
+)
+def test_retries_grow_up_to_the_longest_pause(attempts: int, expected: float) -> None:
+    for jitter, share in ((0.0, 0.5), (0.999999, 1.0)):
+        later = next_attempt(
+            attempts=attempts, retry_from=0, now=100, max_delay=600, max_age=10**6, jitter=jitter
+        )
+        assert later == pytest.approx(100 + expected * share, rel=1e-5)
+
+
+def test_a_retry_past_the_maximum_age_is_none() -> None:
+    assert (
+        next_attempt(attempts=1, retry_from=0, now=59, max_delay=600, max_age=60, jitter=0) == 59.5
+    )
+    assert (
+        next_attempt(attempts=1, retry_from=0, now=60, max_delay=600, max_age=60, jitter=0) is None
+    )
