@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import shutil
 import sys
@@ -10,7 +11,7 @@ import tempfile
 
 import click
 
-from . import assets, logs
+from . import assets, logs, server
 from .config import ConfigError, Settings, check_strength, load_settings
 
 
@@ -29,7 +30,14 @@ def main() -> None:
     default=None,
     help="Worker processes.  [default: one per core]",
 )
-def serve(host: str, port: int, workers: int | None) -> None:
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    default=server.MAX_CONNECTIONS,
+    show_default=True,
+    help="Open connections per worker; a request beyond them is answered 503.",
+)
+def serve(host: str, port: int, workers: int | None, max_connections: int) -> None:
     """Serve the bridge with the production ASGI server (uvicorn)."""
     import uvicorn
 
@@ -47,6 +55,13 @@ def serve(host: str, port: int, workers: int | None) -> None:
         folder = tempfile.mkdtemp(prefix="redirect-bridge-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
         atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    fitting = server.fit_open_files(max_connections)
+    if fitting < max_connections:
+        logging.getLogger(__name__).warning(
+            "the open files limit (ulimit -n) leaves room for %d connections per worker, not %d",
+            fitting,
+            max_connections,
+        )
     uvicorn.run(
         "app:create_app",
         factory=True,
@@ -59,6 +74,8 @@ def serve(host: str, port: int, workers: int | None) -> None:
         # Long-polls and event streams would hold a shutdown for minutes; their clients
         # reconnect to another instance or to this one restarted.
         timeout_graceful_shutdown=5,
+        # Heads bounded in size and time, connections per worker bounded (app/server.py).
+        **server.options(fitting),
     )
 
 
