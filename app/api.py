@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hmac
+import json
 from collections.abc import Awaitable, Callable
 from functools import wraps
 from typing import Any, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from quart import Blueprint, Response, request
-from quart_schema import document_response, security_scheme
+from quart_schema import document_request, document_response, security_scheme
 
 from . import lifecycle
 from .bridge import bridge
@@ -17,7 +18,8 @@ from .errors import APIError, ErrorAnswer
 from .limits import refuse
 from .links import external, pay_path, return_path, status_path
 from .provider import is_session_id
-from .schemas import ActionAnswer, PaymentAnswer, SessionAnswer, TokenAnswer, iso
+from .returns import ReturnURLRefusedError, allowed_return_url
+from .schemas import ActionAnswer, PaymentAnswer, SessionAnswer, TokenAnswer, TokenRequest, iso
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1/sessions")
 
@@ -45,17 +47,27 @@ def partner_only(view: F) -> F:
 
 @bp.post("/<session_id>/tokens")
 @partner_only
+@document_request(TokenRequest)
 @document_response(TokenAnswer, 201)
+@document_response(ErrorAnswer, 400)
 @document_response(ErrorAnswer, 401)
 @document_response(ErrorAnswer, 422)
 async def create_token(session_id: str) -> Response:
-    """Mint a customer token for a session; works before any webhook has arrived."""
+    """Mint a customer token for a session; works before any webhook has arrived.
+
+    The body is optional: ``{"return_url": ...}`` sends this token's customer there instead of
+    to BRIDGE_RETURN_URL.
+    """
     bridge().token_limit.check(request.headers.get("Authorization", ""))
     if not is_session_id(session_id):
         raise APIError(
             422, "invalid_session_id", "a session id is 1-256 printable characters, no spaces"
         )
+    return_url = _return_url(await _token_request())
     minted = await bridge().mint_token(session_id)
+    if return_url is not None:
+        # The token that carries the return URL (Bridge.mint_token has made the session known).
+        minted = bridge().tokens.mint(session_id, return_url)
     answer = TokenAnswer(
         token=minted.token,
         pay_url=external(pay_path(minted.token)),
@@ -94,6 +106,39 @@ async def read_session(session_id: str) -> Response:
         expires_at=iso(expires),
     )
     return _json(answer)
+
+
+async def _token_request() -> TokenRequest:
+    """The body of a token request: none (or only whitespace) is ``{}``."""
+    body = await request.get_data(cache=False, as_text=False, parse_form_data=False)
+    if not body.strip():
+        return TokenRequest()
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise APIError(400, "invalid_json", "the body is not JSON") from None
+    try:
+        return TokenRequest.model_validate(document, strict=True)
+    except ValidationError as error:
+        where = "; ".join(
+            f"{'.'.join(map(str, item['loc'])) or 'body'}: {item['msg']}"
+            for item in error.errors(include_url=False)
+        )
+        message = f'the body is {{"return_url": "https://..."}} or nothing ({where})'
+        raise APIError(422, "invalid_request", message) from None
+
+
+def _return_url(wanted: TokenRequest) -> str | None:
+    """The return URL a token may carry, as it carries it; ``None`` when none was asked for."""
+    if wanted.return_url is None:
+        return None
+    settings = bridge().settings
+    try:
+        return allowed_return_url(
+            wanted.return_url, return_url=settings.return_url, origins=settings.return_origins
+        )
+    except ReturnURLRefusedError as error:
+        raise APIError(422, "return_url_not_allowed", str(error)) from None
 
 
 def _json(answer: BaseModel, status: int = 200) -> Response:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode
 
 from quart import Blueprint, Response, g, render_template, request
 from quart_schema import hide
@@ -14,6 +14,7 @@ from .bridge import bridge
 from .errors import found
 from .lifecycle import Session, Status
 from .links import external, local, pay_path, status_path
+from .returns import ReturnURLRefusedError, allowed_return_url, onward_url
 from .schemas import etag_of, status_body
 from .security import origin_matches
 
@@ -47,9 +48,8 @@ async def came_back(token: str) -> Response:
 
 
 async def _page(token: str, session: Session, *, returned: bool) -> Response:
-    return_url = bridge().settings.return_url
     done = session.status.is_outcome and not session.timed_out
-    onward = _with_outcome(return_url, session) if return_url and done else None
+    onward = _onward(token, session) if done else None
     context: dict[str, Any] = {
         "session": session,
         "page": _script_settings(token, session, returned, onward),
@@ -130,9 +130,26 @@ def _query(**values: str | bool | None) -> str:
     return f"?{urlencode(given)}" if given else ""
 
 
-def _with_outcome(url: str, session: Session) -> str:
-    """The partner's return URL with ``session_id`` and ``status`` added to its query."""
-    parts = urlsplit(url)
-    outcome = urlencode({"session_id": session.id, "status": session.status.value})
-    query = f"{parts.query}&{outcome}" if parts.query else outcome
-    return urlunsplit(parts._replace(query=query))
+def _onward(token: str, session: Session) -> str | None:
+    """Where the customer goes now that the outcome is known: the token's own return URL, else
+    ``BRIDGE_RETURN_URL``, with the outcome (signed with ``BRIDGE_RETURN_SECRET``); ``None``
+    when neither is set."""
+    settings = bridge().settings
+    base = settings.return_url
+    grant = bridge().tokens.read(token)  # remembered: the page's own lookup just verified it
+    if grant is not None and grant.return_url is not None:
+        try:  # an origin taken off BRIDGE_RETURN_ORIGINS since the token was minted: not there
+            base = allowed_return_url(
+                grant.return_url, return_url=settings.return_url, origins=settings.return_origins
+            )
+        except ReturnURLRefusedError:
+            log.warning("session %s: the token's return URL is no longer allowed", session.id)
+    if base is None:
+        return None
+    return onward_url(
+        base,
+        session_id=session.id,
+        status=session.status.value,
+        ts=int(bridge().clock()),
+        secret=settings.return_secret,
+    )

@@ -7,13 +7,32 @@ import json
 from datetime import UTC, datetime
 from typing import Literal, overload
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from . import lifecycle
 from .lifecycle import Session, Status
 from .provider import NextAction
+from .returns import RETURN_URL_LONGEST
 
 MAX_WAIT = 30
+
+
+class TokenRequest(BaseModel):
+    """The optional body of a token request; no body (or an empty one) is ``{}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    return_url: str | None = Field(
+        default=None,
+        # Documented, and checked with the origin (a refused return_url is one answer, 422
+        # return_url_not_allowed, whatever is wrong with it).
+        json_schema_extra={"maxLength": RETURN_URL_LONGEST},
+        description="Where this token's customer goes once the outcome is known, instead of"
+        " BRIDGE_RETURN_URL, with the same parameters (session_id, status, ts, sig). Its origin"
+        " must be BRIDGE_RETURN_URL's or one of BRIDGE_RETURN_ORIGINS; any other is refused"
+        " (422 return_url_not_allowed). Characters a URL may not carry are percent-encoded;"
+        f" at most {RETURN_URL_LONGEST} characters so.",
+    )
 
 
 class TokenAnswer(BaseModel):

@@ -1,7 +1,9 @@
 """Customer tokens: an itsdangerous-signed session id with a purpose and an expiry.
 
 The token is the customer's only credential: it opens ``/pay/{token}`` and
-``/api/v1/status/{token}`` for one session and nothing else.
+``/api/v1/status/{token}`` for one session and nothing else. A token minted with its own
+``return_url`` signs ``[session id, return URL]`` instead of the session id alone; a token of
+the session id alone (every token minted before return URLs existed) reads as it always did.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from itsdangerous import (
     BadData,
@@ -28,7 +31,11 @@ KNOWN_TOKENS = 16_384
 # signature, URL-safe base64 each. Only that shape is read: itsdangerous's base64 would read
 # past trailing junk, so one token could be sent (and remembered) in endless copies.
 _SHAPE = re.compile(r"\.?[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{27}")
-_LONGEST = 4096  # a 256-character session id, JSON-escaped and encoded, fits
+# The longest token: a 256-character session id JSON-escaped (up to 12 characters each, as
+# surrogate pairs) beside a 2048-character return URL (ASCII once escaped), uncompressed (zlib
+# is used only when it shortens), base64 (4/3), with the timestamp, the signature and the dots:
+# 6,873 characters. The bound is a little above it; minting checks it.
+_LONGEST = 7168
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,10 +46,12 @@ class Minted:
 
 @dataclass(frozen=True, slots=True)
 class Grant:
-    """What a valid token proves: this session, since this time."""
+    """What a valid token proves: this session, since this time; and where its customer goes
+    once the outcome is known, when the partner said so while minting it."""
 
     session_id: str
     issued_at: float
+    return_url: str | None = None
 
 
 class Tokens:
@@ -54,11 +63,17 @@ class Tokens:
         self._serializer = URLSafeTimedSerializer(list(secret_keys), salt=_PURPOSE, signer=signer)
         self._clock = clock
         self.ttl = ttl
-        self._known: dict[str, tuple[str, int]] = {}  # token -> (session id, issued at)
+        # token -> (session id, issued at, return URL)
+        self._known: dict[str, tuple[str, int, str | None]] = {}
 
-    def mint(self, session_id: str) -> Minted:
+    def mint(self, session_id: str, return_url: str | None = None) -> Minted:
+        """A token for ``session_id``; with ``return_url`` (already checked, at most
+        ``returns.RETURN_URL_LONGEST`` characters) its customer goes there."""
         stamped = int(self._clock())  # itsdangerous stamps whole seconds; valid while age <= ttl
-        token = self._serializer.dumps(session_id)
+        payload: str | list[str] = session_id if return_url is None else [session_id, return_url]
+        token = self._serializer.dumps(payload)
+        if len(token) > _LONGEST:  # it would never read back
+            raise ValueError(f"a token of {len(token)} characters is over {_LONGEST}")
         return Minted(token=token, expires_at=float(stamped + self.ttl))
 
     def read(self, token: str) -> Grant | None:
@@ -70,21 +85,32 @@ class Tokens:
             known = self._verify(token)
         if known is None:
             return None
-        session_id, issued = known
+        session_id, issued, return_url = known
         age = int(self._clock()) - issued  # as itsdangerous counts it: whole seconds
-        return Grant(session_id, float(issued)) if 0 <= age <= self.ttl else None
+        return Grant(session_id, float(issued), return_url) if 0 <= age <= self.ttl else None
 
-    def _verify(self, token: str) -> tuple[str, int] | None:
+    def _verify(self, token: str) -> tuple[str, int, str | None] | None:
         try:
             value, issued = self._serializer.loads(token, return_timestamp=True)
         except BadData:
             return None
-        if not isinstance(value, str):
+        granted = _granted(value)
+        if granted is None:
             return None
         if len(self._known) >= KNOWN_TOKENS:
             del self._known[next(iter(self._known))]  # the oldest
-        self._known[token] = known = (value, int(issued.timestamp()))
+        self._known[token] = known = (granted[0], int(issued.timestamp()), granted[1])
         return known
+
+
+def _granted(value: Any) -> tuple[str, str | None] | None:
+    """(session id, return URL) from a signed payload of either shape; ``None`` for any other
+    value (signed with the secret, but not as a token)."""
+    if isinstance(value, str):
+        return value, None
+    if isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value):
+        return value[0], value[1]
+    return None
 
 
 def _canonical(token: str) -> bool:

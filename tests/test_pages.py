@@ -233,7 +233,7 @@ async def test_final_status_redirects_to_the_return_url_when_configured(
         response = await bridge.client.get(f"/pay/{token}")
     assert response.status_code == 303
     assert response.headers["Location"] == (
-        "https://shop.test/done?order=7&session_id=ps_1&status=succeeded"
+        "https://shop.test/done?order=7&session_id=ps_1&status=succeeded&ts=1800000000"
     )
     assert_customer_headers(response)
 
@@ -266,11 +266,14 @@ async def test_a_held_payment_goes_on_to_the_return_url(configured: Configured) 
         back = await bridge.client.get(f"/pay/{token}/return")
     assert response.status_code == 303
     assert response.headers["Location"] == (
-        "https://shop.test/done?order=7&session_id=ps_1&status=authorized"
+        "https://shop.test/done?order=7&session_id=ps_1&status=authorized&ts=1800000000"
     )
     page = Page(await back.get_data(as_text=True))
     assert "Payment approved" in page.text
-    assert "https://shop.test/done?order=7&session_id=ps_1&status=authorized" in page.links
+    assert (
+        "https://shop.test/done?order=7&session_id=ps_1&status=authorized&ts=1800000000"
+        in page.links
+    )
 
 
 @pytest.mark.parametrize(
@@ -407,7 +410,7 @@ async def test_the_return_url_keeps_its_fragment_after_the_outcome(configured: C
         await bridge.provider.deliver("payment_finished", session_status="accepted")
         response = await bridge.client.get(f"/pay/{token}")
     assert response.headers["Location"] == (
-        "https://shop.test/done?order=7&session_id=ps_1&status=succeeded#thanks"
+        "https://shop.test/done?order=7&session_id=ps_1&status=succeeded&ts=1800000000#thanks"
     )
 
 
@@ -422,9 +425,10 @@ async def test_the_return_page_shows_the_outcome_even_with_a_return_url(
     assert response.status_code == 200
     page = Page(html)
     assert "Payment complete" in page.text
-    onward = "https://shop.test/done?session_id=ps_1&status=succeeded"
+    onward = "https://shop.test/done?session_id=ps_1&status=succeeded&ts=1800000000"
     assert onward in page.links  # "Continue to the shop", for a customer without JavaScript
-    assert '"onward_url": "https://shop.test/done?session_id=ps_1\\u0026status=succeeded"' in html
+    assert settings_of(html)["onward_url"] == onward
+    assert '"onward_url": "https://shop.test/done?session_id=ps_1\\u0026status=succeeded' in html
 
 
 async def test_customer_headers_on_method_errors_too(client: Any, partner: Partner) -> None:
