@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import urlencode
 
@@ -60,6 +61,7 @@ async def _page(token: str, session: Session, *, returned: bool) -> Response:
         # In a partner's iframe the outcome is shown (and told to the embedder), not the shop.
         framed = request.headers.get("Sec-Fetch-Dest") == "iframe"
         if onward is not None and not returned and not framed:
+            _shown(session, "onward")  # sent on to the partner's return URL
             return Response(status=303, headers={"Location": onward})
         return await _html("pay/outcome.html", onward=onward, **context)
     if session.status is Status.ACTION_REQUIRED and not session.customer_returned:
@@ -87,8 +89,16 @@ async def _action_page(session: Session, context: dict[str, Any]) -> Response:
 
 async def _html(template: str, status: int = 200, **context: Any) -> Response:
     """A page as a ``Response``, which goes out as it is (a string would be inspected by
-    quart-schema on its way out, for pydantic models it cannot be)."""
+    quart-schema on its way out, for pydantic models it cannot be). The session's history
+    notes the step it shows, named after its template: bank, waiting, qr, elsewhere, outcome,
+    expired, refused."""
+    _shown(context["session"], PurePosixPath(template).stem)
     return Response(await render_template(template, **context), status)
+
+
+def _shown(session: Session, step: str) -> None:
+    if request.method != "HEAD":
+        bridge().page_shown(session, step)
 
 
 def _script_settings(

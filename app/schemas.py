@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime
-from typing import Literal, overload
+from typing import Any, Literal, overload
 
 from pydantic import BaseModel, ConfigDict, Field
+from quart import Response
 
 from . import lifecycle
 from .lifecycle import Session, Status
@@ -128,3 +129,10 @@ def status_body(session: Session, action_url: str) -> bytes:
 def etag_of(body: bytes) -> str:
     """A strong ETag (unquoted) for a status answer: it changes exactly when the answer does."""
     return hashlib.sha256(body).hexdigest()[:20]
+
+
+def json_answer(answer: BaseModel | dict[str, Any], status: int = 200) -> Response:
+    """An answer as JSON, made here: a ``Response`` goes out as it is, not inspected by
+    quart-schema on its way."""
+    body = answer.model_dump_json() if isinstance(answer, BaseModel) else json.dumps(answer)
+    return Response(body, status, content_type="application/json")
