@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from functools import wraps
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from quart import Blueprint, Response, request
 from quart_schema import document_request, document_response, security_scheme
 
@@ -19,7 +19,15 @@ from .limits import refuse
 from .links import external, pay_path, return_path, status_path
 from .provider import is_session_id
 from .returns import ReturnURLRefusedError, allowed_return_url
-from .schemas import ActionAnswer, PaymentAnswer, SessionAnswer, TokenAnswer, TokenRequest, iso
+from .schemas import (
+    ActionAnswer,
+    PaymentAnswer,
+    SessionAnswer,
+    TokenAnswer,
+    TokenRequest,
+    iso,
+    json_answer,
+)
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1/sessions")
 
@@ -64,10 +72,7 @@ async def create_token(session_id: str) -> Response:
             422, "invalid_session_id", "a session id is 1-256 printable characters, no spaces"
         )
     return_url = _return_url(await _token_request())
-    minted = await bridge().mint_token(session_id)
-    if return_url is not None:
-        # The token that carries the return URL (Bridge.mint_token has made the session known).
-        minted = bridge().tokens.mint(session_id, return_url)
+    minted = await bridge().mint_token(session_id, return_url)
     answer = TokenAnswer(
         token=minted.token,
         pay_url=external(pay_path(minted.token)),
@@ -75,7 +80,7 @@ async def create_token(session_id: str) -> Response:
         return_url=external(return_path(minted.token)),
         expires_at=iso(minted.expires_at),
     )
-    return _json(answer, 201)
+    return json_answer(answer, 201)
 
 
 @bp.get("/<session_id>")
@@ -105,7 +110,7 @@ async def read_session(session_id: str) -> Response:
         updated_at=iso(session.updated_at),
         expires_at=iso(expires),
     )
-    return _json(answer)
+    return json_answer(answer)
 
 
 async def _token_request() -> TokenRequest:
@@ -139,8 +144,3 @@ def _return_url(wanted: TokenRequest) -> str | None:
         )
     except ReturnURLRefusedError as error:
         raise APIError(422, "return_url_not_allowed", str(error)) from None
-
-
-def _json(answer: BaseModel, status: int = 200) -> Response:
-    """A model as its JSON answer, made here: a ``Response`` goes out as it is."""
-    return Response(answer.model_dump_json(), status, content_type="application/json")

@@ -125,13 +125,13 @@ class Bridge:
     async def events(self, session_id: str) -> list[Event]:
         return await self.store.events(session_id)
 
-    async def mint_token(self, session_id: str) -> Minted:
+    async def mint_token(self, session_id: str, return_url: str | None = None) -> Minted:
         """A customer token; the session becomes known (``pending``) if nothing was heard yet."""
         now = self.clock()
         await self.store.update_session(
             session_id, lambda session: session or lifecycle.new_session(session_id, now)
         )
-        return self.tokens.mint(session_id)
+        return self.tokens.mint(session_id, return_url)
 
     async def session(self, session_id: str) -> Session | None:
         """The session as it stands now, the action window applied."""

@@ -41,8 +41,10 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _NUL_OR_SURROGATE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])|\xed[\xa0-\xbf]")
 # Printable, no white space, no "/" (ids travel as one URL path segment), at most 256 characters,
 # and not "." or ".." (which a URL's path resolves away).
-_ID = r"[^\s/\x00-\x1f\x7f]"  # a character an id may hold
-_ID_NOT_DOT = r"[^\s/\x00-\x1f\x7f.]"
+# \x85 and \ufeff named apart: Python's \s and ECMAScript's (JSON Schema patterns, so
+# /openapi.json) each hold one the other lacks.
+_ID = r"[^\s/\x00-\x1f\x7f\x85\ufeff]"  # a character an id may hold
+_ID_NOT_DOT = r"[^\s/\x00-\x1f\x7f\x85\ufeff.]"
 SESSION_ID_PATTERN = (
     rf"^(?:{_ID_NOT_DOT}{_ID}{{0,255}}|\.{_ID_NOT_DOT}{_ID}{{0,254}}|\.\.{_ID}{{1,254}})$"
 )

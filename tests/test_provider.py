@@ -503,3 +503,16 @@ def test_reading_the_raw_text_decides_as_walking_the_document(
     except (UnicodeError, ValueError):  # not text the parser reads: refused before parsing
         return
     assert _outcome(decoded, raw) == _outcome(decoded, None)
+
+
+@pytest.mark.parametrize("odd", ["\x85", "\xa0", "\u2028", "\u3000", "\ufeff", "é", "/", "."])
+def test_the_documented_session_id_pattern_agrees_with_the_check(odd: str) -> None:
+    """/openapi.json's pattern is read by ECMAScript rules, whose white space differs from
+    Python's: both must take and refuse the same ids."""
+    import jsonschema_rs
+
+    from app.provider import SESSION_ID_PATTERN, is_session_id
+
+    schema = jsonschema_rs.validator_for({"type": "string", "pattern": SESSION_ID_PATTERN})
+    for candidate in (f"ps{odd}1", odd, f"{odd}{odd}"):
+        assert schema.is_valid(candidate) is is_session_id(candidate), repr(candidate)
