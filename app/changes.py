@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
+from weakref import WeakSet
 
 
 class ChangeFeed:
@@ -12,6 +13,8 @@ class ChangeFeed:
 
     def __init__(self) -> None:
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+        self.draining = False  # the server is shutting down: answer now, wait no more
+        _FEEDS.add(self)
 
     @property
     def waiting(self) -> int:
@@ -40,3 +43,15 @@ class ChangeFeed:
             if not waiters and self._waiters.get(session_id) is waiters:
                 del self._waiters[session_id]
             waiter.cancel()
+
+
+_FEEDS: WeakSet[ChangeFeed] = WeakSet()
+
+
+def drain_all() -> None:
+    """The server is shutting down: every waiter of this process answers with what it has, so
+    a long-poll or an event stream ends cleanly instead of being cut off."""
+    for feed in list(_FEEDS):
+        if not feed.draining:
+            feed.draining = True
+            feed.publish_all()

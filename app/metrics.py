@@ -18,7 +18,11 @@ from prometheus_client import (
     multiprocess,
 )
 
+from .lifecycle import Status
 from .provider import WEBHOOK_TYPES
+
+# What the webhook route counts a refused delivery as (app/webhooks.py).
+WEBHOOK_REFUSALS = ("invalid_signature", "invalid_json", "not_a_webhook", "body_too_large")
 
 
 class Metrics:
@@ -84,6 +88,22 @@ class Metrics:
             multiprocess_mode="max",
         )
         self._children: dict[tuple[Any, ...], Any] = {}
+        self._start_at_zero()
+
+    def _start_at_zero(self) -> None:
+        """Every series an alert may watch exists from the start, at 0: ``increase()`` over a
+        series that appears with its first event misses that event."""
+        kinds = sorted(WEBHOOK_TYPES) + ["other"]
+        for kind in kinds:
+            for outcome in ("accepted", "duplicate"):
+                _child(self._children, self.webhooks, kind, outcome)
+            _child(self._children, self.unchanged, kind)
+        for refusal in WEBHOOK_REFUSALS:
+            _child(self._children, self.webhooks, "none", refusal)
+        for status in Status:
+            _child(self._children, self.transitions, status.value)
+        for outcome in ("delivered", "pending", "failed"):
+            _child(self._children, self.relay_attempts, outcome)
 
     def exposition(self) -> bytes:
         """The text a scrape gets: every worker's metrics when there are several."""

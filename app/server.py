@@ -31,6 +31,8 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from .changes import drain_all
+
 HEAD_MAX_BYTES = 32 * 1024  # nginx's default bound on a request's headers (4 buffers of 8 KB)
 HEAD_TIMEOUT = 5  # seconds; as long as uvicorn's keep-alive timeout
 MAX_CONNECTIONS = 12_000  # per worker: 10,000 long-polls (348 MB) and the requests waking them
@@ -101,6 +103,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
         # What comes next is the next request's (a read that holds both counts to neither).
         self._received = self._body_received = 0
+
+    def shutdown(self) -> None:
+        """The server is stopping: held long-polls and event streams answer now (uvicorn
+        would cut them off when its graceful wait ends, as errors)."""
+        drain_all()
+        super().shutdown()
 
     def on_response_complete(self) -> None:
         latest = self.cycle  # the request parsed last; a pipelined one before it has its body

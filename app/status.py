@@ -82,6 +82,8 @@ async def events(token: str) -> Response:
         deadline = time.monotonic() + STREAM_SECONDS
         yield f"retry: {RETRY_MILLISECONDS}\n\n".encode()
         while time.monotonic() < deadline:
+            if bridge().store.changes.draining:  # shutting down: the browser reconnects
+                return
             if current.etag != sent:
                 sent = current.etag
                 yield b"id: %s\nevent: status\ndata: %s\n\n" % (sent.encode(), current.body)
@@ -131,10 +133,11 @@ async def _hold(token: str, session_id: str, known: set[str], wait: int) -> _Sta
     try:
         while True:
             # Subscribe before reading, so a change in between still wakes us.
-            with bridge().store.changes.watch(session_id) as changed:
+            feed = bridge().store.changes
+            with feed.watch(session_id) as changed:
                 view = await _status(token)
                 remaining = deadline - time.monotonic()
-                if view.etag not in known or remaining <= 0:
+                if view.etag not in known or remaining <= 0 or feed.draining:
                     return view
                 if view.expires_at is not None:  # the window's end changes the status unwritten
                     remaining = min(remaining, max(view.expires_at - bridge().clock(), 0.01))

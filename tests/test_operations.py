@@ -190,7 +190,7 @@ async def test_webhooks_that_changed_nothing_are_counted_apart(provider: Any, cl
     text = await (await client.get("/metrics")).get_data(as_text=True)
     assert 'bridge_webhooks_total{outcome="accepted",type="action_required"} 1.0' in text
     assert 'bridge_webhooks_unchanged_total{type="action_required"} 1.0' in text
-    assert 'bridge_webhooks_unchanged_total{type="ready_to_confirm"}' not in text
+    assert 'bridge_webhooks_unchanged_total{type="ready_to_confirm"} 0.0' in text
 
 
 async def test_each_status_change_is_one_log_line(
@@ -223,3 +223,21 @@ async def test_start_up_says_which_database_and_what_worries(
     assert not any("@" in line or "password" in line for line in said)
     assert "BRIDGE_API_KEY is not a setting of this version; it is ignored" in said
     assert any("ALLOW_INSECURE_ACS is on" in line for line in said)
+
+
+async def test_every_series_an_alert_watches_exists_from_the_start(client: Any) -> None:
+    text = await (await client.get("/metrics")).get_data(as_text=True)
+    for line in (
+        'bridge_webhooks_total{outcome="accepted",type="payment_finished"} 0.0',
+        'bridge_webhooks_total{outcome="invalid_signature",type="none"} 0.0',
+        'bridge_webhooks_total{outcome="body_too_large",type="none"} 0.0',
+        'bridge_status_transitions_total{status="authorized"} 0.0',
+        'bridge_relay_attempts_total{outcome="failed"} 0.0',
+        "bridge_token_failures_total 0.0",
+    ):
+        assert line in text, line
+    # Each refusal the webhook route counts is one of those series (no new one appears).
+    for body, outcome in ((b"{}", "invalid_signature"),):
+        await client.post("/webhooks/smart-glocal", data=body)
+        text = await (await client.get("/metrics")).get_data(as_text=True)
+        assert f'bridge_webhooks_total{{outcome="{outcome}",type="none"}} 1.0' in text
