@@ -6,20 +6,29 @@ import html
 import json
 import re
 import socket
+import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from email.message import Message
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from app.demo import DemoError, serve_demo
+from app.demo.shop import Credentials, Site, check_return, create_shop
 from app.demo.simulated_provider import Provider, Stage
 from app.provider import instant, parse_webhook
+from app.returns import onward_url
+from app.signature import HEADER, sign, verify
+
+from .test_return import readme_check
+
+if TYPE_CHECKING:
+    from quart.typing import TestClientProtocol
 
 PROVIDER_CLOCK = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
@@ -150,18 +159,92 @@ def heading(page: str) -> str:
     return match[1]
 
 
-async def back_at_the_shop(demo: Demo, pay_url: str, session_id: str, status: str) -> Answer:
-    """The bridge's page sends the customer to the shop's result page with the outcome."""
+@dataclass(frozen=True)
+class Row:
+    """One webhook the shop's backend received from the relay, as its panel shows it."""
+
+    type: str
+    session: str
+    delivery: str
+    attempt: str
+    repeat: str
+    done: str
+
+
+ROW = re.compile(
+    r'<tr data-type="([^"]*)" data-session="([^"]*)" data-delivery="([^"]*)"'
+    r' data-attempt="([^"]*)" data-repeat="(\w+)">.*?<td class="done">(.*?)</td>',
+    re.DOTALL,
+)
+
+
+def received(page: str) -> list[Row]:
+    """The rows of the partner's panel (``/partner``, or a result page's), in order."""
+    text = html.unescape
+    return [
+        Row(text(kind), text(session), text(delivery), text(attempt), repeat, text(_text(done)))
+        for kind, session, delivery, attempt, repeat, done in ROW.findall(page)
+    ]
+
+
+def _text(fragment: str) -> str:
+    return re.sub(r"<[^>]+>", "", fragment).strip()
+
+
+def verified(result_page: str) -> bool:
+    match = re.search(r'id="return-check" data-verified="(yes|no)"', result_page)
+    assert match is not None, result_page
+    return match[1] == "yes"
+
+
+ASKS = {
+    "ready_to_confirm": "called session/confirm",
+    "action_required": "nothing to do (the bridge shows the customer the bank)",
+    "ready_to_capture": "called session/capture",
+}
+PAID, NOT_PAID = "order paid: fulfilled", "order not paid: closed"
+
+
+@pytest.fixture
+def checked(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Every ``X-PARTNER-SIGN`` check the shop's backend made, and its answer."""
+    answers: list[bool] = []
+    real = verify
+
+    def spy(keys: Any, body: bytes, signature: str | None) -> bool:
+        answers.append(real(keys, body, signature))
+        return answers[-1]
+
+    monkeypatch.setattr("app.demo.shop.verify", spy)
+    return answers
+
+
+async def back_at_the_shop(demo: Demo, pay_url: str, session_id: str, status: str) -> str:
+    """The bridge's page sends the customer to the shop's result page with the signed
+    outcome, which the shop verifies; the location is returned."""
     onward = await fetch(pay_url)
     assert onward.status == 303, onward
     location = urlsplit(onward.headers["location"])
     assert f"{location.scheme}://{location.netloc}{location.path}" == f"{demo.shop}/result"
     query = parse_qs(location.query)
     assert query["session_id"] == [session_id] and query["status"] == [status]
+    assert set(query) == {"session_id", "status", "ts", "sig"}
     result = await fetch(onward.headers["location"])
     assert result.status == 200
+    assert verified(result.text)
     assert f'id="came-back-with">{status}<' in result.text
-    return result
+    return onward.headers["location"]
+
+
+async def settled(url: str) -> Answer:
+    """The result page once it stops refreshing: the bridge's status is final and the shop's
+    backend heard ``payment_finished`` from the relay."""
+    for _ in range(100):
+        result = await fetch(url)
+        if '<meta http-equiv="refresh"' not in result.text:
+            return result
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the result page never settled: {result.text}")
 
 
 CONFIRMED = ["ready_to_confirm", "confirm", "action_required"]
@@ -185,6 +268,7 @@ CONFIRMED = ["ready_to_confirm", "confirm", "action_required"]
 )
 async def test_the_whole_journey(
     demo: Demo,
+    checked: list[bool],
     method: str,
     stages: str,
     decision: str,
@@ -196,6 +280,11 @@ async def test_the_whole_journey(
     assert shop.status == 200 and "Pay 150.00 USD" in shop.text
     assert 'name="stages" value="one" checked' in shop.text
     assert 'name="stages" value="two"' in shop.text
+    # Beside the customer's side, the partner's: a page of its own that updates by itself.
+    assert '<iframe class="partner-frame" src="/partner"' in shop.text
+    panel = await fetch(f"{demo.shop}/partner")
+    assert panel.status == 200 and "Nothing received yet." in panel.text
+    assert '<meta http-equiv="refresh"' in panel.text and "<script" not in panel.text
 
     choice = [("method", method), ("stages", stages)]
     checkout = await fetch(f"{demo.shop}/checkout", choice, "POST")
@@ -212,7 +301,7 @@ async def test_the_whole_journey(
     assert heading(confirming.text) == "Confirming your payment"
     assert 'id="bank-form"' not in confirming.text and 'id="bank-go"' not in confirming.text
 
-    # The shop confirmed: now, and only now, the bank step.
+    # The shop heard ready_to_confirm from the relay and confirmed: now, and only now, the bank.
     assert await watch.next() == "action_required"
     page = await fetch(pay_url)
     form_method, action, fields = bank_form(page.text)
@@ -228,6 +317,8 @@ async def test_the_whole_journey(
     so_far = await fetch(f"{demo.shop}/result?{urlencode({'session_id': session_id})}")
     assert history(so_far.text) == CONFIRMED
     assert '<meta http-equiv="refresh"' in so_far.text  # not final: the page updates itself
+    assert not verified(so_far.text)  # no signed return: nothing claimed, nothing believed
+    assert [row.type for row in received(so_far.text)][0] == "ready_to_confirm"
 
     answered = await fetch(
         f"{demo.shop}/provider/return", [("session", session_id), ("decision", decision)], "POST"
@@ -239,14 +330,42 @@ async def test_the_whole_journey(
 
     for status in statuses:
         assert await watch.next() == status
-        result = await back_at_the_shop(demo, pay_url, session_id, status)
+        location = await back_at_the_shop(demo, pay_url, session_id, status)
+    result = await settled(location)
     assert heading(result.text) == ending
     assert 'id="bridge-status">' + statuses[-1] + "<" in result.text
-    assert '<meta http-equiv="refresh"' not in result.text
+    assert verified(result.text)
     assert history(result.text) == CONFIRMED + steps
+
+    # The partner's side: every webhook the provider sent came through the relay, each once,
+    # in order, each signature good, and the shop answered each as it asks.
+    sent = [step for step in CONFIRMED + steps if step in ASKS or step == "payment_finished"]
+    rows = received((await fetch(f"{demo.shop}/partner")).text)
+    assert [row.type for row in rows] == sent
+    assert {row.session for row in rows} == {session_id}
+    assert all(row.attempt == "1" and row.repeat == "no" for row in rows), rows
+    deliveries = [int(row.delivery) for row in rows]
+    assert deliveries == sorted(set(deliveries)), deliveries
+    assert [row.done for row in rows] == [ASKS.get(kind, "") for kind in sent[:-1]] + [
+        PAID if ending == "Paid" else NOT_PAID
+    ]
+    assert checked == [True] * len(rows)
+    assert received(result.text) == rows  # the result page shows this session's part
+
+    # A return changed on the way is not believed: the shop asks the bridge instead.
+    other = "failed" if statuses[-1] != "failed" else "succeeded"
+    tampered = location.replace(f"status={statuses[-1]}", f"status={other}")
+    unsigned = location.split("&sig=")[0]
+    for url in (tampered, unsigned):
+        shown = await fetch(url)
+        assert shown.status == 200 and not verified(shown.text)
+        assert 'id="came-back-with"' not in shown.text
+        assert heading(shown.text) == ending
+    assert f'id="claimed">{other}<' in (await fetch(tampered)).text
 
     forged = {"session_id": session_id, "status": '<b id="x">succeeded</b>'}
     shown = await fetch(f"{demo.shop}/result?{urlencode(forged)}")
+    assert not verified(shown.text)
     assert "&lt;b id=&#34;x&#34;&gt;succeeded&lt;/b&gt;" in shown.text and "<b " not in shown.text
     assert 'id="bridge-status">' + statuses[-1] + "<" in shown.text  # the bridge is asked
 
@@ -265,9 +384,18 @@ class RecordingProvider(Provider):
     def __init__(self, key: rsa.RSAPrivateKey) -> None:
         super().__init__(key, "http://127.0.0.1:9/unused", delay=0)
         self.sent: list[dict[str, Any]] = []
+        self.calls: list[str] = []  # the partner's calls, refused ones too
 
     async def send(self, webhook: Mapping[str, Any]) -> None:
         self.sent.append(dict(webhook))
+
+    def confirm(self, session_id: str) -> bool:
+        self.calls.append("confirm")
+        return super().confirm(session_id)
+
+    def capture(self, session_id: str) -> bool:
+        self.calls.append("capture")
+        return super().capture(session_id)
 
     async def settled(self, session_id: str) -> Stage:
         for _ in range(100):
@@ -361,3 +489,258 @@ async def test_a_busy_port_is_one_clear_error() -> None:
         port = busy.getsockname()[1]
         with pytest.raises(DemoError, match=f"port {port} on 127.0.0.1 is already in use"):
             await serve_demo("127.0.0.1", port, _free_ports()[0])
+
+
+SECRET = "demo-return-secret-0123456789"
+
+
+@dataclass
+class Partner:
+    """The shop app alone, with a provider that keeps its webhooks for the test to relay."""
+
+    client: TestClientProtocol
+    provider: RecordingProvider
+    key: rsa.RSAPrivateKey
+
+    async def relay(
+        self,
+        webhook: Mapping[str, Any],
+        *,
+        delivery_id: str,
+        attempt: int = 1,
+        body: bytes | None = None,
+        signature: str | None = None,
+    ) -> int:
+        """POST a webhook to the shop as the bridge relays it: the provider's bytes and
+        signature (unless told otherwise), the delivery id and attempt."""
+        raw = json.dumps(webhook).encode()
+        headers = {
+            "Content-Type": "application/json",
+            "X-Bridge-Delivery-Id": delivery_id,
+            "X-Bridge-Attempt": str(attempt),
+            HEADER: sign(self.key, raw) if signature is None else signature,
+        }
+        answer = await self.client.post("/partner/webhooks", data=body or raw, headers=headers)
+        await asyncio.sleep(0)  # the shop acts in the background
+        return answer.status_code
+
+    async def rows(self) -> list[Row]:
+        return received(await (await self.client.get("/partner")).get_data(as_text=True))
+
+
+@pytest.fixture
+async def partner(provider_key: rsa.RSAPrivateKey) -> AsyncIterator[Partner]:
+    provider = RecordingProvider(provider_key)
+    nobody = _free_ports()[0]  # no bridge: the result page's read of the session fails fast
+    credentials = Credentials("partner-key", provider_key.public_key(), SECRET)
+    app = create_shop(Site("127.0.0.1", nobody, nobody), provider, credentials)
+    async with app.test_app() as running:
+        yield Partner(running.test_client(), provider, provider_key)
+
+
+async def test_the_shop_confirms_and_captures_what_the_relay_brings(partner: Partner) -> None:
+    provider = partner.provider
+    provider.start(
+        "ps_demo_1", return_url="http://bridge.test/back", redirect=REDIRECT, two_stage=True
+    )
+    await provider.settled("ps_demo_1")
+    assert await partner.relay(provider.sent[-1], delivery_id="1") == 200
+    assert await provider.settled("ps_demo_1") is Stage.BANK
+    assert await partner.relay(provider.sent[-1], delivery_id="2") == 200  # action_required
+    provider.bank_answered("ps_demo_1", approved=True)
+    await provider.settled("ps_demo_1")
+    assert await partner.relay(provider.sent[-1], delivery_id="3") == 200  # ready_to_capture
+    assert await provider.settled("ps_demo_1") is Stage.FINISHED
+    assert await partner.relay(provider.sent[-1], delivery_id="4") == 200  # payment_finished
+    assert provider.calls == ["confirm", "capture"]
+    rows = await partner.rows()
+    assert [(row.type, row.delivery, row.done) for row in rows] == [
+        ("ready_to_confirm", "1", ASKS["ready_to_confirm"]),
+        ("action_required", "2", ASKS["action_required"]),
+        ("ready_to_capture", "3", ASKS["ready_to_capture"]),
+        ("payment_finished", "4", PAID),
+    ]
+
+
+async def test_a_relayed_webhook_with_a_bad_signature_is_refused(
+    partner: Partner, provider_key: rsa.RSAPrivateKey
+) -> None:
+    provider = partner.provider
+    provider.start(
+        "ps_demo_1", return_url="http://bridge.test/back", redirect=REDIRECT, two_stage=False
+    )
+    await provider.settled("ps_demo_1")
+    webhook = provider.sent[-1]
+    genuine = json.dumps(webhook).encode()
+    changed = genuine.replace(b'"ready_to_confirm"', b'"ready_to_capture"')
+    stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    refused: list[dict[str, Any]] = [
+        {"body": changed, "signature": sign(provider_key, genuine)},  # bytes changed on the way
+        {"signature": sign(stranger, genuine)},  # signed by someone else
+        {"signature": ""},  # not signed
+        {"signature": "bm90IGEgc2lnbmF0dXJl"},
+    ]
+    for number, forged in enumerate(refused, 1):
+        assert await partner.relay(webhook, delivery_id=str(number), **forged) == 401
+    assert provider.calls == [] and await partner.rows() == []
+    assert provider.sessions["ps_demo_1"].stage is Stage.CONFIRM  # still waiting for the shop
+
+    # The genuine one, even under a delivery id a refused one carried, is acted on.
+    assert await partner.relay(webhook, delivery_id="1") == 200
+    assert provider.calls == ["confirm"]
+
+
+async def test_a_delivery_that_comes_again_is_acted_on_once(partner: Partner) -> None:
+    provider = partner.provider
+    provider.start(
+        "ps_demo_1", return_url="http://bridge.test/back", redirect=REDIRECT, two_stage=False
+    )
+    await provider.settled("ps_demo_1")
+    webhook = provider.sent[-1]
+    assert await partner.relay(webhook, delivery_id="7", attempt=1) == 200
+    assert await partner.relay(webhook, delivery_id="7", attempt=2) == 200  # at least once
+    await provider.settled("ps_demo_1")
+    assert await partner.relay(webhook, delivery_id="7", attempt=3) == 200
+    assert provider.calls == ["confirm"]
+    rows = await partner.rows()
+    assert [(row.delivery, row.attempt, row.repeat) for row in rows] == [
+        ("7", "1", "no"),
+        ("7", "2", "yes"),
+        ("7", "3", "yes"),
+    ]
+    assert rows[0].done == ASKS["ready_to_confirm"]
+    assert rows[1].done == rows[2].done == "seen before: answered 200, not acted on again"
+
+
+async def test_the_shop_refuses_what_is_no_relayed_webhook(partner: Partner) -> None:
+    provider = partner.provider
+    provider.start(
+        "ps_demo_1", return_url="http://bridge.test/back", redirect=REDIRECT, two_stage=False
+    )
+    await provider.settled("ps_demo_1")
+    headers = {HEADER: sign(partner.key, b"not json"), "X-Bridge-Delivery-Id": "1"}
+    answer = await partner.client.post("/partner/webhooks", data=b"not json", headers=headers)
+    assert answer.status_code == 400
+    assert await partner.relay(provider.sent[-1], delivery_id="") == 400  # no delivery id
+    assert provider.calls == [] and await partner.rows() == []
+
+
+NOW = 1_800_000_000
+
+
+@pytest.mark.parametrize(
+    ("query", "trusted"),
+    [
+        (
+            onward_url(
+                "http://shop.test/r", session_id="ps_1", status="succeeded", ts=NOW, secret=SECRET
+            ),
+            True,
+        ),
+        (
+            onward_url(
+                "http://shop.test/r?order=7",
+                session_id="ps_1",
+                status="authorized",
+                ts=NOW - 299,
+                secret=SECRET,
+            ),
+            True,
+        ),
+        (
+            onward_url(
+                "http://shop.test/r",
+                session_id="ps_1",
+                status="succeeded",
+                ts=NOW + 59,
+                secret=SECRET,
+            ),
+            True,
+        ),
+        (
+            onward_url(
+                "http://shop.test/r",
+                session_id="ps_1",
+                status="succeeded",
+                ts=NOW - 301,
+                secret=SECRET,
+            ),
+            False,
+        ),
+        (
+            onward_url(
+                "http://shop.test/r",
+                session_id="ps_1",
+                status="succeeded",
+                ts=NOW + 61,
+                secret=SECRET,
+            ),
+            False,
+        ),
+        (
+            onward_url(
+                "http://shop.test/r", session_id="ps_1", status="succeeded", ts=NOW, secret="other"
+            ),
+            False,
+        ),
+        (
+            onward_url(
+                "http://shop.test/r", session_id="ps_1", status="failed", ts=NOW, secret=SECRET
+            ).replace("failed", "succeeded"),
+            False,
+        ),
+        (
+            onward_url(
+                "http://shop.test/r", session_id="ps_1", status="failed", ts=NOW, secret=None
+            ),
+            False,
+        ),
+    ],
+)
+def test_the_shop_checks_the_return_as_readme_tells_partners(query: str, trusted: bool) -> None:
+    raw = urlsplit(query).query
+    checked = check_return(raw, SECRET, now=NOW)
+    assert checked == readme_check()(raw, SECRET, now=NOW)
+    assert (checked is not None) is trusted
+
+
+async def test_the_result_page_believes_only_a_signed_return(partner: Partner) -> None:
+    provider = partner.provider
+    provider.start(
+        "ps_demo_1", return_url="http://bridge.test/back", redirect=REDIRECT, two_stage=False
+    )
+    provider.start(
+        "ps_demo_2", return_url="http://bridge.test/back", redirect=REDIRECT, two_stage=False
+    )
+
+    async def page(session_id: str, status: str, **change: Any) -> str:
+        args = {
+            "session_id": session_id,
+            "status": status,
+            "ts": int(time.time()),
+            "secret": SECRET,
+        }
+        url = onward_url("http://shop.test/result", **{**args, **change})
+        answer = await partner.client.get(f"/result?{urlsplit(url).query}")
+        assert answer.status_code == 200
+        return await answer.get_data(as_text=True)
+
+    genuine = await page("ps_demo_1", "succeeded")
+    assert verified(genuine) and 'id="came-back-with">succeeded<' in genuine
+    for refused in (
+        await page("ps_demo_1", "succeeded", secret="not-the-shared-secret"),
+        await page("ps_demo_1", "succeeded", ts=int(time.time()) - 3600),  # an old link
+        await page("ps_demo_1", "succeeded", secret=None),
+    ):
+        assert not verified(refused) and 'id="came-back-with"' not in refused
+        assert 'id="claimed">succeeded<' in refused
+    # A genuine return for one session does not vouch for another.
+    url = onward_url(
+        "http://shop.test/r",
+        session_id="ps_demo_2",
+        status="succeeded",
+        ts=int(time.time()),
+        secret=SECRET,
+    )
+    other = await partner.client.get(f"/result?session_id=ps_demo_1&{urlsplit(url).query}")
+    assert not verified(await other.get_data(as_text=True))

@@ -1,9 +1,12 @@
 """``redirect-bridge demo``: the whole journey on one machine, with nothing configured.
 
-Two apps share one event loop: the bridge itself on ``port`` (fresh keys, a database in a
-temporary folder) and, on ``port + 1``, a shop, the provider that signs and sends webhooks, and
-the bank's 3-D Secure page (see :mod:`app.demo.shop`). Payments run Smart Glocal's documented
-confirm-first order, one-stage or two-stage (see :mod:`app.demo.simulated_provider`).
+Two apps share one event loop: the bridge itself on ``port`` (fresh keys and secrets, a
+database in a temporary folder) and, on ``port + 1``, a shop, the provider that signs and sends
+webhooks, and the bank's 3-D Secure page (see :mod:`app.demo.shop`). The shop is deployed the
+recommended way: the provider sends to the bridge, which relays every webhook to the shop's
+backend (``BRIDGE_RELAY_URL``) and signs the customer's return (``BRIDGE_RETURN_SECRET``).
+Payments run Smart Glocal's documented confirm-first order, one-stage or two-stage (see
+:mod:`app.demo.simulated_provider`).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from quart import Quart
 
 from .. import create_app
-from .shop import Site, create_shop
+from .shop import Credentials, Site, create_shop
 from .simulated_provider import Provider
 
 __all__ = ["DemoError", "run_demo", "serve_demo"]
@@ -63,10 +66,14 @@ async def serve_demo(
     try:
         with tempfile.TemporaryDirectory(prefix="redirect-bridge-demo-") as folder:
             key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-            api_key = f"demo-{secrets.token_urlsafe(24)}"
-            bridge = _bridge_app(site, Path(folder), key, api_key)
+            partner = Credentials(
+                api_key=f"demo-{secrets.token_urlsafe(24)}",
+                provider_key=key.public_key(),
+                return_secret=secrets.token_urlsafe(32),
+            )
+            bridge = _bridge_app(site, Path(folder), partner)
             provider = Provider(key, f"{site.bridge_url}/webhooks/smart-glocal")
-            shop = create_shop(site, provider, api_key)
+            shop = create_shop(site, provider, partner)
             servers = [_Server(_config(bridge)), _Server(_config(shop))]
             await _serve(servers, sockets, ready)
     finally:
@@ -101,18 +108,20 @@ async def _announce(ready: asyncio.Event, site: Site) -> None:
     )
 
 
-def _bridge_app(site: Site, folder: Path, key: rsa.RSAPrivateKey, api_key: str) -> Quart:
-    public_pem = key.public_key().public_bytes(
+def _bridge_app(site: Site, folder: Path, partner: Credentials) -> Quart:
+    public_pem = partner.provider_key.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     config = {
         "SECRET_KEY": secrets.token_urlsafe(32),
         "SG_PUBLIC_KEY": public_pem.decode("ascii"),
-        "API_KEYS": [api_key],
+        "API_KEYS": [partner.api_key],
         "DATABASE_URL": f"sqlite:///{folder / 'bridge.sqlite3'}",
         "ALLOW_INSECURE_ACS": True,
         "PUBLIC_URL": site.bridge_url,
         "RETURN_URL": site.return_url,  # the outcome pages lead back to the shop
+        "RETURN_SECRET": partner.return_secret,  # ... signed, so the shop needs no cookie
+        "RELAY_URL": site.relay_url,  # every accepted webhook goes on to the shop's backend
     }
     return create_app(config, environ={})  # "nothing configured" holds in a configured shell
 
