@@ -154,14 +154,16 @@ def _pairs(value: Any) -> list[tuple[str, Any]]:
     return list(value.items()) if isinstance(value, dict) else []
 
 
-def _qr_code(qr: Mapping[str, Any], *, allow_http: bool) -> QRCode:
+def _qr_code(qr: Mapping[str, Any], *, allow_http: bool) -> QRCode | Elsewhere:
+    """A QR code drawn here from its content; without content the bridge can draw (none, or
+    too long for a QR code) the customer finishes elsewhere: never an error page."""
     content = qr.get("content")
     if not isinstance(content, str) or not content:
-        raise RefusedActionError("the QR code has no content")
+        return Elsewhere()
     try:
         image = segno.make(content, error="m").svg_data_uri(scale=4, border=2)
     except segno.DataOverflowError:
-        raise RefusedActionError("the QR content is too long for a QR code") from None
+        return Elsewhere()
     try:
         _origin(_checked_url(content, allow_http=allow_http))
         link: str | None = content

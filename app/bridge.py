@@ -23,7 +23,7 @@ from .limits import RateLimiter
 from .metrics import Metrics
 from .provider import Webhook
 from .relay import Relay
-from .store import Changed, Delivery, Event, Store, open_store
+from .store import Changed, Delivery, Event, StorageUnavailableError, Store, open_store
 from .tokens import Minted, Tokens
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,6 @@ class Bridge:
     relay: Relay | None = None
     _sweeper: asyncio.Task[None] | None = field(default=None, repr=False)
     _pages_seen: dict[tuple[str, str, str, float | None], None] = field(default_factory=dict)
-    _background: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings, clock: Callable[[], float] = time.time) -> Bridge:
@@ -82,15 +81,15 @@ class Bridge:
     async def stop(self) -> None:
         if self.relay is not None:
             await self.relay.stop()
-        for task in self._background:
-            task.cancel()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
         await self.store.close()
 
-    async def receive_webhook(self, body: bytes, webhook: Webhook, signature: str) -> Changed:
+    async def receive_webhook(
+        self, body: bytes, webhook: Webhook, signature: str, meaning: bytes
+    ) -> Changed:
         """Store a verified webhook durably and move its session on, at most once; with the
         relay on, its delivery to the partner is recorded in the same transaction."""
         received_at = self.clock()
@@ -102,6 +101,7 @@ class Bridge:
             received_at=received_at,
             provider_updated_at=webhook.updated_at,
             relay_signature=signature if self.relay is not None else None,
+            meaning=meaning,
         )
         timeout = self.settings.action_timeout
         changed = await self.store.record_webhook(
@@ -202,27 +202,21 @@ class Bridge:
                 return gone
             await asyncio.sleep(0)  # others' writes get their turn between batches
 
-    def page_shown(self, session: Session, step: str) -> None:
+    async def page_shown(self, session: Session, step: str) -> None:
         """Note in the history that a customer page showed ``step``: once per step, status and
-        bank action in this process, written in the background (the page does not wait)."""
+        bank action in this process (a page reloaded in a loop writes one row), before the page
+        goes out, so the history a partner reads next already holds it."""
         key = (session.id, step, session.status.value, session.action_received_at)
         if key in self._pages_seen:
             return
         if len(self._pages_seen) >= PAGES_REMEMBERED:
             del self._pages_seen[next(iter(self._pages_seen))]
         self._pages_seen[key] = None
-        event = Event(session.id, self.clock(), "page", {"step": step})
-        task = asyncio.create_task(self._write_event(event))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _write_event(self, event: Event) -> None:
         try:
-            await self.store.add_event(event)
-        except Exception:  # the history misses a page view; the customer does not notice
-            log.warning(
-                "a page view of session %s was not written to its history", event.session_id
-            )
+            await self.store.add_event(Event(session.id, self.clock(), "page", {"step": step}))
+        except StorageUnavailableError:  # the history misses a page view; the customer does not
+            log.warning("session %s: a page view was not written to its history", session.id)
+            del self._pages_seen[key]
 
     async def _sweep_forever(self) -> None:
         while True:

@@ -55,13 +55,13 @@ async def _page(token: str, session: Session, *, returned: bool) -> Response:
         "session": session,
         "page": _script_settings(token, session, returned, onward),
     }
-    if session.timed_out:
-        return await _html("pay/expired.html", 410, **context)
+    if session.timed_out:  # final too: the way back to the shop is offered, not taken
+        return await _html("pay/expired.html", 410, onward=_onward(token, session), **context)
     if done:
         # In a partner's iframe the outcome is shown (and told to the embedder), not the shop.
         framed = request.headers.get("Sec-Fetch-Dest") == "iframe"
         if onward is not None and not returned and not framed:
-            _shown(session, "onward")  # sent on to the partner's return URL
+            await _shown(session, "onward")  # sent on to the partner's return URL
             return Response(status=303, headers={"Location": onward})
         return await _html("pay/outcome.html", onward=onward, **context)
     if session.status is Status.ACTION_REQUIRED and not session.customer_returned:
@@ -92,13 +92,13 @@ async def _html(template: str, status: int = 200, **context: Any) -> Response:
     quart-schema on its way out, for pydantic models it cannot be). The session's history
     notes the step it shows, named after its template: bank, waiting, qr, elsewhere, outcome,
     expired, refused."""
-    _shown(context["session"], PurePosixPath(template).stem)
+    await _shown(context["session"], PurePosixPath(template).stem)
     return Response(await render_template(template, **context), status)
 
 
-def _shown(session: Session, step: str) -> None:
+async def _shown(session: Session, step: str) -> None:
     if request.method != "HEAD":
-        bridge().page_shown(session, step)
+        await bridge().page_shown(session, step)
 
 
 def _script_settings(

@@ -6,6 +6,7 @@ Both API shapes are read: v1 lists payments under ``acquiring_payments``, v2 und
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -35,6 +36,7 @@ _IMPLIED_NEXT_ACTION: dict[str, NextAction] = {
 # Deeper than any webhook the provider sends; deeper documents are refused, not walked.
 MAX_DEPTH = 64
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_LEAP = re.compile(r"T\d\d:\d\d:60")
 # In UTF-8 JSON text, a NUL can only come from an escape (the parser refuses raw control
 # characters) and a surrogate from an escape or from the three bytes that would encode one
 # (Python's parser lets those through).
@@ -133,8 +135,14 @@ def instant(value: Any) -> float | None:
     """An ISO 8601 time as Unix seconds (UTC when it names no zone); ``None`` when it is not one."""
     if not isinstance(value, str):
         return None
+    # RFC 3339 allows a lowercase "t" and "z", which Python's parser does not read, and a leap
+    # second, which it cannot hold (taken as the last microsecond before it).
+    text = value.replace("t", "T").replace("z", "Z")
+    text, leap = (text.replace(":60", ":59", 1), True) if _LEAP.search(text) else (text, False)
     try:
-        moment = datetime.fromisoformat(value)
+        moment = datetime.fromisoformat(text)
+        if leap:
+            moment = moment.replace(microsecond=999_999)
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
         return moment.timestamp()
@@ -232,3 +240,10 @@ def field_text(value: Any) -> str:
     if value is None:
         return ""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def meaning(document: Any) -> bytes:
+    """What a decoded webhook says, whatever its spelling (key order, white space, escapes):
+    two deliveries with the same meaning are the same event, a copy serialised anew."""
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).digest()

@@ -22,7 +22,8 @@ PARAMETERS = ("session_id", "status", "ts", "sig")
 # Characters a URL may carry as they are (RFC 3986's reserved and unreserved ones, and ``%``
 # when it starts an escape); anything else is percent-encoded (UTF-8), so the URL goes out as
 # ASCII a browser sends on unchanged: a partner then signs-checks exactly the bytes it receives.
-_AS_IS = "!#$&'()*+,/:;=?@[]~%"
+# Not ``'``: browsers percent-encode it in an http(s) query whatever the server sent.
+_AS_IS = "!#$&()*+,/:;=?@[]~%"
 _LONE_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _LABEL = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"

@@ -11,7 +11,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from .bridge import bridge
 from .errors import APIError, ErrorAnswer
-from .provider import MalformedWebhookError, parse_webhook
+from .provider import MalformedWebhookError, meaning, parse_webhook
 from .schemas import WebhookAnswer
 from .signature import HEADER, verify
 
@@ -39,7 +39,7 @@ async def receive() -> Response:
     if signature is None or not verify(bridge().settings.sg_public_keys, body, signature):
         raise _refused(401, "invalid_signature", f"{HEADER} is missing or does not verify")
     try:
-        document = json.loads(body)
+        document = json.loads(body, parse_constant=_not_json)
     except ValueError:
         raise _refused(400, "invalid_json", "the body is not JSON") from None
     except RecursionError:
@@ -48,7 +48,7 @@ async def receive() -> Response:
         webhook = parse_webhook(document, body)
     except MalformedWebhookError as error:
         raise _refused(422, "not_a_webhook", str(error)) from None
-    changed = await bridge().receive_webhook(body, webhook, signature)
+    changed = await bridge().receive_webhook(body, webhook, signature, meaning(document))
     outcome = "duplicate" if changed.duplicate else "accepted"
     status = changed.after.status.value if changed.after else None
     log.info("webhook %s: %s for %s, session %s", outcome, webhook.type, webhook.session_id, status)
@@ -61,3 +61,8 @@ def _refused(status: int, code: str, message: str) -> APIError:
     bridge().metrics.webhook(None, code)
     log.warning("webhook refused: %s", message)
     return APIError(status, code, message)
+
+
+def _not_json(constant: str) -> None:
+    """``NaN`` and ``Infinity``: Python's reader takes them, JSON has no such thing."""
+    raise ValueError(f"{constant} is not JSON")

@@ -315,11 +315,10 @@ def test_qr_code_with_an_https_link() -> None:
     assert qr.image.startswith("data:image/svg+xml")
 
 
-def test_qr_content_too_long_for_a_qr_code_is_refused() -> None:
-    with pytest.raises(RefusedActionError, match="too long"):
-        customer_action(
-            {"type": "inform", "inform": {"qr": {"content": "A" * 5000}}}, allow_http=False
-        )
+def test_qr_content_too_long_for_a_qr_code_is_finished_elsewhere() -> None:
+    """The bridge cannot show it: the customer is told to finish elsewhere, never a 5xx."""
+    too_long = {"type": "inform", "inform": {"qr": {"content": "A" * 5000}}}
+    assert customer_action(too_long, allow_http=False) == Elsewhere()
 
 
 @pytest.mark.parametrize(
@@ -368,9 +367,9 @@ def test_qr_code_http_link_only_when_allowed() -> None:
         {"qr": {"content": 42}},
     ],
 )
-def test_qr_code_without_content_refused(inform_part: dict[str, Any]) -> None:
-    with pytest.raises(RefusedActionError, match="no content"):
-        customer_action({"type": "inform", "inform": inform_part}, allow_http=False)
+def test_a_qr_code_without_content_is_finished_elsewhere(inform_part: dict[str, Any]) -> None:
+    interaction = {"type": "inform", "inform": inform_part}
+    assert customer_action(interaction, allow_http=False) == Elsewhere()
 
 
 @pytest.mark.parametrize(

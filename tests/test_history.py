@@ -154,3 +154,28 @@ async def test_retention_deletes_in_batches(
             await bridge.provider.deliver("ready_to_confirm", f"ps_{number}")
         clock.advance(2 * 86_400)
         assert await bridge.app.extensions["bridge"].forget_old() == 5
+
+
+async def test_changed_says_whether_the_status_moved(
+    provider: Provider, partner: Partner, client: Any
+) -> None:
+    await provider.deliver("payment_captured")  # a type the bridge does not know
+    await provider.deliver("ready_to_confirm", updated_at="2026-01-01T10:01:00Z")
+    await provider.deliver("ready_to_confirm", updated_at="2026-01-01T10:02:00Z", note="news")
+    events = await history(client, partner, 3)
+    assert [(event["changed"], event["status"]) for event in events] == [
+        (False, "pending"),
+        (True, "in_progress"),
+        (False, "in_progress"),  # newer, but the status stayed
+    ]
+
+
+async def test_a_webhook_after_the_window_says_the_status_it_found(
+    provider: Provider, partner: Partner, client: Any, clock: FakeClock
+) -> None:
+    payload = webhook("action_required", updated_at="2026-01-01T10:00:00Z")
+    await provider.send(payload)
+    clock.advance(3600)  # the window has passed; no sweep has run
+    await provider.send(payload)  # a duplicate
+    events = await history(client, partner, 2)
+    assert (events[1]["outcome"], events[1]["status"]) == ("duplicate", "canceled")

@@ -500,7 +500,10 @@ async def test_the_expired_page_stays_even_with_a_return_url(
         response = await bridge.client.get(f"/pay/{token}/return")
         html = await response.get_data(as_text=True)
     assert response.status_code == 410
-    assert '"onward_url": null' in html
+    assert '"onward_url": null' in html  # the page stays: nothing sends the customer away
+    # ... but the way back to the shop is there, with the outcome (canceled is final).
+    (link,) = [href for href in Page(html).links if href.startswith("https://shop.test/")]
+    assert "session_id=ps_1&status=canceled&ts=" in link
 
 
 @pytest.mark.parametrize(

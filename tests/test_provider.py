@@ -366,6 +366,8 @@ def test_an_interaction_without_a_type_is_no_interaction(interaction: Any) -> No
         ("2024-05-27T05:03:00+03:00", datetime(2024, 5, 27, 2, 3, tzinfo=UTC)),
         ("2024-05-27T02:03:00", datetime(2024, 5, 27, 2, 3, tzinfo=UTC)),  # no zone: UTC
         ("2024-05-27 02:03:00Z", datetime(2024, 5, 27, 2, 3, tzinfo=UTC)),
+        ("2024-05-27t02:03:00.5z", datetime(2024, 5, 27, 2, 3, 0, 500000, tzinfo=UTC)),
+        ("2016-12-31T23:59:60Z", datetime(2016, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)),
     ],
 )
 def test_the_providers_clock_is_read_from_session_updated_at(

@@ -20,6 +20,7 @@ from app.returns import (
     ReturnURLRefusedError,
     allowed_return_url,
     documented_pattern,
+    escaped,
     onward_url,
 )
 
@@ -224,8 +225,8 @@ def test_with_nothing_configured_no_return_url_is_allowed() -> None:
 @given(st.from_regex(documented_pattern(["https://shop.test", "https://other.test:8443"])))
 def test_every_url_the_document_allows_is_accepted(url: str) -> None:
     url = url.rstrip("\n")  # Python's $ allows one before the end; JSON Schema's does not
-    if len(url) <= RETURN_URL_LONGEST:
-        assert allowed_return_url(url, **ALLOWED) == url
+    if len(escaped(url)) <= RETURN_URL_LONGEST:
+        assert allowed_return_url(url, **ALLOWED) == escaped(url)
 
 
 # --- through HTTP ---------------------------------------------------------------------------------
@@ -480,3 +481,24 @@ async def test_the_document_shows_the_body_and_the_allowed_origins(configured: C
     assert schema["properties"]["return_url"]["maxLength"] == RETURN_URL_LONGEST
     assert "return_url" not in body(nothing)["properties"]
     assert {"400", "422"} <= set(document["paths"][path]["post"]["responses"])
+
+
+QUOTE_SECRET = "return-secret-for-quotes-0123456789"
+
+
+async def test_a_quote_in_the_return_url_is_sent_as_a_browser_sends_it(
+    configured: Configured,
+) -> None:
+    """Chromium sends ``'`` in a query as ``%27``: the signed URL must already say so."""
+    async with configured(
+        RETURN_URL="https://shop.test/done?name=o'brien", RETURN_SECRET=QUOTE_SECRET
+    ) as bridge:
+        token = await bridge.partner.token()
+        await bridge.provider.deliver("payment_finished", session_status="accepted")
+        answer = await bridge.client.get(f"/pay/{token}")
+    location = answer.headers["Location"]
+    assert location.startswith("https://shop.test/done?name=o%27brien&session_id=ps_1")
+    query = location.split("?", 1)[1]
+    signed, _, sig = query.partition("&sig=")
+    expected = hmac.new(QUOTE_SECRET.encode(), signed.encode(), "sha256").hexdigest()
+    assert sig == expected

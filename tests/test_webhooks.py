@@ -261,3 +261,36 @@ async def test_each_webhook_type_moves_the_session_as_the_contract_maps_it(
     await provider.deliver(kind, **fields)
     answer = await (await partner.session()).get_json()
     assert (answer["status"], answer["reason"]) == (status, reason)
+
+
+@pytest.mark.parametrize("constant", [b"NaN", b"Infinity", b"-Infinity"])
+async def test_nan_and_infinity_are_not_json(provider: Provider, constant: bytes) -> None:
+    body = b'{"type": "ready_to_confirm", "session": {"id": "ps_1", "n": ' + constant + b"}}"
+    answer = await provider.send(body)
+    assert answer.status_code == 400
+    assert (await answer.get_json())["error"]["code"] == "invalid_json"
+
+
+@pytest.mark.parametrize(
+    ("history", "expected"),
+    [
+        # The widget's order, all at one provider second, then the first retried anew.
+        (["action_required", "ready_to_confirm", "action_required"], "in_progress"),
+        # Confirm-first, all at one second, then the first retried anew.
+        (["ready_to_confirm", "action_required", "ready_to_confirm"], "action_required"),
+    ],
+)
+async def test_a_copy_serialised_anew_is_no_news_even_at_the_same_provider_time(
+    provider: Provider, partner: Partner, history: list[str], expected: str
+) -> None:
+    """Times to the second tie often; a retry of an earlier event, its keys in another order,
+    must not bring its status back."""
+    sent: dict[str, dict[str, Any]] = {}
+    for kind in history:
+        payload = sent.get(kind) or webhook(kind, updated_at="2026-01-01T10:00:00.000000Z")
+        body = payload if kind not in sent else dict(reversed(list(payload.items())))
+        sent[kind] = payload
+        answer = await provider.send(body)
+        assert await answer.get_json() == {"status": "accepted"}
+    session = await (await partner.session()).get_json()
+    assert session["status"] == expected

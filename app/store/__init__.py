@@ -36,6 +36,9 @@ class Delivery:
     received_at: float
     provider_updated_at: float | None = None
     relay_signature: str | None = None  # the provider's X-PARTNER-SIGN, when it is relayed
+    # What the body says, whatever its spelling (provider.meaning): a copy serialised anew is
+    # accepted and logged, but it is no news.
+    meaning: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,9 +208,10 @@ SESSION_COLUMNS = (
 )
 # The statements both engines run, with SQLite's ``?`` placeholders (see :func:`numbered`).
 INSERT_WEBHOOK = (
-    "INSERT INTO webhooks (digest, session_id, type, received_at, body) VALUES (?, ?, ?, ?, ?)"
-    " ON CONFLICT (digest) DO NOTHING RETURNING id"
+    "INSERT INTO webhooks (digest, session_id, type, received_at, body, meaning)"
+    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING RETURNING id"
 )
+SAME_MEANING = "SELECT 1 FROM webhooks WHERE session_id = ? AND meaning = ? LIMIT 1"
 SELECT_SESSION = f"SELECT {SESSION_COLUMNS} FROM sessions WHERE session_id = ?"
 UPSERT_SESSION = (
     f"INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -375,8 +379,11 @@ def event_from_row(row: Mapping[str, Any] | tuple[Any, ...]) -> Event:
 
 
 def webhook_event(delivery: Delivery, changed: Changed) -> Event:
-    """The history entry of a webhook delivery, duplicates too."""
-    after = changed.after
+    """The history entry of a webhook delivery, duplicates too: ``changed`` when it moved the
+    status, which is the status as seen when it came (an action window may have passed)."""
+    at = delivery.received_at
+    before = lifecycle.at(changed.before, at).status if changed.before else Status.PENDING
+    after = lifecycle.at(changed.after, at).status if changed.after else None
     return Event(
         delivery.session_id,
         delivery.received_at,
@@ -385,8 +392,8 @@ def webhook_event(delivery: Delivery, changed: Changed) -> Event:
             "type": delivery.type,
             "provider_updated_at": delivery.provider_updated_at,
             "outcome": "duplicate" if changed.duplicate else "accepted",
-            "changed": changed.before != changed.after,
-            "status": after.status.value if after else None,
+            "changed": after is not None and after is not before,
+            "status": after.value if after else None,
         },
     )
 

@@ -32,6 +32,7 @@ from . import (
     LIST_DELIVERIES,
     RELAY_BACKLOG,
     RETRY_DELIVERY,
+    SAME_MEANING,
     SELECT_BODY,
     SELECT_EVENTS,
     SELECT_SESSION,
@@ -135,10 +136,16 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX deliveries_by_webhook ON deliveries (webhook_id);
     CREATE INDEX sessions_by_updated_at ON sessions (updated_at);
     """,
+    # What each webhook says whatever its spelling, to know a copy serialised anew.
+    """
+    ALTER TABLE webhooks ADD COLUMN meaning BYTEA;
+    CREATE INDEX webhooks_by_meaning ON webhooks (session_id, meaning);
+    """,
 )
 _DATED = 3  # the migration that added the provider's clock: sessions are dated after it
 
 _INSERT_WEBHOOK = numbered(INSERT_WEBHOOK)
+_SAME_MEANING = numbered(SAME_MEANING)
 _SELECT_SESSION = numbered(SELECT_SESSION)
 _SESSIONS_DUE = numbered(SESSIONS_DUE)
 _UPSERT_SESSION = numbered(UPSERT_SESSION)
@@ -250,6 +257,9 @@ class PostgresStore(Store):
     async def record_webhook(self, delivery: Delivery, update: Update) -> Changed:
         async def work(db: asyncpg.Connection) -> Changed:
             await _lock(db, delivery.session_id)
+            said_before = delivery.meaning is not None and await db.fetchval(
+                _SAME_MEANING, delivery.session_id, delivery.meaning
+            )
             inserted = await db.fetchval(
                 _INSERT_WEBHOOK,
                 delivery.digest,
@@ -257,14 +267,15 @@ class PostgresStore(Store):
                 delivery.type,
                 delivery.received_at,
                 delivery.body,
+                delivery.meaning,
             )
-            if inserted is None:
+            if inserted is None or said_before:
                 session = await _select(db, delivery.session_id)
-                changed = Changed(before=session, after=session, duplicate=True)
+                changed = Changed(before=session, after=session, duplicate=inserted is None)
             else:
                 changed = await _change(db, delivery.session_id, update)
-                if delivery.relay_signature is not None:
-                    await db.execute(_INSERT_DELIVERY, *delivery_row(inserted, delivery))
+            if inserted is not None and delivery.relay_signature is not None:
+                await db.execute(_INSERT_DELIVERY, *delivery_row(inserted, delivery))
             await db.execute(_INSERT_EVENT, *event_row(webhook_event(delivery, changed)))
             return changed
 

@@ -47,6 +47,7 @@ from . import (
     LIST_DELIVERIES,
     RELAY_BACKLOG,
     RETRY_DELIVERY,
+    SAME_MEANING,
     SELECT_BODY,
     SELECT_EVENTS,
     SELECT_SESSION,
@@ -152,6 +153,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX deliveries_by_webhook ON deliveries (webhook_id);
     CREATE INDEX sessions_by_updated_at ON sessions (updated_at);
     """,
+    # What each webhook says whatever its spelling, to know a copy serialised anew.
+    """
+    ALTER TABLE webhooks ADD COLUMN meaning BLOB;
+    CREATE INDEX webhooks_by_meaning ON webhooks (session_id, meaning);
+    """,
 )
 _DATED = 4  # the migration that added the provider's clock: sessions are dated after it
 # The most writes one transaction commits together.
@@ -242,6 +248,10 @@ class SQLiteStore(Store):
 
     async def record_webhook(self, delivery: Delivery, update: Update) -> Changed:
         def work(db: sqlite3.Connection) -> Changed:
+            said_before = (
+                delivery.meaning is not None
+                and db.execute(SAME_MEANING, (delivery.session_id, delivery.meaning)).fetchone()
+            )
             inserted = db.execute(
                 INSERT_WEBHOOK,
                 (
@@ -250,15 +260,16 @@ class SQLiteStore(Store):
                     delivery.type,
                     delivery.received_at,
                     delivery.body,
+                    delivery.meaning,
                 ),
             ).fetchone()
-            if inserted is None:
+            if inserted is None or said_before:
                 session = _select(db, delivery.session_id)
-                changed = Changed(before=session, after=session, duplicate=True)
+                changed = Changed(before=session, after=session, duplicate=inserted is None)
             else:
                 changed = _change(db, delivery.session_id, update)
-                if delivery.relay_signature is not None:
-                    db.execute(INSERT_DELIVERY, delivery_row(inserted[0], delivery))
+            if inserted is not None and delivery.relay_signature is not None:
+                db.execute(INSERT_DELIVERY, delivery_row(inserted[0], delivery))
             db.execute(INSERT_EVENT, event_row(webhook_event(delivery, changed)))
             return changed
 
