@@ -6,7 +6,8 @@ Each delivery was recorded in the transaction that stored its webhook, so a webh
 *claims* due deliveries in the database for one attempt's time, so no delivery has two attempts
 in flight, whatever the number of processes or instances, and a claim that a dead process left
 behind lapses by itself. A session's deliveries go out in the order they were received: only
-the oldest pending one of a session is ever due. Sessions do not wait for each other.
+the oldest pending one of a session is ever due. Sessions do not wait for each other: each
+attempt runs on its own, and a free connection is filled as soon as one is done.
 
 httpx sends them: its pool bounds the connections to the partner, and every attempt is bounded
 in time as a whole (connect, send, answer's head; the answer's body is never read).
@@ -28,6 +29,8 @@ from .metrics import Metrics
 from .store import Attempt, RelayJob, StorageUnavailableError, Store
 
 log = logging.getLogger(__name__)
+# httpx logs every request at INFO, in its own words: the relay says what matters itself.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 FIRST_DELAY = 1.0  # seconds before the second attempt; it doubles up to BRIDGE_RELAY_MAX_DELAY
 CLAIM_MARGIN = 5.0  # a claim outlives its attempt's time limit by this much
@@ -74,6 +77,7 @@ class Relay:
         self._client: httpx.AsyncClient | None = None
         self._due = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._in_flight: set[asyncio.Task[None]] = set()
         self._backlog_counted = -BACKLOG_EVERY
 
     async def start(self) -> None:
@@ -96,26 +100,47 @@ class Relay:
     def wake(self) -> None:
         self._due.set()
 
-    async def send_due(self) -> int:
-        """One round: claim what is due and attempt each, sessions side by side."""
+    async def send_due(self, limit: int = CONNECTIONS) -> list[asyncio.Task[None]]:
+        """Claim at most ``limit`` deliveries that are due and start an attempt of each; the
+        attempts run on by themselves (a slow one holds up no other)."""
         now = self._clock()
         claim = now + self._settings.relay_timeout + CLAIM_MARGIN
-        jobs = await self._store.claim_deliveries(now, claim, CONNECTIONS)
-        await asyncio.gather(*(self._attempt(job) for job in jobs))
-        return len(jobs)
+        jobs = await self._store.claim_deliveries(now, claim, limit)
+        started = []
+        for job in jobs:
+            task = asyncio.create_task(self._attempt(job), name=f"relay delivery {job.id}")
+            self._in_flight.add(task)
+            task.add_done_callback(self._attempted)
+            started.append(task)
+        return started
+
+    def _attempted(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("a relay attempt failed: %r", error, exc_info=error)  # its claim lapses
+        self._due.set()  # a connection is free, and the session's next delivery may be due
 
     async def _run(self) -> None:
-        while True:
-            self._due.clear()
-            try:
-                sent = await self.send_due()
-                await self._count_backlog()
-            except Exception:  # storage trouble or worse: the claims lapse, the next round tries
-                log.exception("the relay's round failed")
-                sent = 0
-            if not sent:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._due.wait(), LOOK_AGAIN)
+        try:
+            while True:
+                self._due.clear()
+                free = CONNECTIONS - len(self._in_flight)
+                started = []
+                try:
+                    if free > 0:
+                        started = await self.send_due(free)
+                    await self._count_backlog()
+                except Exception:  # storage trouble or worse: the claims lapse, the next look tries
+                    log.exception("the relay's round failed")
+                if not started:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._due.wait(), LOOK_AGAIN)
+        finally:
+            # Stopped: the attempts under way end here; their claims lapse by themselves (the
+            # partner may still be reading one, so no other process may start it sooner).
+            for task in list(self._in_flight):
+                task.cancel()
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
 
     async def _attempt(self, job: RelayJob) -> None:
         status = await self._post(job)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -14,7 +15,7 @@ from app.relay import next_attempt
 from app.signature import sign
 
 from .conftest import Configured, Deployment, FakeClock
-from .partner import Partner, recording_partner
+from .partner import Partner, Received, recording_partner
 from .payloads import webhook
 
 
@@ -112,6 +113,38 @@ async def test_one_sessions_deliveries_go_in_order_and_sessions_do_not_wait(
             if json.loads(item.body)["session"]["id"] == session_id
         ]
         assert all(later[0] >= earlier[1] for earlier, later in zip(times, times[1:], strict=False))
+
+
+async def test_a_slow_attempt_holds_up_no_other_session(
+    relaying: Deployment, partner_backend: Partner
+) -> None:
+    # The partner takes its time over ps_slow's delivery (well within the relay's timeout);
+    # ps_fast's deliveries, recorded meanwhile, go out at once all the same.
+    holding, release = threading.Event(), threading.Event()
+
+    def answer(received: Received) -> int:
+        if json.loads(received.body)["session"]["id"] == "ps_slow":
+            holding.set()
+            release.wait(timeout=8)
+        return 200
+
+    partner_backend.answer = answer
+    try:
+        await deliver(relaying, webhook("ready_to_confirm", "ps_slow"))
+        for _ in range(100):
+            if holding.is_set():
+                break
+            await asyncio.sleep(0.05)
+        assert holding.is_set()
+        for number in range(3):
+            await deliver(relaying, webhook("ready_to_confirm", f"ps_fast_{number}"))
+            received = await partner_backend.arrived(number + 1, timeout=2)
+            assert json.loads(received[-1].body)["session"]["id"] == f"ps_fast_{number}"
+        assert not release.is_set()
+    finally:
+        release.set()
+    received = await partner_backend.arrived(4)
+    assert json.loads(received[-1].body)["session"]["id"] == "ps_slow"
 
 
 async def test_a_failing_partner_gets_retries_then_the_next_delivery(
