@@ -303,6 +303,10 @@ class PostgresStore(Store):
     async def claim_deliveries(self, now: float, until: float, limit: int) -> list[RelayJob]:
         async def work(db: asyncpg.Connection) -> list[RelayJob]:
             async with db.transaction():
+                # Planned afresh each time: a generic plan cached while the table was nearly
+                # empty (a sender's first looks) scans the whole table for every candidate
+                # once thousands are pending, until an ANALYZE happens to replace it.
+                await db.execute("SET LOCAL plan_cache_mode = force_custom_plan")
                 rows = await db.fetch(_CLAIM_DELIVERIES, until, now, now, limit)
                 return [
                     relay_job(tuple(row), await db.fetchval(_SELECT_BODY, row["webhook_id"]), until)
