@@ -5,6 +5,7 @@ Parts (all by default; --only picks some):
   servers  the bridge under `redirect-bridge serve` (uvicorn) vs. Quart's default Hypercorn
   scale    status lookups with 1,000 vs. 1,000,000 sessions stored; bytes per session
   waiters  10,000 long-polls on one worker: memory, and webhook-to-answer delay
+  relay    the webhook route with the relay on (a partner answering 200 at once) and off
 
 Load comes from wrk (64 connections, 2 threads) against 127.0.0.1 only; every run is bounded
 by --duration. A benchmark, not a test: it prints numbers and never fails on a missed target.
@@ -24,7 +25,7 @@ from . import report, servers
 from .context import context, cpu_count, say
 from .machine import describe
 
-PARTS = ("routes", "servers", "scale", "waiters")
+PARTS = ("routes", "servers", "scale", "waiters", "relay")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         type=_parts,
         default=list(PARTS),
-        help="comma-separated parts: routes,servers,scale,waiters (default: all)",
+        help="comma-separated parts: routes,servers,scale,waiters,relay (default: all)",
     )
     parser.add_argument(
         "--duration", type=float, default=10.0, help="seconds per measurement (default 10)"
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         "--engine",
         choices=("sqlite", "postgresql"),
         default="sqlite",
-        help="storage for routes, servers and waiters (default sqlite)",
+        help="storage for routes, servers, waiters and relay (default sqlite)",
     )
     parser.add_argument(
         "--scale-engines",
@@ -178,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
                 ctx.results["waiters"] = _part(
                     "waiters", ctx, args.waiters, args.wake, args.wake_concurrency
                 )
+            if "relay" in args.only:
+                ctx.results["relay"] = _part("relay", ctx)
         except KeyboardInterrupt:
             say("interrupted; reporting what was measured")
         run = {
@@ -217,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _part(name: str, ctx, *extra):  # type: ignore[no-untyped-def]
-    from . import routes, scale, waiters
+    from . import relay, routes, scale, waiters
 
     if name == "routes":
         shown = " and ".join(
@@ -230,6 +233,7 @@ def _part(name: str, ctx, *extra):  # type: ignore[no-untyped-def]
         "routes": routes.routes_and_servers,
         "scale": scale.scale_part,
         "waiters": waiters.waiters_part,
+        "relay": relay.relay_part,
     }[name]
     return part(ctx, *extra)
 

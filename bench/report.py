@@ -254,6 +254,65 @@ def waiters_table(part: dict[str, Any]) -> Table:
     return "Long-poll waiters on one instance (one worker)", headers, rows, notes
 
 
+def relay_table(part: dict[str, Any]) -> Table:
+    """The webhook route with the relay on and off; how far behind the partner heard."""
+    off, on = part["off"], part["on"]
+    ratio = on["rate"] / off["rate"] if off["rate"] else 0.0
+    kept = [
+        check
+        for check in part["checks"]["on"]
+        if check.get("requests") == on["requests"] and check.get("delivered")
+    ]
+    relayed = kept[0] if kept else {}
+    rows = [
+        [
+            "off",
+            _rate(off["rate"]) + _errors(off),
+            _lat(off),
+            "1.00",
+            "",
+            "",
+        ],
+        [
+            "on (a partner answering 200 at once)",
+            _rate(on["rate"]) + _errors(on),
+            _lat(on),
+            f"{ratio:.2f}",
+            f"{relayed.get('relay_rate', 0):,.0f}" if relayed else "",
+            f"{relayed['lag_p50_ms']:,.0f} / {relayed['lag_p99_ms']:,.0f}" if relayed else "",
+        ],
+    ]
+    headers = [
+        "relay",
+        "webhook req/s",
+        "p50 / p99 ms",
+        "ratio to off",
+        "relayed /s while receiving",
+        "receipt to partner's 200 p50 / p99 ms",
+    ]
+    notes = []
+    top, bottom = on.get("rounds") or [], off.get("rounds") or []
+    if len(top) > 1 and len(top) == len(bottom):
+        ratios = "/".join(f"{a / b:.2f}" for a, b in zip(top, bottom, strict=True) if b)
+        notes.append(f"ratio in each round: {ratios}")
+    if relayed:
+        notes.append(
+            f"the median round's {relayed['deliveries']:,} deliveries: "
+            f"{relayed['delivered_while_receiving']:,} reached the partner while wrk sent,"
+            f" the rest within {relayed['backlog_cleared_s']} s after the last webhook;"
+            f" {relayed['retried']} retried"
+        )
+    received, recorded = part.get("partner_received"), part.get("deliveries_recorded")
+    if received is not None:
+        notes.append(
+            f"the partner got {received:,} POSTs for {recorded:,} deliveries recorded"
+            " (warm-up included)"
+        )
+    notes += _busy({"relay off": off, "relay on": on})
+    title = f"The webhook route with the relay on and off ({part.get('engine', '')})"
+    return title, headers, rows, notes
+
+
 def text(table: Table) -> str:
     title, headers, rows, notes = table
     widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
@@ -288,4 +347,6 @@ def tables(results: dict[str, Any], workers: int = 2) -> list[Table]:
         found.append(scale_table(results["scale"]))
     if "waiters" in results:
         found.append(waiters_table(results["waiters"]))
+    if "relay" in results:
+        found.append(relay_table(results["relay"]))
     return found
