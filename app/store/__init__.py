@@ -327,13 +327,16 @@ INSERT_DELIVERY = (
     "INSERT INTO deliveries (webhook_id, session_id, type, received_at, signature, state,"
     " attempts, next_attempt_at, retry_from) VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?)"
 )
-# Due, unclaimed (or its claim lapsed), and the oldest pending one of its session.
+# Due, unclaimed (or its claim lapsed), and the oldest pending one of its session. That last
+# test is a subquery in id order, so that a plan without sorts (see PostgresStore) reads a few
+# index entries per candidate; as NOT EXISTS, PostgreSQL could make it an anti-join comparing
+# every candidate with every pending delivery.
 CLAIM_DELIVERIES = (
     "UPDATE deliveries SET claimed_until = ? WHERE id IN ("
     " SELECT d.id FROM deliveries d WHERE d.state = 'pending' AND d.next_attempt_at <= ?"
     " AND (d.claimed_until IS NULL OR d.claimed_until < ?)"
-    " AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.session_id = d.session_id"
-    " AND e.state = 'pending' AND e.id < d.id)"
+    " AND d.id = (SELECT e.id FROM deliveries e WHERE e.session_id = d.session_id"
+    " AND e.state = 'pending' ORDER BY e.id LIMIT 1)"
     " ORDER BY d.id LIMIT ?{lock})"
     " RETURNING id, webhook_id, session_id, type, received_at, retry_from, attempts, signature"
 )

@@ -303,10 +303,15 @@ class PostgresStore(Store):
     async def claim_deliveries(self, now: float, until: float, limit: int) -> list[RelayJob]:
         async def work(db: asyncpg.Connection) -> list[RelayJob]:
             async with db.transaction():
-                # Planned afresh each time: a generic plan cached while the table was nearly
-                # empty (a sender's first looks) scans the whole table for every candidate
-                # once thousands are pending, until an ANALYZE happens to replace it.
-                await db.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+                # The claim must walk the pending deliveries in id order and stop at the
+                # limit, whatever PostgreSQL believes of the table: planned afresh each time (a
+                # generic plan cached while the table was nearly empty, at a sender's first
+                # looks, scanned the whole table for every candidate once thousands were
+                # pending), and without sorts (with statistics taken while nothing was pending,
+                # the planner sorted every pending delivery for each candidate's session).
+                await db.execute(
+                    "SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL enable_sort = off"
+                )
                 rows = await db.fetch(_CLAIM_DELIVERIES, until, now, now, limit)
                 return [
                     relay_job(tuple(row), await db.fetchval(_SELECT_BODY, row["webhook_id"]), until)
