@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from quart import Quart, Response, request
+from quart import Quart, Response, has_request_context, request
 from quart_schema import QuartSchema
 
 from . import (
@@ -43,6 +43,9 @@ class BridgeApp(Quart):
     carry tokens, which are credentials."""
 
     def log_exception(self, exception_info: Any) -> None:
+        if not has_request_context():  # start-up or shut-down: say what failed, not why not
+            self.logger.error("Exception outside a request", exc_info=exception_info)
+            return
         rule = request.url_rule.rule if request.url_rule else "(no route)"
         self.logger.error("Exception on %s %s", request.method, rule, exc_info=exception_info)
 

@@ -241,3 +241,18 @@ async def test_every_series_an_alert_watches_exists_from_the_start(client: Any) 
         await client.post("/webhooks/smart-glocal", data=body)
         text = await (await client.get("/metrics")).get_data(as_text=True)
         assert f'bridge_webhooks_total{{outcome="{outcome}",type="none"}} 1.0' in text
+
+
+async def test_an_error_outside_a_request_is_logged_as_itself(
+    app: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failing start-up must show its own error, not "Not within a request context"."""
+    try:
+        raise RuntimeError("the store would not open")
+    except RuntimeError:
+        import sys
+
+        with caplog.at_level(logging.ERROR):
+            app.log_exception(sys.exc_info())
+    (record,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert record.exc_info is not None and "would not open" in str(record.exc_info[1])
