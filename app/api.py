@@ -104,7 +104,7 @@ async def read_session(session_id: str) -> Response:
         session_id=session.id,
         status=session.status,
         reason=session.reason,
-        next_action=None if session.status.is_final else session.next_action,
+        next_action=session.next_action,
         payments=[PaymentAnswer(**payment) for payment in session.payments],
         action=action,
         updated_at=iso(session.updated_at),

@@ -122,9 +122,6 @@ class Bridge:
             self.relay.wake()
         return changed
 
-    async def events(self, session_id: str) -> list[Event]:
-        return await self.store.events(session_id)
-
     async def mint_token(self, session_id: str, return_url: str | None = None) -> Minted:
         """A customer token; the session becomes known (``pending``) if nothing was heard yet."""
         now = self.clock()

@@ -147,6 +147,7 @@ def at(session: Session, now: float) -> Session:
             status=Status.CANCELED,
             reason=ACTION_TIMEOUT,
             interaction=None,
+            next_action=None,
             updated_at=expires,
         )
     return session

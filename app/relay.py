@@ -65,7 +65,6 @@ class Relay:
         settings: Settings,
         clock: Callable[[], float],
         metrics: Metrics,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         assert settings.relay_url is not None
         self.url = settings.relay_url
@@ -73,7 +72,6 @@ class Relay:
         self._settings = settings
         self._clock = clock
         self._metrics = metrics
-        self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._due = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -82,7 +80,6 @@ class Relay:
 
     async def start(self) -> None:
         self._client = httpx.AsyncClient(
-            transport=self._transport,
             limits=httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS),
             timeout=httpx.Timeout(self._settings.relay_timeout),
             follow_redirects=False,

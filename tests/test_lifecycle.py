@@ -593,6 +593,8 @@ def test_at_from_expiry_on_is_canceled(later: float) -> None:
     assert expired.timed_out
     assert expired.interaction is None
     assert expired.updated_at == NOW + TIMEOUT  # when the window ended, not when it was read
+    waiting = lifecycle.at(replace(session, next_action="confirm"), NOW + TIMEOUT + later)
+    assert waiting.next_action is None  # final: the provider waits for nothing now
     assert lifecycle.expires_at(expired) is None
     assert session.status is Status.ACTION_REQUIRED  # the stored record is untouched
 

@@ -367,8 +367,9 @@ FORGET_DELIVERIES = (
 )
 FORGET_SESSIONS = (
     "DELETE FROM sessions WHERE session_id IN (SELECT session_id FROM sessions"
-    " WHERE updated_at < ? AND status IN ('succeeded', 'failed', 'canceled', 'error',"
-    " 'refunded') LIMIT ?)"
+    " WHERE updated_at < ? AND status IN ("
+    + ", ".join(f"'{status.value}'" for status in Status if status.is_final)
+    + ") LIMIT ?)"
 )
 
 
