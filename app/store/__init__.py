@@ -125,6 +125,16 @@ class Store(abc.ABC):
         """Raise unless the storage answers."""
 
     @abc.abstractmethod
+    async def caught_up(self) -> bool:
+        """Publish on :attr:`changes` every change any process committed before this call;
+        ``False`` when that cannot be known now (the store cannot hear other processes).
+
+        What a process built from a session (:mod:`app.answers`) is dropped on the session's
+        change notice; with this first, a built answer is never older than a read of the
+        database would be. Cheap, and shared by concurrent callers.
+        """
+
+    @abc.abstractmethod
     async def record_webhook(self, delivery: Delivery, update: Update) -> Changed:
         """Log ``delivery`` and apply ``update`` to its session in one durable transaction,
         with its history event and, when it carries a relay signature, its relay delivery.

@@ -194,6 +194,9 @@ class PostgresStore(Store):
         self._tasks: list[asyncio.Task[None]] = []
         self._listening = asyncio.Event()
         self._reconnecting = False
+        self._listener: asyncpg.Connection | None = None
+        self._next_barrier: asyncio.Future[bool] | None = None
+        self._barriers: asyncio.Task[None] | None = None
 
     def describe(self) -> str:
         parts = urlsplit(self.dsn)
@@ -253,6 +256,32 @@ class PostgresStore(Store):
 
     async def ping(self) -> None:
         await self._run(lambda db: db.fetchval("SELECT 1"))
+
+    async def caught_up(self) -> bool:
+        """A query on the listening connection, answered after every notification committed
+        before it began (PostgreSQL sends pending notifications before a query's end, and
+        asyncpg calls their listeners before the query's caller resumes). Callers arriving
+        while one is out share the next, so one is in flight at a time."""
+        if self._listener is None:
+            return False
+        if self._next_barrier is None:
+            self._next_barrier = asyncio.get_running_loop().create_future()
+            if self._barriers is None:
+                self._barriers = asyncio.create_task(self._run_barriers())
+        return await asyncio.shield(self._next_barrier)
+
+    async def _run_barriers(self) -> None:
+        try:
+            while self._next_barrier is not None:
+                barrier, self._next_barrier = self._next_barrier, None
+                heard = False
+                if self._listener is not None:
+                    with contextlib.suppress(Exception):  # the listener reconnects by itself
+                        await self._listener.fetchval("SELECT 1", timeout=self._timeout)
+                        heard = self._listener is not None
+                barrier.set_result(heard)
+        finally:
+            self._barriers = None
 
     async def record_webhook(self, delivery: Delivery, update: Update) -> Changed:
         async def work(db: asyncpg.Connection) -> Changed:
@@ -429,6 +458,7 @@ class PostgresStore(Store):
         lost = asyncio.Event()
         db.add_termination_listener(lambda _: lost.set())
         await db.add_listener(CHANNEL, self._heard)
+        self._listener = db
         self._listening.set()
         if self._reconnecting:
             self.changes.publish_all()  # news may have been missed while not listening
@@ -438,8 +468,10 @@ class PostgresStore(Store):
                 try:
                     await asyncio.wait_for(lost.wait(), timeout=10)
                 except TimeoutError:  # a quiet line: make sure it is still there
-                    await db.fetchval("SELECT 1", timeout=self._timeout)
+                    if not await self.caught_up():
+                        return
         finally:
+            self._listener = None
             self._listening.clear()
 
     def _heard(self, _db: object, _pid: int, _channel: str, session_id: str) -> None:

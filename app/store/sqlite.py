@@ -183,6 +183,8 @@ class SQLiteStore(Store):
         self._committer: asyncio.Task[None] | None = None
         self._closing = False
         self._follower: asyncio.Task[None] | None = None
+        self._seen_change = 0  # the last row of ``changes`` published here
+        self._data_version: int | None = None  # the file's, as the loop's connection saw it
 
     async def open(self) -> None:
         if sqlite3.sqlite_version_info < (3, 35):  # INSERT ... RETURNING
@@ -201,7 +203,8 @@ class SQLiteStore(Store):
         self._quick.execute("PRAGMA query_only = ON")
         async with self._reader.execute("SELECT coalesce(max(id), 0) FROM changes") as cursor:
             row = await cursor.fetchone()
-        self._follower = asyncio.create_task(self._follow(row[0] if row else 0))
+        self._seen_change = row[0] if row else 0
+        self._follower = asyncio.create_task(self._follow())
         self._committer = asyncio.create_task(self._commit_batches())
 
     def describe(self) -> str:
@@ -393,20 +396,38 @@ class SQLiteStore(Store):
             if None in batch:
                 return
 
-    async def _follow(self, seen: int) -> None:
+    async def caught_up(self) -> bool:
+        """``PRAGMA data_version`` tells, without touching the file, whether any connection
+        committed since the loop's connection last looked; only then is ``changes`` read."""
+        quick = self._quick
+        if quick is None:
+            return False
+        try:
+            version = quick.execute("PRAGMA data_version").fetchone()[0]
+            if version == self._data_version:
+                return True
+            seen = self._seen_change
+            rows = quick.execute(
+                "SELECT id, session_id FROM changes WHERE id > ? ORDER BY id", (seen,)
+            ).fetchall()
+        except sqlite3.Error:
+            return False
+        if rows and rows[0][0] > seen + 1 and seen:
+            self.changes.publish_all()  # fell behind the pruning: news was lost
+        for change_id, session_id in rows:
+            self.changes.publish(session_id)
+            self._seen_change = change_id
+        self._data_version = version
+        return True
+
+    async def _follow(self) -> None:
         """Wake this process's waiters for changes other processes committed."""
         polls = 0
         while True:
             await asyncio.sleep(POLL_INTERVAL)
             try:
-                async with self._read().execute(
-                    "SELECT id, session_id FROM changes WHERE id > ? ORDER BY id", (seen,)
-                ) as cursor:
-                    rows = list(await cursor.fetchall())
-                if rows and rows[0][0] > seen + 1 and seen:
-                    self.changes.publish_all()  # fell behind the pruning: news was lost
-                for seen, session_id in rows:  # noqa: B007 - the last id seen is kept
-                    self.changes.publish(session_id)
+                if not await self.caught_up():
+                    log.warning("could not read other processes' changes; trying again")
                 polls += 1
                 if polls % 1200 == 0:  # about once a minute
                     await self._transaction("", _forget_old_changes)
