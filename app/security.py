@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
-import secrets
 from collections.abc import Sequence
 
+from markupsafe import Markup
 from quart import Quart, Response, g, request
+
+# The one inline script every customer page carries (its settings travel in a JSON block,
+# which is data, not script): allowed by its hash, so a page's bytes are the same on every
+# answer and can be built once.
+PAGE_SCRIPT = "pay/page.js"
+
+
+def script_hash(source: str) -> str:
+    """A CSP source allowing exactly ``source`` as an inline script."""
+    digest = hashlib.sha256(source.encode()).digest()
+    return f"'sha256-{base64.b64encode(digest).decode()}'"
 
 
 def content_security_policy(
-    *, nonce: str, bank_origin: str | None, frame_ancestors: Sequence[str]
+    *, script: str, bank_origin: str | None, frame_ancestors: Sequence[str]
 ) -> str:
     """Nothing but the page's own script, style and status API; forms only to us and the bank.
 
@@ -24,7 +37,7 @@ def content_security_policy(
     ancestors = " ".join(frame_ancestors) or "'none'"
     directives = [
         "default-src 'none'",
-        f"script-src 'nonce-{nonce}'",
+        f"script-src {script}",
         "style-src 'self'",
         "img-src 'self' data:",
         "connect-src 'self'",
@@ -66,18 +79,15 @@ def origin_matches(pattern: str, origin: str) -> bool:
     return (scheme, port) == (wild[1], wild[3]) and host.endswith("." + wild[2])
 
 
-def csp_nonce() -> str:
-    """This response's script nonce (made on first use)."""
-    nonce: str | None = g.get("csp_nonce")
-    if nonce is None:
-        g.csp_nonce = nonce = secrets.token_urlsafe(16)
-    return nonce
-
-
 def init_app(app: Quart, frame_ancestors: Sequence[str]) -> None:
     """Every answer under ``/pay/``, error pages and redirects included, carries the headers;
     every other answer ``nosniff``, and JSON ``no-store`` unless its view chose (the status
     API's ``no-cache`` revalidates with its ETag)."""
+    loader = app.jinja_env.loader
+    assert loader is not None
+    source = loader.get_source(app.jinja_env, PAGE_SCRIPT)[0]
+    app.jinja_env.globals["page_script"] = Markup(source)  # our own file, as it is
+    script = script_hash(source)
 
     async def customer_headers(response: Response) -> Response:
         if not request.path.startswith("/pay/"):
@@ -86,9 +96,8 @@ def init_app(app: Quart, frame_ancestors: Sequence[str]) -> None:
                 response.headers["Cache-Control"] = "no-store"  # session data, errors
             return response
         csp = content_security_policy(
-            nonce=csp_nonce(), bank_origin=g.get("bank_origin"), frame_ancestors=frame_ancestors
+            script=script, bank_origin=g.get("bank_origin"), frame_ancestors=frame_ancestors
         )
         return protect(response, csp, framed=bool(frame_ancestors))
 
     app.after_request(customer_headers)
-    app.jinja_env.globals["csp_nonce"] = csp_nonce

@@ -379,7 +379,7 @@ async def test_flow(configured: Configured, clock: FakeClock, flow: Flow, late: 
 
 @dataclass
 class View:
-    """``/pay/{token}`` as a browser reads it (the per-response nonce left out)."""
+    """``/pay/{token}`` as a browser reads it."""
 
     code: int
     location: str | None
