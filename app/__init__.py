@@ -27,6 +27,7 @@ from . import (
 )
 from .bridge import Bridge
 from .config import load_settings
+from .front import Front
 from .openapi import BridgeOpenAPI
 from .telemetry import Telemetry
 
@@ -92,6 +93,7 @@ def create_app(
     app.register_blueprint(deliveries.bp)
     app.register_blueprint(status.bp)
     app.register_blueprint(ops.bp)
+    app.asgi_app = Front(app.asgi_app, bridge, status.CORS)  # type: ignore[method-assign, assignment, arg-type]
     app.asgi_app = Telemetry(app, bridge.metrics)  # type: ignore[method-assign, assignment]
     _drop_flask_template_context(app)
     app.before_serving(bridge.start)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from quart import current_app
 
 from . import lifecycle
+from .answers import Answers, Shown
 from .config import Settings
 from .lifecycle import Session
 from .limits import RateLimiter
@@ -45,8 +46,12 @@ class Bridge:
     # Wrong partner keys per client address: a guesser gets a few a minute.
     key_guesses: RateLimiter = field(default_factory=lambda: RateLimiter(KEY_GUESSES))
     relay: Relay | None = None
+    answers: Answers = field(init=False)  # built from sessions, dropped as they change
     _sweeper: asyncio.Task[None] | None = field(default=None, repr=False)
-    _pages_seen: dict[tuple[str, str, str, float | None], None] = field(default_factory=dict)
+    _pages_seen: dict[Shown, None] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.answers = Answers(self.store.changes)
 
     @classmethod
     def from_settings(cls, settings: Settings, clock: Callable[[], float] = time.time) -> Bridge:
@@ -199,21 +204,21 @@ class Bridge:
                 return gone
             await asyncio.sleep(0)  # others' writes get their turn between batches
 
-    async def page_shown(self, session: Session, step: str) -> None:
-        """Note in the history that a customer page showed ``step``: once per step, status and
+    async def page_shown(self, shown: Shown) -> None:
+        """Note in the history that a customer page showed a step: once per step, status and
         bank action in this process (a page reloaded in a loop writes one row), before the page
         goes out, so the history a partner reads next already holds it."""
-        key = (session.id, step, session.status.value, session.action_received_at)
-        if key in self._pages_seen:
+        if shown in self._pages_seen:
             return
         if len(self._pages_seen) >= PAGES_REMEMBERED:
             del self._pages_seen[next(iter(self._pages_seen))]
-        self._pages_seen[key] = None
+        self._pages_seen[shown] = None
+        session_id, step = shown[:2]
         try:
-            await self.store.add_event(Event(session.id, self.clock(), "page", {"step": step}))
+            await self.store.add_event(Event(session_id, self.clock(), "page", {"step": step}))
         except StorageUnavailableError:  # the history misses a page view; the customer does not
-            log.warning("session %s: a page view was not written to its history", session.id)
-            del self._pages_seen[key]
+            log.warning("session %s: a page view was not written to its history", session_id)
+            del self._pages_seen[shown]
 
     async def _sweep_forever(self) -> None:
         while True:

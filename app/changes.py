@@ -1,9 +1,9 @@
-"""Wake-ups for long-polls: who waits on which session, in this process."""
+"""Change notices in this process: who waits on which session, and who must forget it."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from weakref import WeakSet
 
@@ -13,19 +13,32 @@ class ChangeFeed:
 
     def __init__(self) -> None:
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+        self._subscribers: list[Callable[[str | None], None]] = []
         self.draining = False  # the server is shutting down: answer now, wait no more
         _FEEDS.add(self)
+
+    def subscribe(self, changed: Callable[[str | None], None]) -> None:
+        """Call ``changed(session_id)`` on every notice, before any waiter wakes;
+        ``changed(None)`` when any session may have changed."""
+        self._subscribers.append(changed)
 
     @property
     def waiting(self) -> int:
         return sum(len(waiters) for waiters in self._waiters.values())
 
     def publish_all(self) -> None:
-        """Wake every waiter to read again (after news may have been missed)."""
+        """Any session may have changed (news may have been missed): every waiter reads again."""
+        for changed in self._subscribers:
+            changed(None)
         for session_id in list(self._waiters):
-            self.publish(session_id)
+            self._wake(session_id)
 
     def publish(self, session_id: str) -> None:
+        for changed in self._subscribers:
+            changed(session_id)
+        self._wake(session_id)
+
+    def _wake(self, session_id: str) -> None:
         for waiter in self._waiters.pop(session_id, ()):
             if not waiter.done():
                 waiter.set_result(None)

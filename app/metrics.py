@@ -87,6 +87,13 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="max",
         )
+        self.kept_answers = Counter(
+            "bridge_kept_answers",
+            "Status answers and customer pages by whether they were sent as kept from an"
+            " earlier request (kept) or built for this one (built)",
+            ["route", "outcome"],
+            registry=self.registry,
+        )
         self._children: dict[tuple[Any, ...], Any] = {}
         self._start_at_zero()
 
@@ -133,6 +140,9 @@ class Metrics:
     def relay_backlog(self, pending: int, oldest_seconds: float) -> None:
         self.relay_pending.set(pending)
         self.relay_oldest.set(oldest_seconds)
+
+    def kept_answer(self, route: str, outcome: str) -> None:
+        _child(self._children, self.kept_answers, route, outcome).inc()
 
     def time_long_poll(self, seconds: float) -> None:
         self.long_polls.observe(seconds)

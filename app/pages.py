@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 from quart import Blueprint, Response, g, render_template, request
 from quart_schema import hide
 
+from . import lifecycle
 from .actions import BankStep, Elsewhere, QRCode, RefusedActionError, customer_action
 from .bridge import bridge
 from .errors import found
@@ -18,6 +19,7 @@ from .links import external, local, pay_path, status_path
 from .returns import ReturnURLRefusedError, allowed_return_url, onward_url
 from .schemas import etag_of, status_body
 from .security import origin_matches
+from .telemetry import KEEP_PAGE, mark
 
 log = logging.getLogger(__name__)
 bp = Blueprint("pages", __name__)
@@ -28,8 +30,13 @@ bp = Blueprint("pages", __name__)
 async def pay(token: str) -> Response:
     """``?returned=1``: the return page moving on by itself; shown as a return, not recorded
     (a newer bank step must still reach the customer)."""
+    since = bridge().answers.ticket()  # before the read: a change after it is not kept
     session = found(await bridge().customer_session(token))
-    return await _page(token, session, returned=_arg("returned") == "1")
+    response = await _page(token, session, returned=_arg("returned") == "1")
+    if g.get("keep") and request.method == "GET" and response.status_code == 200:
+        # app.front keeps the page as it goes out, to send again until the session changes.
+        mark(KEEP_PAGE, (session.id, since, lifecycle.expires_at(session), g.shown))
+    return response
 
 
 @bp.route("/pay/<token>/return", methods=["GET", "POST"])
@@ -63,7 +70,9 @@ async def _page(token: str, session: Session, *, returned: bool) -> Response:
         if onward is not None and not returned and not framed:
             await _shown(session, "onward")  # sent on to the partner's return URL
             return Response(status=303, headers={"Location": onward})
+        g.keep = onward is None  # a link to the shop carries the time it was made
         return await _html("pay/outcome.html", onward=onward, **context)
+    g.keep = True
     if session.status is Status.ACTION_REQUIRED and not session.customer_returned:
         return await _action_page(session, context)
     return await _html("pay/waiting.html", **context)
@@ -97,8 +106,9 @@ async def _html(template: str, status: int = 200, **context: Any) -> Response:
 
 
 async def _shown(session: Session, step: str) -> None:
+    g.shown = shown = (session.id, step, session.status.value, session.action_received_at)
     if request.method != "HEAD":
-        await bridge().page_shown(session, step)
+        await bridge().page_shown(shown)
 
 
 def _script_settings(

@@ -7,17 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import NamedTuple
 
 from pydantic import ValidationError
 from quart import Blueprint, Response, request, stream_with_context
 from quart_schema import RequestSchemaValidationError, document_querystring, document_response
 from werkzeug.exceptions import HTTPException
+from werkzeug.http import parse_etags
 
 from . import lifecycle
-from .bridge import bridge
-from .cors import allow_any_origin
+from .answers import Built
+from .bridge import Bridge, bridge
+from .cors import allow_any_origin, always_headers
 from .errors import ErrorAnswer, found
 from .links import external, pay_path
 from .schemas import StatusAnswer, StatusQuery, etag_of, status_body
@@ -28,11 +30,13 @@ STREAM_SECONDS = 300
 KEEP_ALIVE_SECONDS = 15
 RETRY_MILLISECONDS = 2000
 
+EXPOSED = ("ETag",)
+CORS = always_headers(EXPOSED)  # app.front sends them too
 bp = allow_any_origin(
     Blueprint("status", __name__, url_prefix="/api/v1/status"),
     methods=["GET"],
     headers=["If-None-Match"],
-    expose=["ETag"],
+    expose=EXPOSED,
     max_age=600,
 )
 
@@ -44,21 +48,60 @@ bp = allow_any_origin(
 @document_response(ErrorAnswer, 404)
 async def status(token: str) -> Response:
     """A customer's status: ``ETag`` and ``If-None-Match`` for 304, ``?wait=N`` to long-poll."""
-    view = await _status(token)  # a bad token is 404 before anything else is looked at
-    bridge().status_limit.check(token)  # keyed by a token that verified: junk costs nothing
-    wait = _wait()
-    if wait:
-        mark(LONG_POLL, True)  # timed apart: its time is the client's choice
-        known = request.if_none_match.as_set(include_weak=True) or {view.etag}
-        if view.etag in known:
-            view = await _hold(token, view.session_id, known, wait)
-    if request.if_none_match.contains_weak(view.etag):
-        response = Response(status=304)
-    else:
-        response = Response(view.body, content_type="application/json")
-    response.set_etag(view.etag)
-    response.headers["Cache-Control"] = "no-cache"
+    reply = await answer(
+        bridge(),
+        token,
+        external(""),
+        request.headers.get("If-None-Match"),
+        _wait,
+        lambda: mark(LONG_POLL, True),  # timed apart: its time is the client's choice
+    )
+    assert reply is not None
+    response = Response(reply.body, reply.status)
+    for name, value in reply.headers:
+        response.headers[name] = value
     return response
+
+
+async def answer(
+    the_bridge: Bridge,
+    token: str,
+    base_url: str,
+    if_none_match: str | None,
+    wait: Callable[[], int | None],
+    holding: Callable[[], None],
+    *,
+    built_only: bool = False,
+    gone: asyncio.Future[None] | None = None,
+) -> Reply | None:
+    """The status route, whoever serves it (this view, or :mod:`app.front` for an answer
+    built already: with ``built_only`` it is ``None`` when there is none). A long-poll ends
+    early once ``gone`` is done (the client hung up; Quart cancels its own views instead)."""
+    view = await _status(the_bridge, token, base_url, built_only=built_only)
+    if view is None:
+        return None
+    the_bridge.status_limit.check(token)  # keyed by a token that verified: junk costs nothing
+    seconds = wait()
+    etags = parse_etags(if_none_match)
+    if seconds:
+        holding()
+        known = etags.as_set(include_weak=True) or {view.etag}
+        if view.etag in known:
+            view = await _hold(the_bridge, token, base_url, known, seconds, gone)
+    headers = (
+        ("Content-Type", "application/json"),
+        ("ETag", f'"{view.etag}"'),
+        ("Cache-Control", "no-cache"),
+    )
+    if etags.contains_weak(view.etag):
+        return Reply(304, headers, b"")
+    return Reply(200, headers, view.body)
+
+
+class Reply(NamedTuple):
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
 
 
 @bp.get("/<token>/events")
@@ -72,8 +115,10 @@ async def events(token: str) -> Response:
     closing the stream, and the stream ends after 5 minutes (the browser reconnects), so a
     server can always be restarted.
     """
-    view = await _status(token)
-    bridge().status_limit.check(token)
+    the_bridge, base_url = bridge(), external("")
+    view = await _status(the_bridge, token, base_url)
+    assert view is not None
+    the_bridge.status_limit.check(token)
     seen = request.headers.get("Last-Event-ID", "")
 
     @stream_with_context
@@ -82,7 +127,7 @@ async def events(token: str) -> Response:
         deadline = time.monotonic() + STREAM_SECONDS
         yield f"retry: {RETRY_MILLISECONDS}\n\n".encode()
         while time.monotonic() < deadline:
-            if bridge().store.changes.draining:  # shutting down: the browser reconnects
+            if the_bridge.store.changes.draining:  # shutting down: the browser reconnects
                 return
             if current.etag != sent:
                 sent = current.etag
@@ -90,7 +135,7 @@ async def events(token: str) -> Response:
             else:
                 yield b": still here\n\n"
             try:
-                current = await _hold(token, current.session_id, {sent}, KEEP_ALIVE_SECONDS)
+                current = await _hold(the_bridge, token, base_url, {sent}, KEEP_ALIVE_SECONDS)
             except HTTPException:  # the token expired meanwhile
                 return
             except StorageUnavailableError:  # keep the stream; the next round tries again
@@ -112,35 +157,62 @@ def _wait() -> int | None:
         raise RequestSchemaValidationError(error) from None
 
 
-class _StatusView(NamedTuple):
-    session_id: str
-    body: bytes
-    etag: str
-    expires_at: float | None
+async def _status(
+    the_bridge: Bridge, token: str, base_url: str, *, built_only: bool = False
+) -> Built | None:
+    """The token's status answer, built once per change of its session; a bad token is 404
+    before anything else is looked at."""
+    grant = found(the_bridge.tokens.read(token))
+    key = ("status", token, base_url)
+    trusted = await the_bridge.store.caught_up()
+    if trusted:
+        built = the_bridge.answers.get(grant.session_id, key, the_bridge.clock())
+        if built is not None:
+            the_bridge.metrics.kept_answer("status", "kept")
+            return built
+    if built_only:
+        return None
+    since = the_bridge.answers.ticket()
+    session = found(await the_bridge.customer_session(token))
+    body = status_body(session, base_url + pay_path(token))
+    built = Built(200, (), body, until=lifecycle.expires_at(session), etag=etag_of(body))
+    the_bridge.metrics.kept_answer("status", "built")
+    if trusted:
+        the_bridge.answers.put(session.id, key, built, since)
+    return built
 
 
-async def _status(token: str) -> _StatusView:
-    session = found(await bridge().customer_session(token))
-    body = status_body(session, external(pay_path(token)))
-    return _StatusView(session.id, body, etag_of(body), lifecycle.expires_at(session))
-
-
-async def _hold(token: str, session_id: str, known: set[str], wait: int) -> _StatusView:
-    """The status once its ETag is none of ``known``, or after ``wait`` seconds."""
+async def _hold(
+    the_bridge: Bridge,
+    token: str,
+    base_url: str,
+    known: set[str],
+    wait: int,
+    gone: asyncio.Future[None] | None = None,
+) -> Built:
+    """The status once its ETag is none of ``known``, or after ``wait`` seconds (or once
+    ``gone`` is done)."""
     deadline = time.monotonic() + wait
-    waiters = bridge().metrics.waiters
+    waiters = the_bridge.metrics.waiters
     waiters.inc()
     try:
         while True:
             # Subscribe before reading, so a change in between still wakes us.
-            feed = bridge().store.changes
-            with feed.watch(session_id) as changed:
-                view = await _status(token)
+            feed = the_bridge.store.changes
+            grant = found(the_bridge.tokens.read(token))
+            with feed.watch(grant.session_id) as changed:
+                view = await _status(the_bridge, token, base_url)
+                assert view is not None
                 remaining = deadline - time.monotonic()
-                if view.etag not in known or remaining <= 0 or feed.draining:
+                hung_up = gone is not None and gone.done()
+                if view.etag not in known or remaining <= 0 or feed.draining or hung_up:
                     return view
-                if view.expires_at is not None:  # the window's end changes the status unwritten
-                    remaining = min(remaining, max(view.expires_at - bridge().clock(), 0.01))
-                await asyncio.wait({changed}, timeout=remaining)
+                if view.until is not None:  # the window's end changes the status unwritten
+                    remaining = min(remaining, max(view.until - the_bridge.clock(), 0.01))
+                await asyncio.wait(
+                    {changed, gone} if gone else {changed},
+                    timeout=remaining,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
     finally:
         waiters.dec()

@@ -24,8 +24,9 @@ HEADER = b"x-request-id"
 _ACCEPTABLE_ID = re.compile(rb"[A-Za-z0-9._-]{1,64}")
 # Any other method a client makes up is counted as one, so it cannot add series without end.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-_ROUTE = "redirect_bridge.route"  # where the matched route is left in the ASGI scope
+ROUTE = "redirect_bridge.route"  # where the matched route is left in the ASGI scope
 LONG_POLL = "redirect_bridge.long_poll"  # set in the scope by a view that holds its answer
+KEEP_PAGE = "redirect_bridge.keep_page"  # set by a view whose page app.front may send again
 
 Scope = dict[str, Any]
 
@@ -55,7 +56,7 @@ class Telemetry:
                 if scope.get(LONG_POLL):
                     self._metrics.time_long_poll(seconds)
                 else:
-                    route = scope.get(_ROUTE, "unmatched")
+                    route = scope.get(ROUTE, "unmatched")
                     self._metrics.time_route(route, method, message["status"], seconds)
             await send(message)
 
@@ -67,7 +68,7 @@ async def _note_route() -> None:
     """Leave the matched route where the middleware will find it (the request's scope is the
     one the middleware was called with)."""
     rule = request.url_rule
-    mark(_ROUTE, rule.rule if rule else "unmatched")
+    mark(ROUTE, rule.rule if rule else "unmatched")
 
 
 def mark(key: str, value: object) -> None:

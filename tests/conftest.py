@@ -168,3 +168,17 @@ def configured(
             yield Deployment(application, client, Provider(client, provider_key), Partner(client))
 
     return start
+
+
+async def read_twice(client: TestClientProtocol, path: str, **kwargs: Any) -> Any:
+    """``GET path`` twice, the answers the same in every byte but the request id: the first
+    is built by the app, the second sent as kept (``app.front``) where that may be."""
+    first, second = [await client.get(path, **kwargs) for _ in range(2)]
+    assert await first.get_data() == await second.get_data()
+    assert first.status_code == second.status_code
+    assert without_request_id(first.headers) == without_request_id(second.headers)
+    return second
+
+
+def without_request_id(headers: Any) -> list[tuple[str, str]]:
+    return sorted((k.lower(), v) for k, v in headers.items() if k.lower() != "x-request-id")

@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from .conftest import Configured, Deployment, FakeClock
+from .conftest import Configured, Deployment, FakeClock, read_twice
 from .payloads import redirect, webhook
 
 SESSION = "ps_3230"
@@ -456,12 +456,12 @@ class Journey:
 
     async def observe(self) -> Observed:
         client, pay = self.bridge.client, f"/pay/{self.token}"
-        status = await client.get(f"/api/v1/status/{self.token}")
+        status = await read_twice(client, f"/api/v1/status/{self.token}")
         session = await self.bridge.partner.session(SESSION)
         assert (status.status_code, session.status_code) == (200, 200)
         return Observed(
-            page=await view(await client.get(pay)),
-            framed=await view(await client.get(pay, headers={"Sec-Fetch-Dest": "iframe"})),
+            page=await view(await read_twice(client, pay)),
+            framed=await view(await read_twice(client, pay, headers={"Sec-Fetch-Dest": "iframe"})),
             status=await status.get_json(),
             session=await session.get_json(),
         )
