@@ -7,8 +7,10 @@ import asyncio
 import re
 from typing import Any
 
+from app import lifecycle
 from app.answers import Answers, Built
 from app.changes import ChangeFeed
+from app.store import open_store
 
 from .conftest import FakeClock, Partner, Provider, read_twice, without_request_id
 from .payloads import redirect
@@ -220,3 +222,26 @@ def test_an_answer_goes_stale_by_itself_at_its_time() -> None:
     assert answers.get("s1", "k", 99.9) is not None
     assert answers.get("s1", "k", 100.0) is None
     assert answers.entries == 0 and answers.bytes == 0
+
+
+async def test_caught_up_has_heard_every_change_another_process_committed(
+    database_url: str,
+) -> None:
+    """Two stores on one database stand for two processes: once ``caught_up`` returns, the
+    other's commit has been published here, with nothing else awaited in between."""
+    writer, reader = open_store(database_url), open_store(database_url)
+    await writer.open()
+    await reader.open()
+    heard: list[str | None] = []
+    reader.changes.subscribe(heard.append)
+    try:
+        for number in range(30):
+            session_id = f"ps_heard_{number}"
+            await writer.update_session(
+                session_id, lambda _, s=session_id: lifecycle.new_session(s, 1.0)
+            )
+            assert await reader.caught_up()
+            assert session_id in heard or None in heard, number
+    finally:
+        await writer.close()
+        await reader.close()

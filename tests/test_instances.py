@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from .conftest import API_KEY, public_pem
 from .database import query
-from .payloads import webhook
+from .payloads import redirect, webhook
 from .servers import Client, Served, environment
 
 ACTION_TIMEOUT = 2
@@ -118,3 +118,40 @@ def test_a_long_poll_on_one_instance_wakes_when_the_webhook_lands_on_another(
     # The figure is a benchmark's business; here it only must not be the 20 s timeout.
     print(f"woken {max(woke - answered, 0) * 1000:.0f} ms after the other instance's 200")
     assert woke - answered < 5
+
+
+def kept_answers(instance: Client) -> float:
+    text = instance.get("/metrics").decode()
+    found = re.findall(r'bridge_kept_answers_total{outcome="kept",route="\w+"} (\S+)', text)
+    return sum(map(float, found))
+
+
+def test_no_process_answers_older_than_the_database(instances: tuple[Client, Client]) -> None:
+    """Every process keeps the answers it built; after each change lands on one instance, the
+    very next read from any process of either shows it (page and status alike)."""
+    token = instances[0].token("ps_coherent")["token"]
+    readers = [instances[number % 2] for number in range(12)]  # spread over the four workers
+    for step in range(8):
+        lands_on = instances[step % 2]
+        lands_on.send(
+            webhook(
+                "action_required",
+                "ps_coherent",
+                interaction=redirect(params={"PaReq": f"step-{step}"}),
+                updated_at=f"2024-05-27T02:03:{step:02d}.000000Z",
+            )
+        )
+        truth = json.loads(
+            lands_on.call(
+                "GET", "/api/v1/sessions/ps_coherent", None, {"Authorization": f"Bearer {API_KEY}"}
+            ).body
+        )
+        for reader in readers:
+            page = reader.get(f"/pay/{token}").decode()
+            assert f'value="step-{step}"' in page, step
+            status = reader.status(token)
+            assert (status["status"], status["updated_at"]) == (
+                "action_required",
+                truth["updated_at"],
+            )
+    assert all(kept_answers(instance) > 0 for instance in instances)
