@@ -1,14 +1,16 @@
-"""Answers built already, sent from below Quart's request machinery.
+"""The customer's most read answers, sent from below Quart's request machinery.
 
 ``GET /api/v1/status/{token}`` and ``GET /pay/{token}`` are read again and again while their
-session stands still. Once this process has built such an answer (:mod:`app.answers`), Quart's
-request object, contexts, hooks and routing cost more than the answer itself: this ASGI layer
-sends it. Everything else, and every request it is unsure of (an error, an unusual query, a
-root path), goes on to the app, which answers it as always.
+session stands still, and their answers are built once per change (:mod:`app.answers`): then
+Quart's request object, contexts, hooks and routing cost more than the answer itself. This ASGI
+layer answers a plain status request (long-polls included, which then hold a few KB each
+instead of a whole request context) and a page already built; everything else, and every
+request it is unsure of (an error, an unusual query, a root path), goes on to the app, which
+answers it as always.
 
 The routes' logic exists once: the status answer is :func:`app.status.answer` on both paths,
 and a page is sent again exactly as the view's answer went out (kept here on its way, when the
-view said it may be). The tests run against both paths.
+view said it may be). The tests compare both paths' answers byte for byte.
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ class Front:
         base_url = self._base_url(scope)
         if wait is None or base_url is None:
             return False
+        if self._bridge.tokens.read(token) is None:  # the app refuses it, and counts it
+            return False
         seconds = int(wait[1]) if wait[1] else None
         gone = asyncio.ensure_future(_disconnected(receive)) if seconds else None
         try:
@@ -76,7 +80,6 @@ class Front:
                 _header(scope, b"if-none-match"),
                 lambda: seconds,
                 lambda: scope.__setitem__(LONG_POLL, True),
-                built_only=True,
                 gone=gone,
             )
         except _REFUSALS:
@@ -84,8 +87,6 @@ class Front:
         finally:
             if gone is not None:
                 gone.cancel()
-        if reply is None:
-            return False
         headers = [(name.lower().encode(), value.encode()) for name, value in reply.headers]
         headers += [*self._status_headers, *_NOSNIFF]
         scope[ROUTE] = "/api/v1/status/<token>"

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import NamedTuple
 
 from pydantic import ValidationError
-from quart import Blueprint, Response, request, stream_with_context
+from quart import Blueprint, Response, abort, request, stream_with_context
 from quart_schema import RequestSchemaValidationError, document_querystring, document_response
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import parse_etags
@@ -56,7 +56,6 @@ async def status(token: str) -> Response:
         _wait,
         lambda: mark(LONG_POLL, True),  # timed apart: its time is the client's choice
     )
-    assert reply is not None
     response = Response(reply.body, reply.status)
     for name, value in reply.headers:
         response.headers[name] = value
@@ -70,16 +69,12 @@ async def answer(
     if_none_match: str | None,
     wait: Callable[[], int | None],
     holding: Callable[[], None],
-    *,
-    built_only: bool = False,
     gone: asyncio.Future[None] | None = None,
-) -> Reply | None:
-    """The status route, whoever serves it (this view, or :mod:`app.front` for an answer
-    built already: with ``built_only`` it is ``None`` when there is none). A long-poll ends
-    early once ``gone`` is done (the client hung up; Quart cancels its own views instead)."""
-    view = await _status(the_bridge, token, base_url, built_only=built_only)
-    if view is None:
-        return None
+) -> Reply:
+    """The status route, whoever serves it: this view, or :mod:`app.front` for a plain
+    request. A long-poll ends early once ``gone`` is done (the client hung up; Quart cancels
+    its own views instead)."""
+    view = await _status(the_bridge, token, base_url)
     the_bridge.status_limit.check(token)  # keyed by a token that verified: junk costs nothing
     seconds = wait()
     etags = parse_etags(if_none_match)
@@ -117,7 +112,6 @@ async def events(token: str) -> Response:
     """
     the_bridge, base_url = bridge(), external("")
     view = await _status(the_bridge, token, base_url)
-    assert view is not None
     the_bridge.status_limit.check(token)
     seen = request.headers.get("Last-Event-ID", "")
 
@@ -157,12 +151,13 @@ def _wait() -> int | None:
         raise RequestSchemaValidationError(error) from None
 
 
-async def _status(
-    the_bridge: Bridge, token: str, base_url: str, *, built_only: bool = False
-) -> Built | None:
+async def _status(the_bridge: Bridge, token: str, base_url: str) -> Built:
     """The token's status answer, built once per change of its session; a bad token is 404
     before anything else is looked at."""
-    grant = found(the_bridge.tokens.read(token))
+    grant = the_bridge.tokens.read(token)
+    if grant is None:
+        the_bridge.metrics.token_failures.inc()
+        abort(404)
     key = ("status", token, base_url)
     trusted = await the_bridge.store.caught_up()
     if trusted:
@@ -170,8 +165,6 @@ async def _status(
         if built is not None:
             the_bridge.metrics.kept_answer("status", "kept")
             return built
-    if built_only:
-        return None
     since = the_bridge.answers.ticket()
     session = found(await the_bridge.customer_session(token))
     body = status_body(session, base_url + pay_path(token))
@@ -202,7 +195,6 @@ async def _hold(
             grant = found(the_bridge.tokens.read(token))
             with feed.watch(grant.session_id) as changed:
                 view = await _status(the_bridge, token, base_url)
-                assert view is not None
                 remaining = deadline - time.monotonic()
                 hung_up = gone is not None and gone.done()
                 if view.etag not in known or remaining <= 0 or feed.draining or hung_up:
