@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from functools import partial
 from weakref import WeakSet
 
 
@@ -40,22 +40,58 @@ class ChangeFeed:
 
     def _wake(self, session_id: str) -> None:
         for waiter in self._waiters.pop(session_id, ()):
-            if not waiter.done():
-                waiter.set_result(None)
+            _settle(waiter)
 
-    @contextmanager
-    def watch(self, session_id: str) -> Iterator[asyncio.Future[None]]:
-        """A future that completes on the session's next change; unsubscribes on exit."""
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        waiters = self._waiters.setdefault(session_id, set())
-        waiters.add(waiter)
-        try:
-            yield waiter
-        finally:
-            waiters.discard(waiter)
-            if not waiters and self._waiters.get(session_id) is waiters:
-                del self._waiters[session_id]
-            waiter.cancel()
+    def watch(self, session_id: str) -> Watch:
+        """``with feed.watch(session_id) as changed:``, a future that completes on the
+        session's next change; unsubscribed on exit."""
+        return Watch(self._waiters, session_id)
+
+
+class Watch:
+    """One waiter's subscription (a class, not a generator: a held long-poll keeps it)."""
+
+    __slots__ = ("_waiters", "_session_id", "_waiter")
+
+    def __init__(self, waiters: dict[str, set[asyncio.Future[None]]], session_id: str) -> None:
+        self._waiters = waiters
+        self._session_id = session_id
+        self._waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def __enter__(self) -> asyncio.Future[None]:
+        self._waiters.setdefault(self._session_id, set()).add(self._waiter)
+        return self._waiter
+
+    def __exit__(self, *_: object) -> None:
+        waiters = self._waiters.get(self._session_id)
+        if waiters is not None:
+            waiters.discard(self._waiter)
+            if not waiters:
+                del self._waiters[self._session_id]
+        self._waiter.cancel()
+
+
+async def woken(
+    waiter: asyncio.Future[None], timeout: float, gone: asyncio.Future[None] | None = None
+) -> None:
+    """Wait for a :meth:`ChangeFeed.watch` future at most ``timeout`` seconds, or until
+    ``gone`` is done: a timer and a callback on the future itself, where ``asyncio.wait``
+    would add a future, a set and callbacks to every held long-poll."""
+    wake = partial(_settle, waiter)
+    timer = asyncio.get_running_loop().call_later(timeout, wake)
+    if gone is not None:
+        gone.add_done_callback(wake)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+        if gone is not None:
+            gone.remove_done_callback(wake)
+
+
+def _settle(waiter: asyncio.Future[None], *_: object) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 _FEEDS: WeakSet[ChangeFeed] = WeakSet()

@@ -54,7 +54,8 @@ class Front:
         if scope["type"] == "http" and scope["method"] == "GET" and not scope.get("root_path"):
             path = scope["path"]
             if found := _STATUS.fullmatch(path):
-                if await self._status(scope, found[1], receive, send):
+                receive = await self._status(scope, found[1], receive, send)
+                if receive is None:
                     return
             elif found := _PAY.fullmatch(path):
                 if await self._page(scope, found[1], send):
@@ -63,35 +64,36 @@ class Front:
                 return
         await self._inner(scope, receive, send)
 
-    async def _status(self, scope: Scope, token: str, receive: Any, send: Any) -> bool:
+    async def _status(self, scope: Scope, token: str, receive: Any, send: Any) -> Any:
+        """``None`` once answered; else the ``receive`` the app is to read the request with."""
         wait = _WAIT.fullmatch(scope["query_string"])
         base_url = self._base_url(scope)
         if wait is None or base_url is None:
-            return False
+            return receive
         if self._bridge.tokens.read(token) is None:  # the app refuses it, and counts it
-            return False
-        seconds = int(wait[1]) if wait[1] else None
-        gone = asyncio.ensure_future(_disconnected(receive)) if seconds else None
+            return receive
+        gone = asyncio.ensure_future(_disconnected(receive)) if wait[1] else None
         try:
             reply = await status.answer(
                 self._bridge,
                 token,
                 base_url,
                 _header(scope, b"if-none-match"),
-                lambda: seconds,
-                lambda: scope.__setitem__(LONG_POLL, True),
-                gone=gone,
+                wait[1].decode() if wait[1] else None,
+                gone,
             )
         except _REFUSALS:
-            return False
+            return receive
         finally:
             if gone is not None:
                 gone.cancel()
+        if reply.held:
+            scope[LONG_POLL] = True
         headers = [(name.lower().encode(), value.encode()) for name, value in reply.headers]
         headers += [*self._status_headers, *_NOSNIFF]
         scope[ROUTE] = "/api/v1/status/<token>"
         await _send(send, reply.status, headers, reply.body)
-        return True
+        return None
 
     async def _page(self, scope: Scope, token: str, send: Any) -> bool:
         the_bridge = self._bridge

@@ -4,14 +4,12 @@ bank URLs."""
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import logging
 import secrets
 import sys
-from collections.abc import Iterator
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from datetime import UTC, datetime
 
 _REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
@@ -73,11 +71,11 @@ def new_request_id() -> str:
     return f"{_PROCESS}-{next(_NUMBERS):x}"
 
 
-@contextlib.contextmanager
-def request_ids(request_id: str) -> Iterator[None]:
-    """Every log line written meanwhile (in this task and those it starts) carries the id."""
-    token = _REQUEST_ID.set(request_id)
-    try:
-        yield
-    finally:
-        _REQUEST_ID.reset(token)
+def with_request_id(request_id: str) -> Token[str | None]:
+    """Every log line written from now on (in this task and those it starts) carries the id,
+    until :func:`without_request_id` with the token returned."""
+    return _REQUEST_ID.set(request_id)
+
+
+def without_request_id(token: Token[str | None]) -> None:
+    _REQUEST_ID.reset(token)

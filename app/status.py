@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import NamedTuple
 
 from pydantic import ValidationError
@@ -19,6 +19,7 @@ from werkzeug.http import parse_etags
 from . import lifecycle
 from .answers import Built
 from .bridge import Bridge, bridge
+from .changes import woken
 from .cors import allow_any_origin, always_headers
 from .errors import ErrorAnswer, found
 from .links import external, pay_path
@@ -48,14 +49,16 @@ bp = allow_any_origin(
 @document_response(ErrorAnswer, 404)
 async def status(token: str) -> Response:
     """A customer's status: ``ETag`` and ``If-None-Match`` for 304, ``?wait=N`` to long-poll."""
+    args = request.args
     reply = await answer(
         bridge(),
         token,
         external(""),
         request.headers.get("If-None-Match"),
-        _wait,
-        lambda: mark(LONG_POLL, True),  # timed apart: its time is the client's choice
+        args["wait"] if "wait" in args else None,
     )
+    if reply.held:
+        mark(LONG_POLL, True)  # timed apart: its time is the client's choice
     response = Response(reply.body, reply.status)
     for name, value in reply.headers:
         response.headers[name] = value
@@ -67,8 +70,7 @@ async def answer(
     token: str,
     base_url: str,
     if_none_match: str | None,
-    wait: Callable[[], int | None],
-    holding: Callable[[], None],
+    wait: str | None,
     gone: asyncio.Future[None] | None = None,
 ) -> Reply:
     """The status route, whoever serves it: this view, or :mod:`app.front` for a plain
@@ -76,11 +78,12 @@ async def answer(
     its own views instead)."""
     view = await _status(the_bridge, token, base_url)
     the_bridge.status_limit.check(token)  # keyed by a token that verified: junk costs nothing
-    seconds = wait()
+    seconds = _seconds(wait)
     etags = parse_etags(if_none_match)
+    offered, star = etags.as_set(include_weak=True), etags.star_tag
+    del etags  # not held through a long-poll
     if seconds:
-        holding()
-        known = etags.as_set(include_weak=True) or {view.etag}
+        known = offered or {view.etag}
         if view.etag in known:
             view = await _hold(the_bridge, token, base_url, known, seconds, gone)
     headers = (
@@ -88,15 +91,16 @@ async def answer(
         ("ETag", f'"{view.etag}"'),
         ("Cache-Control", "no-cache"),
     )
-    if etags.contains_weak(view.etag):
-        return Reply(304, headers, b"")
-    return Reply(200, headers, view.body)
+    if star or view.etag in offered:
+        return Reply(304, headers, b"", bool(seconds))
+    return Reply(200, headers, view.body, bool(seconds))
 
 
 class Reply(NamedTuple):
     status: int
     headers: tuple[tuple[str, str], ...]
     body: bytes
+    held: bool  # a long-poll
 
 
 @bp.get("/<token>/events")
@@ -142,11 +146,11 @@ async def events(token: str) -> Response:
     return response
 
 
-def _wait() -> int | None:
-    if "wait" not in request.args:
+def _seconds(wait: str | None) -> int | None:
+    if wait is None:
         return None
     try:
-        return StatusQuery.model_validate(request.args.to_dict()).wait
+        return StatusQuery.model_validate({"wait": wait}).wait
     except ValidationError as error:
         raise RequestSchemaValidationError(error) from None
 
@@ -201,10 +205,6 @@ async def _hold(
                     return view
                 if view.until is not None:  # the window's end changes the status unwritten
                     remaining = min(remaining, max(view.until - the_bridge.clock(), 0.01))
-                await asyncio.wait(
-                    {changed, gone} if gone else {changed},
-                    timeout=remaining,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
+                await woken(changed, remaining, gone)
     finally:
         waiters.dec()

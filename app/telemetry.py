@@ -17,7 +17,7 @@ from typing import Any
 
 from quart import Quart, request
 
-from .logs import new_request_id, request_ids
+from .logs import new_request_id, with_request_id, without_request_id
 from .metrics import Metrics
 
 HEADER = b"x-request-id"
@@ -60,8 +60,12 @@ class Telemetry:
                     self._metrics.time_route(route, method, message["status"], seconds)
             await send(message)
 
-        with request_ids(request_id):
+        # Not a context manager: a held long-poll would keep its generator alive.
+        token = with_request_id(request_id)
+        try:
             await self._inner(scope, receive, answer)
+        finally:
+            without_request_id(token)
 
 
 async def _note_route() -> None:

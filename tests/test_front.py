@@ -247,3 +247,19 @@ async def test_caught_up_has_heard_every_change_another_process_committed(
     finally:
         await writer.close()
         await reader.close()
+
+
+async def test_a_long_poll_refused_after_the_request_was_read_still_gets_its_answer(
+    configured: Any,
+) -> None:
+    """app.front starts watching for a hang-up (reading the request) before the status route
+    may refuse; the app then answers the refusal all the same."""
+    async with configured(STATUS_RATE_LIMIT=2) as bridge:
+        token = await bridge.partner.token()
+        path = f"/api/v1/status/{token}"
+        codes = [
+            (await asyncio.wait_for(bridge.client.get(path, query_string={"wait": "1"}), 5))
+            for _ in range(3)
+        ]
+        assert [answer.status_code for answer in codes] == [200, 200, 429]
+        assert (await codes[-1].get_json())["error"]["code"] == "too_many_requests"
