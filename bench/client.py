@@ -1,25 +1,34 @@
-"""A small HTTP/1.1 client on asyncio protocols, for what wrk cannot do: preparing sessions
-over keep-alive connections, and holding 10,000 long-polls open while timing their answers."""
+"""A small HTTP/1.1 client on asyncio protocols, for what wrk cannot do: sending each of a list
+of requests once, and holding 10,000 long-polls open while timing their answers."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import cast
 
 
-def get(path: str, port: int, headers: dict[str, str] | None = None) -> bytes:
-    lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}"]
-    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-def post(path: str, port: int, body: bytes, headers: dict[str, str]) -> bytes:
-    lines = [f"POST {path} HTTP/1.1", f"Host: 127.0.0.1:{port}"]
+def request(method: str, path: str, port: int, headers: dict[str, str], body: bytes = b"") -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}"]
     lines += [f"{name}: {value}" for name, value in headers.items()]
-    lines.append(f"Content-Length: {len(body)}")
+    if method == "POST":
+        lines.append(f"Content-Length: {len(body)}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def webhooks(signed: Path, port: int) -> dict[str, bytes]:
+    """The webhooks of a file of common.sign_webhooks as requests, by session id."""
+    found = {}
+    for line in signed.read_text().splitlines():
+        signature, body = line.split("\t", 1)
+        headers = {"Content-Type": "application/json", "X-PARTNER-SIGN": signature}
+        found[json.loads(body)["session"]["id"]] = request(
+            "POST", "/webhooks/smart-glocal", port, headers, body.encode()
+        )
+    return found
 
 
 @dataclass
@@ -29,76 +38,67 @@ class Answer:
     first_byte: float  # time.perf_counter() when the answer began to arrive
 
 
-class _Connection(asyncio.Protocol):
+class Connection(asyncio.Protocol):
     """One keep-alive connection: send a request, await its answer, again."""
 
     def __init__(self) -> None:
-        self.transport: Any = None
         self.buffer = bytearray()
-        self.first_byte: float | None = None
+        self.first_byte = 0.0
         self.pending: asyncio.Future[Answer] | None = None
 
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
 
     def data_received(self, data: bytes) -> None:
-        if self.first_byte is None:
+        if not self.buffer:
             self.first_byte = time.perf_counter()
         self.buffer += data
         end = self.buffer.find(b"\r\n\r\n")
         if end < 0:
             return
-        head = bytes(self.buffer[:end]).decode("latin-1").split("\r\n")
-        length = 0
-        for line in head[1:]:
-            name, _, value = line.partition(":")
-            if name.strip().lower() == "content-length":
-                length = int(value)
+        head = bytes(self.buffer[:end]).decode("latin-1").lower().split("\r\n")
+        length = next((int(h.split(":")[1]) for h in head if h.startswith("content-length:")), 0)
         if len(self.buffer) < end + 4 + length:
             return
-        answer = Answer(
-            int(head[0].split()[1]), bytes(self.buffer[end + 4 : end + 4 + length]), self.first_byte
-        )
+        body = bytes(self.buffer[end + 4 : end + 4 + length])
         del self.buffer[: end + 4 + length]
-        self.first_byte = None
         if self.pending is not None and not self.pending.done():
-            self.pending.set_result(answer)
+            self.pending.set_result(Answer(int(head[0].split()[1]), body, self.first_byte))
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.pending is not None and not self.pending.done():
             self.pending.set_exception(ConnectionError("the server closed the connection"))
 
     async def ask(self, request: bytes) -> Answer:
-        assert self.transport is not None
+        if self.transport.is_closing():
+            raise ConnectionError("the server closed the connection")
         self.pending = asyncio.get_running_loop().create_future()
         self.transport.write(request)
         return await self.pending
 
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
 
-
-async def connect(port: int) -> _Connection:
-    loop = asyncio.get_running_loop()
-    _, protocol = await loop.create_connection(_Connection, "127.0.0.1", port)
-    return protocol
+async def connect(port: int) -> Connection:
+    _, connection = await asyncio.get_running_loop().create_connection(
+        Connection, "127.0.0.1", port
+    )
+    return connection
 
 
 async def send_all(port: int, requests: list[bytes], connections: int = 16) -> list[Answer]:
     """Every request once, over ``connections`` keep-alive connections; answers in order."""
-    answers: list[Answer | None] = [None] * len(requests)
-    queue = list(enumerate(requests))
-    queue.reverse()
+    answers: dict[int, Answer] = {}
+    queue = list(enumerate(requests))[::-1]
 
     async def work() -> None:
         connection = await connect(port)
-        try:
-            while queue:
-                number, request = queue.pop()
+        while queue:
+            number, request = queue.pop()
+            try:
                 answers[number] = await connection.ask(request)
-        finally:
-            connection.close()
+            except ConnectionError:  # closed by the server (Hypercorn does): on a new one
+                connection = await connect(port)
+                answers[number] = await connection.ask(request)
+        connection.transport.close()
 
     await asyncio.gather(*(work() for _ in range(connections)))
-    return [answer for answer in answers if answer is not None]
+    return [answers[number] for number in sorted(answers)]

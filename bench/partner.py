@@ -1,70 +1,52 @@
 """A partner's backend that costs next to nothing: every request answered 200 at once, on
-loopback, keep-alive, one process with uvloop. ``GET /count`` answers how many POSTs came.
+loopback, keep-alive, one process with uvloop; ``GET /count`` answers how many POSTs came.
 
-    python -m bench.partner --port 8123
+    python -m bench.partner PORT
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import signal
+import sys
+from typing import cast
 
-OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
-received = 0
+import uvloop
 
 
 class Answering(asyncio.Protocol):
-    """HTTP/1.1 requests with a Content-Length (httpx sends bytes that way), pipelined or not."""
+    """HTTP/1.1 requests with a Content-Length (httpx sends bytes that way), pipelined or not;
+    ``received`` (shared by the connections) counts the POSTs."""
+
+    def __init__(self, received: list[int]) -> None:
+        self.received, self.buffer = received, bytearray()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport: asyncio.WriteTransport = transport  # type: ignore[assignment]
-        self.buffer = bytearray()
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
 
     def data_received(self, data: bytes) -> None:
-        global received
         self.buffer += data
         while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
-            head = bytes(self.buffer[:end]).decode("latin-1")
-            length = 0
-            for line in head.split("\r\n")[1:]:
-                name, _, value = line.partition(":")
-                if name.strip().lower() == "content-length":
-                    length = int(value)
+            head = bytes(self.buffer[:end]).decode("latin-1").lower().split("\r\n")
+            length = sum(int(h.split(":")[1]) for h in head if h.startswith("content-length:"))
             if len(self.buffer) < end + 4 + length:
                 return  # the body is still on its way
             del self.buffer[: end + 4 + length]
-            if head.startswith("GET /count "):
-                count = str(received).encode()
-                self.transport.write(
-                    b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(count), count)
-                )
-            else:
-                received += head.startswith("POST ")
-                self.transport.write(OK)
+            self.received[0] += head[0].startswith("post ")
+            body = str(self.received[0]).encode() if head[0].startswith("get /count ") else b""
+            self.transport.write(
+                b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
 
 
 async def serve(port: int) -> None:
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(Answering, "127.0.0.1", port, backlog=1024)
-    stopped = asyncio.Event()
+    loop, received, stopped = asyncio.get_running_loop(), [0], asyncio.Event()
+    server = await loop.create_server(lambda: Answering(received), "127.0.0.1", port, backlog=1024)
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopped.set)
     async with server:
         await stopped.wait()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.partner")
-    parser.add_argument("--port", type=int, required=True)
-    port = parser.parse_args().port
-    try:
-        import uvloop
-
-        uvloop.run(serve(port))
-    except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
-        asyncio.run(serve(port))
-
-
 if __name__ == "__main__":
-    main()
+    uvloop.run(serve(int(sys.argv[1])))

@@ -26,8 +26,7 @@ app = Quart(__name__, template_folder=HERE / "twin_templates")  # url_for("stati
 
 STATUS: dict[str, Any] = json.loads(os.environ.get("BENCH_TWIN_STATUS", "{}"))
 PAGE_BYTES = int(os.environ.get("BENCH_TWIN_PAGE_BYTES", "0"))
-_SCRIPT_LINE = "  // static script text, as the bridge includes its page script; no logic here.\n"
-_filler: Markup | None = None
+SCRIPT_LINE = "  // static script text, as the bridge includes its page script; no logic here.\n"
 
 
 def _context(token: str, filler: Markup) -> dict[str, Any]:
@@ -60,13 +59,11 @@ def _context(token: str, filler: Markup) -> dict[str, Any]:
 
 @app.get("/pay/<token>")
 async def pay(token: str) -> str:
-    global _filler
-    if _filler is None:  # once per process: pad to the bridge page's size with static text
+    if "FILLER" not in app.config:  # once per process: pad to the bridge page's size
         bare = await render_template("page.html", **_context(token, Markup("")))
         missing = max(PAGE_BYTES - len(bare.encode()), 0)
-        text = (_SCRIPT_LINE * (missing // len(_SCRIPT_LINE) + 1))[:missing]
-        _filler = Markup(text)
-    return await render_template("page.html", **_context(token, _filler))
+        app.config["FILLER"] = Markup((SCRIPT_LINE * (missing // len(SCRIPT_LINE) + 1))[:missing])
+    return await render_template("page.html", **_context(token, app.config["FILLER"]))
 
 
 @app.get("/api/v1/status/<token>")
