@@ -1,4 +1,4 @@
-"""A run's tables against the issue's targets, as text and as Markdown, with the machine."""
+"""A run's tables against the issue's targets (in Markdown), and the machine it ran on."""
 
 from __future__ import annotations
 
