@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import sqlite3
 from typing import Any
 
-import aiosqlite
 import asyncpg
 
 
 async def query(database_url: str, sql: str) -> list[tuple[Any, ...]]:
     if database_url.startswith("sqlite:///"):
-        async with aiosqlite.connect(database_url.removeprefix("sqlite:///")) as db:
-            async with db.execute(sql) as cursor:
-                return [tuple(row) for row in await cursor.fetchall()]
+        return await asyncio.to_thread(_sqlite_query, database_url.removeprefix("sqlite:///"), sql)
     db = await asyncpg.connect(database_url)
     try:
         return [tuple(row) for row in await db.fetch(sql)]
     finally:
         await db.close()
+
+
+def _sqlite_query(path: str, sql: str) -> list[tuple[Any, ...]]:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return [tuple(row) for row in db.execute(sql).fetchall()]

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import sqlite3
+import sys
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +16,7 @@ from typing import Any
 import pytest
 
 from app.lifecycle import Session, Status, new_session
-from app.store import Delivery, StorageUnavailableError, Store, open_store
+from app.store import Delivery, Event, StorageUnavailableError, Store, open_store
 from app.store import postgres as postgres_engine
 from app.store import sqlite as sqlite_engine
 from app.store.sqlite import SQLiteStore
@@ -352,29 +355,266 @@ async def test_postgres_connections_go_back_to_the_pool_with_nothing_held(
         await store.close()
 
 
-async def test_a_busy_sqlite_read_is_asked_again_on_the_connection_that_waits(
-    tmp_path: Path,
-) -> None:
-    store = open_store(f"sqlite:///{tmp_path}/busy.sqlite3")
+class Busy:
+    """A connection that always says busy, as SQLite's does during a recovery."""
+
+    def __init__(self, real: sqlite3.Connection | None) -> None:
+        assert real is not None
+        self.real = real
+
+    def execute(self, *args: Any) -> Any:
+        raise sqlite3.OperationalError("database is locked")
+
+    def close(self) -> None:
+        self.real.close()
+
+
+READS: dict[str, Callable[[Store], Any]] = {
+    "get_session": lambda store: store.get_session("ps_1"),
+    "events": lambda store: store.events("ps_1"),
+    "deliveries": lambda store: store.deliveries("pending", 10),
+    "relay_backlog": lambda store: store.relay_backlog(),
+    "sessions_due": lambda store: store.sessions_due(100.0),
+    "ping": lambda store: store.ping(),
+}
+
+
+async def sqlite_store(path: Path) -> SQLiteStore:
+    store = SQLiteStore(str(path))
     await store.open()
+    await store.update_session("ps_1", moved(Status.ACTION_REQUIRED), event_at(1.0))
+    return store
+
+
+def event_at(at: float) -> Event:
+    return Event("ps_1", at, "page", {"n": at})
+
+
+@pytest.mark.parametrize("read", READS)
+async def test_a_busy_sqlite_read_is_asked_again_on_the_connection_that_waits(
+    tmp_path: Path, read: str
+) -> None:
+    store = await sqlite_store(tmp_path / "busy.sqlite3")
     try:
-        await store.update_session("ps_1", moved(Status.ACTION_REQUIRED))
-        assert isinstance(store, SQLiteStore)
-        quick = store._quick
-
-        class Busy:
-            def execute(self, *args: Any) -> Any:
-                raise sqlite3.OperationalError("database is locked")
-
-            def close(self) -> None:
-                assert quick is not None
-                quick.close()
-
-        store._quick = Busy()  # type: ignore[assignment]
-        session = await store.get_session("ps_1")
-        assert session is not None and session.status is Status.ACTION_REQUIRED
+        expected = await READS[read](store)
+        store._reader = Busy(store._reader)  # type: ignore[assignment]
+        assert await READS[read](store) == expected
     finally:
         await store.close()
+
+
+async def test_a_busy_sqlite_read_the_writer_cannot_answer_either_is_unavailable(
+    tmp_path: Path,
+) -> None:
+    store = await sqlite_store(tmp_path / "busy.sqlite3")
+    try:
+        store._reader = Busy(store._reader)  # type: ignore[assignment]
+        store._writer = Busy(store._writer)  # type: ignore[assignment]
+        for read in READS.values():
+            with pytest.raises(StorageUnavailableError):
+                await read(store)
+    finally:
+        await store.close()
+
+
+async def test_sqlite_reads_answer_at_once_while_another_process_holds_the_write_lock(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "locked.sqlite3"
+    store = await sqlite_store(path)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")  # another process writes, or is stuck mid-write
+        blocker.execute("INSERT INTO changes (session_id) VALUES ('ps_other')")
+        # This write now waits in the writer's thread; reads are not queued behind it.
+        write = asyncio.create_task(store.update_session("ps_2", moved(Status.PENDING)))
+        await asyncio.sleep(0.05)
+        for read in READS.values():
+            await asyncio.wait_for(read(store), timeout=0.5)
+        session = await store.get_session("ps_1")
+        assert session is not None and session.status is Status.ACTION_REQUIRED
+        assert [event.at for event in await store.events("ps_1")] == [1.0]
+        assert not write.done()
+        blocker.execute("COMMIT")
+        await asyncio.wait_for(write, timeout=5)
+    finally:
+        blocker.close()
+        await store.close()
+
+
+async def test_sqlite_reads_answer_through_checkpoints_and_other_writers(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "checkpoints.sqlite3"
+    store = await sqlite_store(path)
+    stop = threading.Event()
+
+    def write_and_checkpoint() -> int:
+        rounds = 0
+        with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as other:
+            other.execute("PRAGMA busy_timeout = 5000")
+            while not stop.is_set():
+                other.execute("INSERT INTO changes (session_id) VALUES ('ps_other')")
+                other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                rounds += 1
+        return rounds
+
+    other = asyncio.get_running_loop().run_in_executor(None, write_and_checkpoint)
+    try:
+        for _ in range(2000):
+            session = await store.get_session("ps_1")
+            assert session is not None and session.status is Status.ACTION_REQUIRED
+            assert len(await store.events("ps_1")) == 1
+    finally:
+        stop.set()
+        rounds = await other
+        await store.close()
+    assert rounds > 0
+
+
+async def test_one_failing_job_is_rolled_back_alone_and_its_batch_committed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "batch.sqlite3"
+    store = SQLiteStore(str(path))
+    await store.open()
+    batches: list[int] = []
+    commit = sqlite_engine._commit
+
+    def counted(db: Any, turn: Any, jobs: list[Any]) -> Any:
+        batches.append(len(jobs))
+        return commit(db, turn, jobs)
+
+    def broken(session: Session | None) -> Session:
+        raise RuntimeError("boom")
+
+    def bad_statement(db: sqlite3.Connection) -> None:
+        db.execute("INSERT INTO events (session_id) VALUES ('ps_x')")  # NOT NULL: refused
+
+    monkeypatch.setattr(sqlite_engine, "_commit", counted)
+    with store.changes.watch("ps_b") as woken:
+        outcomes = await asyncio.gather(
+            store.record_webhook(delivery(b"a", "ps_a"), lambda _: new_session("ps_a", 1.0)),
+            store.record_webhook(delivery(b"b", "ps_b"), broken),
+            store._transaction("", bad_statement),
+            store.record_webhook(delivery(b"c", "ps_c"), lambda _: new_session("ps_c", 1.0)),
+            return_exceptions=True,
+        )
+        assert not woken.done()  # nothing of ps_b was announced
+    await store.close()
+    assert batches == [4]  # one transaction
+    assert isinstance(outcomes[1], RuntimeError)
+    assert isinstance(outcomes[2], sqlite3.Error | StorageUnavailableError)
+    reopened = SQLiteStore(str(path))
+    await reopened.open()
+    try:
+        assert (await reopened.get_session("ps_a")) is not None
+        assert (await reopened.get_session("ps_c")) is not None
+        assert (await reopened.get_session("ps_b")) is None
+        assert await reopened.events("ps_x") == []
+        retried = await reopened.record_webhook(
+            delivery(b"b", "ps_b"), lambda _: new_session("ps_b", 1.0)
+        )
+        assert not retried.duplicate
+    finally:
+        await reopened.close()
+
+
+async def test_caught_up_publishes_what_another_connection_committed_before_the_call(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "caught.sqlite3"
+    here, there = SQLiteStore(str(path)), SQLiteStore(str(path))
+    await here.open()
+    await there.open()
+    heard: list[str | None] = []
+    here.changes.subscribe(heard.append)
+    try:
+        assert await here.caught_up()
+        await there.update_session("ps_there", moved(Status.PENDING))
+        with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as raw:
+            raw.execute("INSERT INTO changes (session_id) VALUES ('ps_raw')")
+        with here.changes.watch("ps_raw") as raw_noticed:
+            assert await here.caught_up()  # no wait, no poll: published before it returns
+            assert raw_noticed.done()
+        assert "ps_there" in heard and "ps_raw" in heard
+        heard.clear()
+        assert await here.caught_up()
+        assert heard == []  # nothing committed since: nothing published again
+    finally:
+        await there.close()
+        await here.close()
+    assert not await here.caught_up()  # closed: it cannot know
+
+
+TWO_PROCESSES = """
+import asyncio, json, sys
+from app.lifecycle import Session, Status
+from app.store.sqlite import SQLiteStore
+
+async def main(path, mine, theirs, count):
+    store = SQLiteStore(path)
+    await store.open()
+    heard = set()
+    store.changes.subscribe(heard.add)
+    print("ready", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    def update(session_id):
+        return lambda _: Session(id=session_id, status=Status.PENDING, created_at=1.0,
+                                 updated_at=2.0)
+    await asyncio.gather(*(store.update_session(f"{mine}_{n}", update(f"{mine}_{n}"))
+                           for n in range(count)))
+    expected = {f"{theirs}_{n}" for n in range(count)}
+    for _ in range(200):
+        if expected <= heard:
+            break
+        await asyncio.sleep(0.05)
+    await store.close()
+    print(json.dumps(len(expected & heard)), flush=True)
+
+asyncio.run(main(*sys.argv[1:4], int(sys.argv[4])))
+"""
+
+
+async def test_two_processes_writing_one_sqlite_file_hear_each_other_and_both_last(
+    tmp_path: Path,
+) -> None:
+    path, count = str(tmp_path / "shared.sqlite3"), 300
+    children = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            TWO_PROCESSES,
+            path,
+            mine,
+            theirs,
+            str(count),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        for mine, theirs in (("ps_a", "ps_b"), ("ps_b", "ps_a"))
+    ]
+    for child in children:
+        assert child.stdout is not None
+        assert await asyncio.wait_for(child.stdout.readline(), timeout=30) == b"ready\n"
+    for child in children:
+        assert child.stdin is not None
+        child.stdin.write(b"go\n")
+    heard = [
+        int((await asyncio.wait_for(child.communicate(), timeout=30))[0]) for child in children
+    ]
+    assert [child.returncode for child in children] == [0, 0]
+    assert heard == [count, count]  # each heard every change of the other
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        for prefix in ("ps_a", "ps_b"):
+            for n in range(count):
+                assert await store.get_session(f"{prefix}_{n}") is not None
+    finally:
+        await store.close()
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
 
 
 async def test_reading_from_a_closed_store_is_unavailable_not_an_error(database_url: str) -> None:

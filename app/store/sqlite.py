@@ -1,18 +1,21 @@
 """SQLite storage: WAL, ``synchronous=FULL`` (a commit is on disk), group commit.
 
-- A read of one session by its key runs on the event loop, on a connection that never waits
-  for a lock: it takes microseconds from the page cache, less than a hop to another thread
-  costs (a page not cached yet is read from disk meanwhile, blocking the loop). Should SQLite
-  answer "busy" (a checkpoint or a recovery under way), it is asked again through aiosqlite,
-  which may wait. Other reads go through aiosqlite.
-- Writes go through one ``sqlite3`` connection owned by one thread of their own: a whole batch
-  of waiting writes runs there in one call, one transaction with a savepoint each, so one fsync
-  and one hop between threads serve many webhooks (aiosqlite would hop for every statement).
-  The event loop never waits for a write.
+One library, ``sqlite3``, and two connections per process, each with one job:
+
+- The event loop's, read-only and never waiting for a lock (``busy_timeout = 0``), serves
+  every read. Each is by key or by index and bounded, microseconds from the page cache: less
+  than a hop to another thread costs (a page not cached yet is read from disk meanwhile,
+  blocking the loop). WAL lets reads run beside a write; should SQLite still answer busy (a
+  checkpoint or a recovery under way), the read is asked again in the writer's thread, whose
+  connection may wait.
+- The writer thread's serves every write: a whole batch of waiting writes runs there in one
+  call, one transaction with a savepoint each, so one fsync and one hop between threads serve
+  many webhooks. Each answer waits for its COMMIT; the event loop never waits for a write.
 - Several processes may share the file (``serve --workers``): each committed change is also
-  appended to a ``changes`` table, which every process polls to wake its own long-polls. Their
-  writers take turns on an ``flock`` first: SQLite's own busy wait sleeps up to 100 ms at a
-  time, where a waiter on the lock file wakes the moment it is free.
+  appended to a ``changes`` table, which every process polls (:meth:`SQLiteStore.caught_up`)
+  to wake its own long-polls. Their writers take turns on an ``flock`` first: SQLite's own
+  busy wait sleeps up to 100 ms at a time, where a waiter on the lock file wakes the moment it
+  is free.
 """
 
 from __future__ import annotations
@@ -28,8 +31,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-
-import aiosqlite
 
 from ..config import DB_TIMEOUT
 from ..lifecycle import Session, Status
@@ -77,9 +78,6 @@ from . import (
     webhook_event,
 )
 
-# aiosqlite logs every statement with its parameters at DEBUG: webhook bodies, PaReq and MD
-# included. Those must never reach a log, whatever level an operator picks.
-logging.getLogger("aiosqlite").setLevel(logging.WARNING)
 log = logging.getLogger(__name__)
 
 # Each entry upgrades the schema by one version; never edit one that has shipped.
@@ -174,11 +172,10 @@ class SQLiteStore(Store):
         super().__init__()
         self.path = path
         self._timeout = timeout
-        self._writer: sqlite3.Connection | None = None
-        self._turn: int | None = None  # the lock file's descriptor, shared by the processes
+        self._reader: sqlite3.Connection | None = None  # the loop's: every read, never waits
+        self._writer: sqlite3.Connection | None = None  # the writer thread's: every write
         self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
-        self._reader: aiosqlite.Connection | None = None
-        self._quick: sqlite3.Connection | None = None  # the loop's own, never waits for locks
+        self._turn: int | None = None  # the lock file's descriptor, shared by the processes
         self._jobs: asyncio.Queue[_Job | None] = asyncio.Queue()
         self._committer: asyncio.Task[None] | None = None
         self._closing = False
@@ -195,15 +192,10 @@ class SQLiteStore(Store):
         os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         self._turn = os.open(f"{self.path}-writers.lock", os.O_RDWR | os.O_CREAT, 0o600)
         self._writer = await self._in_writer(self._open_writer)
-        self._reader = await aiosqlite.connect(self.path, isolation_level=None)
-        await self._reader.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
-        await self._reader.execute("PRAGMA query_only = ON")
-        self._quick = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._quick.execute("PRAGMA busy_timeout = 0")
-        self._quick.execute("PRAGMA query_only = ON")
-        async with self._reader.execute("SELECT coalesce(max(id), 0) FROM changes") as cursor:
-            row = await cursor.fetchone()
-        self._seen_change = row[0] if row else 0
+        self._reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._reader.execute("PRAGMA busy_timeout = 0")
+        self._reader.execute("PRAGMA query_only = ON")
+        [(self._seen_change,)] = await self._read("SELECT coalesce(max(id), 0) FROM changes")
         self._follower = asyncio.create_task(self._follow())
         self._committer = asyncio.create_task(self._commit_batches())
 
@@ -231,23 +223,54 @@ class SQLiteStore(Store):
         if self._committer is not None:
             self._jobs.put_nowait(None)  # the writes already queued are committed first
             await self._committer
+            self._committer = None
         if self._reader is not None:
-            await self._reader.close()
-        if self._quick is not None:
-            quick, self._quick = self._quick, None  # no read starts on it once closing
-            quick.close()
+            reader, self._reader = self._reader, None  # no read starts on it once closing
+            reader.close()
         if self._writer is not None:
-            await self._in_writer(self._writer.close)
+            writer, self._writer = self._writer, None
+            await self._in_writer(writer.close)  # after any read already handed to it
         if self._turn is not None:
             os.close(self._turn)
             self._turn = None
         self._writer_thread.shutdown()
-        self._reader = self._writer = self._committer = None
+
+    async def _read(self, sql: str, args: tuple[object, ...] = ()) -> list[Any]:
+        """One bounded read on the loop's connection; should it say busy, asked again of the
+        writer's, which may wait. A failure there is :class:`StorageUnavailableError`."""
+        if self._reader is None:
+            raise StorageUnavailableError("the store is not open")
+        try:
+            return self._reader.execute(sql, args).fetchall()
+        except sqlite3.OperationalError:
+            with _unavailable_on_trouble():
+                return await self._in_writer(_fetch, self._write(), sql, args)
+
+    def _write(self) -> sqlite3.Connection:
+        if self._writer is None:
+            raise StorageUnavailableError("the store is not open")
+        return self._writer
 
     async def ping(self) -> None:
-        with _unavailable_on_trouble():
-            async with self._read().execute("SELECT 1") as cursor:
-                await cursor.fetchone()
+        await self._read("SELECT 1")
+
+    async def get_session(self, session_id: str) -> Session | None:
+        rows = await self._read(SELECT_SESSION, (session_id,))
+        return session_from_row(rows[0] if rows else None)
+
+    async def events(self, session_id: str) -> list[Event]:
+        return [event_from_row(row) for row in await self._read(SELECT_EVENTS, (session_id,))]
+
+    async def deliveries(self, state: str, limit: int) -> list[DeliveryRecord]:
+        return [delivery_record(row) for row in await self._read(LIST_DELIVERIES, (state, limit))]
+
+    async def relay_backlog(self) -> tuple[int, float | None]:
+        [(count, oldest)] = await self._read(RELAY_BACKLOG)
+        return count, oldest
+
+    async def sessions_due(self, now: float, limit: int = 500) -> list[str]:
+        rows = await self._read(SESSIONS_DUE, (Status.ACTION_REQUIRED.value, now, limit))
+        return [row[0] for row in rows]
 
     async def record_webhook(self, delivery: Delivery, update: Update) -> Changed:
         def work(db: sqlite3.Connection) -> Changed:
@@ -295,11 +318,6 @@ class SQLiteStore(Store):
 
         await self._transaction("", work)
 
-    async def events(self, session_id: str) -> list[Event]:
-        with _unavailable_on_trouble():
-            rows = await self._read().execute_fetchall(SELECT_EVENTS, (session_id,))
-        return [event_from_row(tuple(row)) for row in rows]
-
     async def claim_deliveries(self, now: float, until: float, limit: int) -> list[RelayJob]:
         def work(db: sqlite3.Connection) -> list[RelayJob]:
             rows = db.execute(CLAIM_DELIVERIES.format(lock=""), (until, now, now, limit))
@@ -319,11 +337,6 @@ class SQLiteStore(Store):
 
         return await self._transaction("", work)
 
-    async def deliveries(self, state: str, limit: int) -> list[DeliveryRecord]:
-        with _unavailable_on_trouble():
-            rows = await self._read().execute_fetchall(LIST_DELIVERIES, (state, limit))
-        return [delivery_record(tuple(row)) for row in rows]
-
     async def retry_delivery(self, delivery_id: int, now: float) -> bool | None:
         def work(db: sqlite3.Connection) -> bool | None:
             if db.execute(RETRY_DELIVERY, (now, now, delivery_id)).rowcount:
@@ -331,12 +344,6 @@ class SQLiteStore(Store):
             return False if db.execute(DELIVERY_EXISTS, (delivery_id,)).fetchone() else None
 
         return await self._transaction("", work)
-
-    async def relay_backlog(self) -> tuple[int, float | None]:
-        with _unavailable_on_trouble():
-            rows = await self._read().execute_fetchall(RELAY_BACKLOG)
-        count, oldest = next(iter(rows))
-        return count, oldest
 
     async def forget(self, before: float, limit: int) -> int:
         def work(db: sqlite3.Connection) -> int:
@@ -346,23 +353,6 @@ class SQLiteStore(Store):
             )
 
         return await self._transaction("", work)
-
-    async def get_session(self, session_id: str) -> Session | None:
-        if self._quick is None:
-            raise StorageUnavailableError("the store is not open")
-        try:
-            row = self._quick.execute(SELECT_SESSION, (session_id,)).fetchone()
-        except sqlite3.OperationalError:  # busy, or worse: the waiting kind of read will tell
-            with _unavailable_on_trouble():
-                rows = await self._read().execute_fetchall(SELECT_SESSION, (session_id,))
-            row = next(iter(rows), None)
-        return session_from_row(row)
-
-    async def sessions_due(self, now: float, limit: int = 500) -> list[str]:
-        async with self._read().execute(
-            SESSIONS_DUE, (Status.ACTION_REQUIRED.value, now, limit)
-        ) as cursor:
-            return [row[0] for row in await cursor.fetchall()]
 
     async def _transaction(self, session_id: str, work: Callable[[sqlite3.Connection], T]) -> T:
         if self._committer is None or self._closing:
@@ -399,15 +389,15 @@ class SQLiteStore(Store):
     async def caught_up(self) -> bool:
         """``PRAGMA data_version`` tells, without touching the file, whether any connection
         committed since the loop's connection last looked; only then is ``changes`` read."""
-        quick = self._quick
-        if quick is None:
+        reader = self._reader
+        if reader is None:
             return False
         try:
-            version = quick.execute("PRAGMA data_version").fetchone()[0]
+            version = reader.execute("PRAGMA data_version").fetchone()[0]
             if version == self._data_version:
                 return True
             seen = self._seen_change
-            rows = quick.execute(
+            rows = reader.execute(
                 "SELECT id, session_id FROM changes WHERE id > ? ORDER BY id", (seen,)
             ).fetchall()
         except sqlite3.Error:
@@ -433,16 +423,6 @@ class SQLiteStore(Store):
                     await self._transaction("", _forget_old_changes)
             except (sqlite3.Error, StorageUnavailableError):
                 log.exception("could not read other processes' changes; trying again")
-
-    def _write(self) -> sqlite3.Connection:
-        if self._writer is None:
-            raise StorageUnavailableError("the store is not open")
-        return self._writer
-
-    def _read(self) -> aiosqlite.Connection:
-        if self._reader is None:
-            raise StorageUnavailableError("the store is not open")
-        return self._reader
 
 
 @dataclass(eq=False)
@@ -488,6 +468,10 @@ def _commit_in_turn(db: sqlite3.Connection, jobs: list[_Job]) -> list[Any]:
             db.execute("ROLLBACK")
         return [error] * len(jobs)
     return outcomes
+
+
+def _fetch(db: sqlite3.Connection, sql: str, args: tuple[object, ...]) -> list[Any]:
+    return db.execute(sql, args).fetchall()
 
 
 def _settle(job: _Job, outcome: Any) -> None:
