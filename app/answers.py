@@ -6,8 +6,8 @@ answer, a rendered page) is kept here under the session and dropped on the sessi
 notice (:attr:`app.store.Store.changes`, which hears every process). A reader first awaits
 :meth:`app.store.Store.caught_up`, so nothing kept is older than the database.
 
-Bounded: at most :data:`MAX_ENTRIES` answers and :data:`MAX_BYTES` of bodies per process, the
-least recently used session's answers leaving first.
+Bounded: at most :data:`MAX_ENTRIES` answers and ``BRIDGE_KEPT_ANSWERS_MB`` (64) of bodies and
+headers per process, the least recently used session's answers leaving first.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from .changes import ChangeFeed
 
 # A page view as the history notes it: session, step, status, the bank action's time.
 Shown = tuple[str, str, str, float | None]
-MAX_ENTRIES = 20_000
-MAX_BYTES = 32 * 1024 * 1024
+MAX_ENTRIES = 50_000
+MAX_BYTES = 64 * 1024 * 1024
 _DROPS_REMEMBERED = 4_096  # sessions dropped recently, to refuse answers built before it
 
 

@@ -51,7 +51,9 @@ class Bridge:
     _pages_seen: dict[Shown, None] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.answers = Answers(self.store.changes)
+        self.answers = Answers(
+            self.store.changes, max_bytes=self.settings.kept_answers_mb * 1024 * 1024
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings, clock: Callable[[], float] = time.time) -> Bridge:

@@ -24,6 +24,7 @@ RELAY_TIMEOUT, RELAY_MAX_DELAY, RELAY_MAX_AGE = 10.0, 600.0, 259_200.0
 # Webhook bodies hold PaReq, MD and card data: kept long enough to answer a dispute about a
 # session's flow or a late chargeback question with the history (which stays), not for years.
 RETENTION_DAYS = 30
+KEPT_ANSWERS_MB = 64  # per process: some 9,000 customer pages
 _PEM_BLOCK = re.compile(
     rb"-----BEGIN (?:RSA )?PUBLIC KEY-----.+?-----END (?:RSA )?PUBLIC KEY-----", re.DOTALL
 )
@@ -66,6 +67,7 @@ class Settings:
     relay_max_delay: float = RELAY_MAX_DELAY
     relay_max_age: float = RELAY_MAX_AGE
     retention_days: int = RETENTION_DAYS
+    kept_answers_mb: int = KEPT_ANSWERS_MB  # status answers and pages kept per process
     warnings: tuple[str, ...] = ()  # said in the log at start: settings that work but worry
 
 
@@ -136,6 +138,7 @@ def load_settings(
         relay_max_delay=read("RELAY_MAX_DELAY", _positive_float, RELAY_MAX_DELAY),
         relay_max_age=read("RELAY_MAX_AGE", _positive_float, RELAY_MAX_AGE),
         retention_days=read("RETENTION_DAYS", _positive_int, RETENTION_DAYS),
+        kept_answers_mb=read("KEPT_ANSWERS_MB", _count, KEPT_ANSWERS_MB),
     )
     unknown = sorted(name for name in values if name.startswith(PREFIX) and name not in known)
     warnings = [f"{name} is not a setting of this version; it is ignored" for name in unknown]

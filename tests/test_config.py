@@ -99,6 +99,8 @@ def test_overrides_take_names_with_or_without_prefix(environ: dict[str, str]) ->
         ("BRIDGE_TOKEN_TTL", "3600"),
         ("BRIDGE_ALLOW_INSECURE_ACS", "maybe"),
         ("BRIDGE_WEBHOOK_MAX_BYTES", "-5"),
+        ("BRIDGE_KEPT_ANSWERS_MB", "-1"),
+        ("BRIDGE_KEPT_ANSWERS_MB", "1.5"),
     ],
 )
 def test_a_bad_value_names_its_variable(environ: dict[str, str], name: str, value: str) -> None:

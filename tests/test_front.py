@@ -263,3 +263,13 @@ async def test_a_long_poll_refused_after_the_request_was_read_still_gets_its_ans
         ]
         assert [answer.status_code for answer in codes] == [200, 200, 429]
         assert (await codes[-1].get_json())["error"]["code"] == "too_many_requests"
+
+
+async def test_keeping_can_be_switched_off_and_answers_stay_the_same(configured: Any) -> None:
+    async with configured(KEPT_ANSWERS_MB=0) as bridge:
+        token = await bridge.partner.token()
+        await bridge.provider.deliver("action_required")
+        await read_twice(bridge.client, f"/pay/{token}")
+        await read_twice(bridge.client, f"/api/v1/status/{token}")
+        assert counted(bridge.app, "page", "kept") == counted(bridge.app, "status", "kept") == 0
+        assert counted(bridge.app, "page", "built") == counted(bridge.app, "status", "built") == 2
