@@ -30,6 +30,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from app.signature import sign
+from app.tokens import Tokens
 
 from .conftest import public_pem
 from .payloads import webhook
@@ -432,3 +433,39 @@ async def test_connections_beyond_the_bound_are_answered_503(
     assert beyond.startswith(b"HTTP/1.1 503 "), beyond
     assert b"\r\nconnection: close\r\n" in beyond.lower(), beyond
     assert within.startswith(b"HTTP/1.1 200 "), within
+
+
+async def test_long_polls_whose_clients_hang_up_are_let_go_at_once(
+    settings: dict[str, str], tmp_path: Path
+) -> None:
+    """A held long-poll ends with its connection: 120 hung-up polls (each asked to wait 30 s)
+    leave nothing held, so neither the worker's 50 connections nor its memory fill up."""
+    script = serve_command(tmp_path, "--max-connections", "50")
+    served = Served(settings, workers=1, log=tmp_path / "serve.log", script=script).start()
+    token = Tokens([settings["BRIDGE_SECRET_KEY"]], 3600, time.time).mint("ps_gone").token
+    poll = (
+        f"GET /api/v1/status/{token}?wait=30 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        "If-None-Match: *\r\n\r\n"
+    ).encode()
+    try:
+        for _ in range(3):
+            held = [await asyncio.open_connection("127.0.0.1", served.port) for _ in range(40)]
+            for _, writer in held:
+                writer.write(poll)
+            await asyncio.sleep(0.5)  # all held by now
+            for _, writer in held:
+                writer.close()
+            await asyncio.sleep(0.5)
+        client = http.client.HTTPConnection("127.0.0.1", served.port, timeout=5)
+        try:
+            client.request("GET", "/metrics")
+            answer = client.getresponse()
+            metrics = answer.read().decode()
+        finally:
+            client.close()
+    finally:
+        served.stop()
+    assert answer.status == 200
+    assert "\nbridge_long_poll_waiters 0.0\n" in metrics, [
+        line for line in metrics.splitlines() if "waiters" in line
+    ]
