@@ -102,6 +102,12 @@ def create_app(
     return app
 
 
+def serve_app() -> Any:
+    """What ``redirect-bridge serve`` runs: :func:`create_app`'s ASGI callable itself. Calling
+    the Quart object only calls this, and its frame would stay with every held long-poll."""
+    return create_app().asgi_app
+
+
 def _answer_responses_as_they_are(app: Quart) -> None:
     """quart-schema wraps ``make_response`` to turn pydantic models into JSON, and inspects
     every answer to find them (4% of the status route's time). A ``Response`` needs none of it,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from functools import partial
 from weakref import WeakSet
 
 
@@ -69,24 +68,6 @@ class Watch:
             if not waiters:
                 del self._waiters[self._session_id]
         self._waiter.cancel()
-
-
-async def woken(
-    waiter: asyncio.Future[None], timeout: float, gone: asyncio.Future[None] | None = None
-) -> None:
-    """Wait for a :meth:`ChangeFeed.watch` future at most ``timeout`` seconds, or until
-    ``gone`` is done: a timer and a callback on the future itself, where ``asyncio.wait``
-    would add a future, a set and callbacks to every held long-poll."""
-    wake = partial(_settle, waiter)
-    timer = asyncio.get_running_loop().call_later(timeout, wake)
-    if gone is not None:
-        gone.add_done_callback(wake)
-    try:
-        await waiter
-    finally:
-        timer.cancel()
-        if gone is not None:
-            gone.remove_done_callback(wake)
 
 
 def _settle(waiter: asyncio.Future[None], *_: object) -> None:

@@ -63,7 +63,7 @@ def serve(host: str, port: int, workers: int | None, max_connections: int) -> No
             max_connections,
         )
     uvicorn.run(
-        "app:create_app",
+        "app:serve_app",
         factory=True,
         host=host,
         port=port,

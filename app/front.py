@@ -28,7 +28,7 @@ from .answers import Built
 from .bridge import Bridge
 from .errors import APIError
 from .store import StorageUnavailableError
-from .telemetry import KEEP_PAGE, LONG_POLL, ROUTE
+from .telemetry import HUNG_UP, KEEP_PAGE, LONG_POLL, ROUTE
 
 Scope = dict[str, Any]
 ASGI = Callable[[Scope, Any, Any], Awaitable[None]]
@@ -50,29 +50,23 @@ class Front:
             (name.lower().encode(), value.encode()) for name, value in status_cors.items()
         )
 
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+    def __call__(self, scope: Scope, receive: Any, send: Any) -> Awaitable[None]:
+        # Not a coroutine itself: a held long-poll keeps no frame of this dispatch.
         if scope["type"] == "http" and scope["method"] == "GET" and not scope.get("root_path"):
             path = scope["path"]
             if found := _STATUS.fullmatch(path):
-                receive = await self._status(scope, found[1], receive, send)
-                if receive is None:
-                    return
-            elif found := _PAY.fullmatch(path):
-                if await self._page(scope, found[1], send):
-                    return
-                await self._inner(scope, receive, self._keeping(scope, send))
-                return
-        await self._inner(scope, receive, send)
+                return self._status(scope, found[1], receive, send)
+            if found := _PAY.fullmatch(path):
+                return self._page(scope, found[1], receive, send)
+        return self._inner(scope, receive, send)
 
-    async def _status(self, scope: Scope, token: str, receive: Any, send: Any) -> Any:
-        """``None`` once answered; else the ``receive`` the app is to read the request with."""
+    async def _status(self, scope: Scope, token: str, receive: Any, send: Any) -> None:
         wait = _WAIT.fullmatch(scope["query_string"])
         base_url = self._base_url(scope)
-        if wait is None or base_url is None:
-            return receive
-        if self._bridge.tokens.read(token) is None:  # the app refuses it, and counts it
-            return receive
-        gone = asyncio.ensure_future(_disconnected(receive)) if wait[1] else None
+        if wait is None or base_url is None or self._bridge.tokens.read(token) is None:
+            await self._inner(scope, receive, send)  # the app answers, refuses and counts
+            return
+        gone = _hang_up(scope, receive) if wait[1] else None
         try:
             reply = await status.answer(
                 self._bridge,
@@ -83,7 +77,8 @@ class Front:
                 gone,
             )
         except _REFUSALS:
-            return receive
+            await self._inner(scope, receive, send)
+            return
         finally:
             if gone is not None:
                 gone.cancel()
@@ -93,22 +88,21 @@ class Front:
         headers += [*self._status_headers, *_NOSNIFF]
         scope[ROUTE] = "/api/v1/status/<token>"
         await _send(send, reply.status, headers, reply.body)
-        return None
 
-    async def _page(self, scope: Scope, token: str, send: Any) -> bool:
+    async def _page(self, scope: Scope, token: str, receive: Any, send: Any) -> None:
         the_bridge = self._bridge
         grant = the_bridge.tokens.read(token)
-        if grant is None or not await the_bridge.store.caught_up():
-            return False
-        built = the_bridge.answers.get(grant.session_id, _page_key(scope), the_bridge.clock())
+        built = None
+        if grant is not None and await the_bridge.store.caught_up():
+            built = the_bridge.answers.get(grant.session_id, _page_key(scope), the_bridge.clock())
         if built is None:
-            return False
+            await self._inner(scope, receive, self._keeping(scope, send))
+            return
         the_bridge.metrics.kept_answer("page", "kept")
         if built.shown is not None:
             await the_bridge.page_shown(built.shown)
         scope[ROUTE] = "/pay/<token>"
         await _send(send, built.status, list(built.headers), built.body, sized=True)
-        return True
 
     def _keeping(self, scope: Scope, send: Any) -> Any:
         """``send``, keeping the page on its way when the view said it may be sent again."""
@@ -164,6 +158,16 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return str(value.decode("latin-1"))
     return None
+
+
+def _hang_up(scope: Scope, receive: Any) -> asyncio.Future[Any]:
+    """A future done once the client hangs up: completed by serve's protocol when it offers
+    to (:data:`app.telemetry.HUNG_UP`), else by a task reading for ``http.disconnect``."""
+    if HUNG_UP in scope:
+        gone: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        scope[HUNG_UP] = gone
+        return gone
+    return asyncio.ensure_future(_disconnected(receive))
 
 
 async def _disconnected(receive: Any) -> None:

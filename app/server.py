@@ -32,6 +32,7 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .changes import drain_all
+from .telemetry import HUNG_UP
 
 HEAD_MAX_BYTES = 32 * 1024  # nginx's default bound on a request's headers (4 buffers of 8 KB)
 HEAD_TIMEOUT = 5  # seconds; as long as uvicorn's keep-alive timeout
@@ -65,10 +66,17 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._await_head()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """Timers stop; and a future the app left in the request's scope learns that its
+        client hung up, so a held long-poll ends without a task of its own reading for it."""
         self._stop_head_deadline()
         if self._lingering is not None:
             self._lingering.cancel()
+        cycle = self.cycle
         super().connection_lost(exc)
+        if cycle is not None and not cycle.response_complete:
+            gone = cycle.scope.get(HUNG_UP)
+            if isinstance(gone, asyncio.Future) and not gone.done():
+                gone.set_result(None)
 
     def data_received(self, data: bytes) -> None:
         if self._lingering is not None:
@@ -93,6 +101,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._head_begun = False
         self._stop_head_deadline()
+        self.scope[HUNG_UP] = None  # type: ignore[literal-required]  # see connection_lost
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:

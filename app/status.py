@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import NamedTuple
 
 from pydantic import ValidationError
@@ -19,7 +20,6 @@ from werkzeug.http import parse_etags
 from . import lifecycle
 from .answers import Built
 from .bridge import Bridge, bridge
-from .changes import woken
 from .cors import allow_any_origin, always_headers
 from .errors import ErrorAnswer, found
 from .links import external, pay_path
@@ -205,6 +205,22 @@ async def _hold(
                     return view
                 if view.until is not None:  # the window's end changes the status unwritten
                     remaining = min(remaining, max(view.until - the_bridge.clock(), 0.01))
-                await woken(changed, remaining, gone)
+                # A timer and a callback on the future itself (asyncio.wait would add a
+                # future, a set and callbacks to every held long-poll).
+                wake = partial(_settle, changed)
+                timer = asyncio.get_running_loop().call_later(remaining, wake)
+                if gone is not None:
+                    gone.add_done_callback(wake)
+                try:
+                    await changed
+                finally:
+                    timer.cancel()
+                    if gone is not None:
+                        gone.remove_done_callback(wake)
     finally:
         waiters.dec()
+
+
+def _settle(waiter: asyncio.Future[None], *_: object) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

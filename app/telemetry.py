@@ -27,6 +27,9 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 ROUTE = "redirect_bridge.route"  # where the matched route is left in the ASGI scope
 LONG_POLL = "redirect_bridge.long_poll"  # set in the scope by a view that holds its answer
 KEEP_PAGE = "redirect_bridge.keep_page"  # set by a view whose page app.front may send again
+# Present in the scope when the server completes a future left under it as the client hangs up
+# (serve's protocol, app/server.py): app.front then needs no task to watch for it.
+HUNG_UP = "redirect_bridge.hung_up"
 
 Scope = dict[str, Any]
 
