@@ -37,6 +37,7 @@ CLAIM_MARGIN = 5.0  # a claim outlives its attempt's time limit by this much
 CONNECTIONS = 16  # to the partner at once, and so deliveries claimed at a time
 LOOK_AGAIN = 1.0  # seconds between looks for due deliveries (other processes', retries)
 BACKLOG_EVERY = 5.0  # seconds between counts of the pending deliveries, for the metrics
+ANSWER_READ_BYTES = 64 * 1024  # of a partner's answer, read and dropped; a longer one closes
 
 
 def next_attempt(
@@ -186,6 +187,12 @@ class Relay:
                 async with self._client.stream(
                     "POST", self.url, content=job.body, headers=headers
                 ) as answer:
+                    # Read to its end (up to a bound), so the connection carries the next one.
+                    read = 0
+                    async for chunk in answer.aiter_raw():
+                        read += len(chunk)
+                        if read > ANSWER_READ_BYTES:
+                            break
                     return answer.status_code
         except (httpx.HTTPError, OSError, TimeoutError):
             return None

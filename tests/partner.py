@@ -19,6 +19,7 @@ class Received:
     body: bytes
     started: float
     ended: float
+    port: int = 0  # the bridge's end of the connection it came over
 
 
 @dataclass
@@ -61,13 +62,17 @@ def recording_partner() -> Iterator[Partner]:
     partner = Partner()
 
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keeps the connection, as a partner's server would
+
         def do_POST(self) -> None:  # noqa: N802 - the standard library's name
             started = time.monotonic()
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             if partner.delay:
                 time.sleep(partner.delay)
             headers = {name.lower(): value for name, value in self.headers.items()}
-            pending = Received(self.path, headers, body, started, time.monotonic())
+            pending = Received(
+                self.path, headers, body, started, time.monotonic(), self.client_address[1]
+            )
             status = partner.answer(pending)
             partner.record(pending)
             self.send_response(status)

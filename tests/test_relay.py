@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -343,3 +344,45 @@ def test_a_retry_past_the_maximum_age_is_none() -> None:
     assert (
         next_attempt(attempts=1, retry_from=0, now=60, max_delay=600, max_age=60, jitter=0) is None
     )
+
+
+class _Lookups:
+    """A finder that notes every module Python searches for, finding none itself."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def find_spec(self, name: str, *_: object) -> None:
+        self.names.append(name)
+
+
+async def test_a_delivery_searches_for_no_module(
+    relaying: Deployment, partner_backend: Partner
+) -> None:
+    """httpcore asks for sniffio on every request; had it not been installed, each delivery
+    would search the disk for it several times (some 120 us each, found by the benchmark's
+    profile: a twentieth of the webhook route's worker)."""
+    await deliver(relaying, webhook("ready_to_confirm", updated_at="2026-01-01T10:00:00Z"))
+    await partner_backend.arrived(1)
+    lookups = _Lookups()
+    sys.meta_path.insert(0, lookups)
+    try:
+        for minute in range(1, 4):
+            stamp = f"2026-01-01T10:0{minute}:00Z"
+            await deliver(relaying, webhook("action_required", updated_at=stamp))
+        await partner_backend.arrived(4)
+    finally:
+        sys.meta_path.remove(lookups)
+    assert lookups.names == []
+
+
+async def test_deliveries_one_after_another_share_one_connection(
+    relaying: Deployment, partner_backend: Partner
+) -> None:
+    """The partner's answer is read to its end, so its connection carries the next delivery
+    (an answer left unread closed it: a new TCP connection for every delivery)."""
+    for minute in range(4):
+        stamp = f"2026-01-01T10:0{minute}:00Z"
+        await deliver(relaying, webhook("action_required", updated_at=stamp))
+        await partner_backend.arrived(minute + 1)
+    assert len({received.port for received in partner_backend.received}) == 1
