@@ -1,9 +1,14 @@
 """Structured logs: one JSON object a line, each with its request's id (given by
 :mod:`app.telemetry`). Never a secret: messages name sessions and routes, not tokens, bodies or
-bank URLs."""
+bank URLs.
+
+A line is formatted and written by a thread of its own (``QueueHandler`` and ``QueueListener``,
+the logging cookbook's way): the request that logs it only notes its id and queues the record,
+so a webhook's answer never waits for a JSON encoder or a write to stderr."""
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import json
 import logging
@@ -11,6 +16,8 @@ import secrets
 import sys
 from contextvars import ContextVar, Token
 from datetime import UTC, datetime
+from logging.handlers import QueueHandler, QueueListener
+from queue import SimpleQueue
 
 _REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
 # An id must be unique, not unpredictable: a random prefix per process and a counter cost
@@ -27,7 +34,9 @@ class JSONFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        if (request_id := _REQUEST_ID.get()) is not None:
+        # Noted when the line was logged (this may run in the writer's thread).
+        request_id = getattr(record, "noted_request_id", None) or _REQUEST_ID.get()
+        if request_id is not None:
             entry["request_id"] = request_id
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
@@ -35,15 +44,24 @@ class JSONFormatter(logging.Formatter):
 
 
 class _RequestId(logging.Filter):
+    """Notes the request's id on the record where it is logged: the formatter runs elsewhere."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = _REQUEST_ID.get() or "-"
+        record.noted_request_id = noted = _REQUEST_ID.get()
+        record.request_id = noted or "-"
         return True
+
+
+class _Enqueue(QueueHandler):
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        """The record as it is: it stays in this process, so nothing need be formatted (the
+        base class formats it here, on the caller's time, to make it picklable)."""
+        return record
 
 
 def configure(style: str) -> None:
     """``json`` for machines (``serve``), ``text`` for people (``demo``)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(_RequestId())
     if style == "json":
         handler.setFormatter(JSONFormatter())
     else:
@@ -55,8 +73,14 @@ def configure(style: str) -> None:
     # tenth of the webhook route).
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     logging._srcfile = None
+    records: SimpleQueue[logging.LogRecord] = SimpleQueue()
+    writer = QueueListener(records, handler)
+    writer.start()
+    atexit.register(writer.stop)  # what is queued is written before the process ends
+    queueing = _Enqueue(records)
+    queueing.addFilter(_RequestId())
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [queueing]
     root.setLevel(logging.INFO)
 
 

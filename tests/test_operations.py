@@ -6,10 +6,14 @@ import io
 import json
 import logging
 import re
+import sys
+import threading
+import time
 from typing import Any
 
 import pytest
 
+from app import logs
 from app.logs import JSONFormatter
 from app.signature import sign
 
@@ -256,3 +260,37 @@ async def test_an_error_outside_a_request_is_logged_as_itself(
             app.log_exception(sys.exc_info())
     (record,) = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert record.exc_info is not None and "would not open" in str(record.exc_info[1])
+
+
+def test_log_lines_are_formatted_and_written_off_the_callers_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A request that logs only queues the record: the JSON encoding and the write happen in
+    the writer's thread, with the request id noted when the line was logged."""
+    written = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", written)
+    formatted_in: list[str] = []
+    original = JSONFormatter.format
+
+    def noting(self: JSONFormatter, record: logging.LogRecord) -> str:
+        formatted_in.append(threading.current_thread().name)
+        return original(self, record)
+
+    monkeypatch.setattr(JSONFormatter, "format", noting)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        logs.configure("json")
+        token = logs.with_request_id("req-queued")
+        logging.getLogger("app.webhooks").info("webhook %s", "queued")
+        logs.without_request_id(token)
+        for _ in range(100):
+            if written.getvalue():
+                break
+            time.sleep(0.01)
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    entry = json.loads(written.getvalue())
+    assert (entry["message"], entry["request_id"]) == ("webhook queued", "req-queued")
+    assert formatted_in and threading.current_thread().name not in formatted_in
