@@ -33,7 +33,6 @@ async def test_every_answer_carries_a_request_id(client: Any) -> None:
 
 
 def test_log_lines_are_json_objects_with_the_request_id() -> None:
-    import app.logs as logs
 
     record = logging.LogRecord(
         "app.webhooks", logging.INFO, __file__, 1, "webhook %s", ("ok",), None
