@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable
 from weakref import WeakSet
+
+TICK = 0.1  # seconds: how late a held long-poll's time may run out
 
 
 class ChangeFeed:
     """Waiters subscribe before they read, so a change between read and wait is never missed."""
 
     def __init__(self) -> None:
-        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+        # A list a session: most have one waiter, and a set is 216 bytes empty.
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._subscribers: list[Callable[[str | None], None]] = []
+        self._alarms: dict[int, list[asyncio.Future[None]]] = {}  # tick -> waiters to wake
         self.draining = False  # the server is shutting down: answer now, wait no more
         _FEEDS.add(self)
 
@@ -20,6 +25,22 @@ class ChangeFeed:
         """Call ``changed(session_id)`` on every notice, before any waiter wakes;
         ``changed(None)`` when any session may have changed."""
         self._subscribers.append(changed)
+
+    def wake_by(self, waiter: asyncio.Future[None], seconds: float) -> None:
+        """Complete ``waiter`` at most :data:`TICK` after ``seconds`` from now, unless it is
+        done before: one timer a tick for every waiter whose time ends in it, not one each
+        (a timer is some 500 bytes, and 10,000 long-polls may be held)."""
+        loop = asyncio.get_running_loop()
+        tick = math.ceil((loop.time() + seconds) / TICK)
+        alarm = self._alarms.get(tick)
+        if alarm is None:
+            alarm = self._alarms[tick] = []
+            loop.call_at(tick * TICK, self._ring, tick)
+        alarm.append(waiter)
+
+    def _ring(self, tick: int) -> None:
+        for waiter in self._alarms.pop(tick, ()):
+            settle(waiter)
 
     @property
     def waiting(self) -> int:
@@ -39,7 +60,7 @@ class ChangeFeed:
 
     def _wake(self, session_id: str) -> None:
         for waiter in self._waiters.pop(session_id, ()):
-            _settle(waiter)
+            settle(waiter)
 
     def watch(self, session_id: str) -> Watch:
         """``with feed.watch(session_id) as changed:``, a future that completes on the
@@ -52,25 +73,26 @@ class Watch:
 
     __slots__ = ("_waiters", "_session_id", "_waiter")
 
-    def __init__(self, waiters: dict[str, set[asyncio.Future[None]]], session_id: str) -> None:
+    def __init__(self, waiters: dict[str, list[asyncio.Future[None]]], session_id: str) -> None:
         self._waiters = waiters
         self._session_id = session_id
         self._waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def __enter__(self) -> asyncio.Future[None]:
-        self._waiters.setdefault(self._session_id, set()).add(self._waiter)
+        self._waiters.setdefault(self._session_id, []).append(self._waiter)
         return self._waiter
 
     def __exit__(self, *_: object) -> None:
         waiters = self._waiters.get(self._session_id)
-        if waiters is not None:
-            waiters.discard(self._waiter)
+        if waiters is not None and self._waiter in waiters:
+            waiters.remove(self._waiter)
             if not waiters:
                 del self._waiters[self._session_id]
         self._waiter.cancel()
 
 
-def _settle(waiter: asyncio.Future[None], *_: object) -> None:
+def settle(waiter: asyncio.Future[None], *_: object) -> None:
+    """Wake ``waiter`` unless it is done (usable as a timer's or a future's callback)."""
     if not waiter.done():
         waiter.set_result(None)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from functools import partial
 from typing import NamedTuple
 
@@ -20,6 +20,7 @@ from werkzeug.http import parse_etags
 from . import lifecycle
 from .answers import Built
 from .bridge import Bridge, bridge
+from .changes import settle
 from .cors import allow_any_origin, always_headers
 from .errors import ErrorAnswer, found
 from .links import external, pay_path
@@ -80,10 +81,11 @@ async def answer(
     the_bridge.status_limit.check(token)  # keyed by a token that verified: junk costs nothing
     seconds = _seconds(wait)
     etags = parse_etags(if_none_match)
-    offered, star = etags.as_set(include_weak=True), etags.star_tag
-    del etags  # not held through a long-poll
+    # Tuples, not the parsed sets: a long-poll holds them (and usually one ETag or none).
+    offered, star = tuple(etags.as_set(include_weak=True)), etags.star_tag
+    del etags
     if seconds:
-        known = offered or {view.etag}
+        known = offered or (view.etag,)
         if view.etag in known:
             view = await _hold(the_bridge, token, base_url, known, seconds, gone)
     headers = (
@@ -133,7 +135,7 @@ async def events(token: str) -> Response:
             else:
                 yield b": still here\n\n"
             try:
-                current = await _hold(the_bridge, token, base_url, {sent}, KEEP_ALIVE_SECONDS)
+                current = await _hold(the_bridge, token, base_url, (sent,), KEEP_ALIVE_SECONDS)
             except HTTPException:  # the token expired meanwhile
                 return
             except StorageUnavailableError:  # keep the stream; the next round tries again
@@ -183,7 +185,7 @@ async def _hold(
     the_bridge: Bridge,
     token: str,
     base_url: str,
-    known: set[str],
+    known: Collection[str],
     wait: int,
     gone: asyncio.Future[None] | None = None,
 ) -> Built:
@@ -205,22 +207,17 @@ async def _hold(
                     return view
                 if view.until is not None:  # the window's end changes the status unwritten
                     remaining = min(remaining, max(view.until - the_bridge.clock(), 0.01))
-                # A timer and a callback on the future itself (asyncio.wait would add a
-                # future, a set and callbacks to every held long-poll).
-                wake = partial(_settle, changed)
-                timer = asyncio.get_running_loop().call_later(remaining, wake)
-                if gone is not None:
-                    gone.add_done_callback(wake)
+                # Woken on the future itself (asyncio.wait would add a future, a set, a timer
+                # and callbacks to every held long-poll).
+                feed.wake_by(changed, remaining)
+                if gone is None:
+                    await changed
+                    continue
+                wake = partial(settle, changed)
+                gone.add_done_callback(wake)
                 try:
                     await changed
                 finally:
-                    timer.cancel()
-                    if gone is not None:
-                        gone.remove_done_callback(wake)
+                    gone.remove_done_callback(wake)
     finally:
         waiters.dec()
-
-
-def _settle(waiter: asyncio.Future[None], *_: object) -> None:
-    if not waiter.done():
-        waiter.set_result(None)

@@ -46,29 +46,41 @@ class Telemetry:
         if scope["type"] != "http":
             await self._inner(scope, receive, send)
             return
-        started = time.perf_counter()
         offered = next((value for name, value in scope["headers"] if name == HEADER), b"")
         request_id = offered.decode() if _ACCEPTABLE_ID.fullmatch(offered) else new_request_id()
-        echoed = (HEADER, request_id.encode())
-        method = scope["method"] if scope["method"] in _METHODS else "other"
-
-        async def answer(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", ()), echoed]}
-                seconds = time.perf_counter() - started
-                if scope.get(LONG_POLL):
-                    self._metrics.time_long_poll(seconds)
-                else:
-                    route = scope.get(ROUTE, "unmatched")
-                    self._metrics.time_route(route, method, message["status"], seconds)
-            await send(message)
-
+        timed = _Timed(send, scope, self._metrics, request_id)
         # Not a context manager: a held long-poll would keep its generator alive.
         token = with_request_id(request_id)
         try:
-            await self._inner(scope, receive, answer)
+            await self._inner(scope, receive, timed)
         finally:
             without_request_id(token)
+
+
+class _Timed:
+    """``send``, timing the answer's start and echoing the request id (an object with slots,
+    not a closure: a held long-poll keeps it, and a closure's cells cost four times as much)."""
+
+    __slots__ = ("_send", "_scope", "_metrics", "_request_id", "_started")
+
+    def __init__(self, send: Any, scope: Scope, metrics: Metrics, request_id: str) -> None:
+        self._send, self._scope, self._metrics = send, scope, metrics
+        self._request_id = request_id
+        self._started = time.perf_counter()
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            echoed = (HEADER, self._request_id.encode())
+            message = {**message, "headers": [*message.get("headers", ()), echoed]}
+            seconds = time.perf_counter() - self._started
+            scope = self._scope
+            if scope.get(LONG_POLL):
+                self._metrics.time_long_poll(seconds)
+            else:
+                method = scope["method"] if scope["method"] in _METHODS else "other"
+                route = scope.get(ROUTE, "unmatched")
+                self._metrics.time_route(route, method, message["status"], seconds)
+        await self._send(message)
 
 
 async def _note_route() -> None:
