@@ -9,8 +9,11 @@ behind lapses by itself. A session's deliveries go out in the order they were re
 the oldest pending one of a session is ever due. Sessions do not wait for each other: each
 attempt runs on its own, and a free connection is filled as soon as one is done.
 
-httpx sends them: its pool bounds the connections to the partner, and every attempt is bounded
-in time as a whole (connect, send, answer's head; the answer's body is never read).
+aiohttp sends them: its pool bounds the connections to the partner, and every attempt is
+bounded in time as a whole (connect, send, answer). The answer is read to its end (64 KB at
+most) so its connection carries the next delivery. (httpx did the same job at some seven
+times the CPU per request: measured 2,280 against 317 us at 16 in flight, a third of a
+worker's time in the webhook benchmark.)
 """
 
 from __future__ import annotations
@@ -22,15 +25,13 @@ import random
 import time
 from collections.abc import Callable
 
-import httpx
+import aiohttp
 
 from .config import Settings
 from .metrics import Metrics
 from .store import Attempt, RelayJob, StorageUnavailableError, Store
 
 log = logging.getLogger(__name__)
-# httpx logs every request at INFO, in its own words: the relay says what matters itself.
-logging.getLogger("httpx").setLevel(logging.WARNING)
 
 FIRST_DELAY = 1.0  # seconds before the second attempt; it doubles up to BRIDGE_RELAY_MAX_DELAY
 CLAIM_MARGIN = 5.0  # a claim outlives its attempt's time limit by this much
@@ -73,17 +74,16 @@ class Relay:
         self._settings = settings
         self._clock = clock
         self._metrics = metrics
-        self._client: httpx.AsyncClient | None = None
+        self._client: aiohttp.ClientSession | None = None
         self._due = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
         self._backlog_counted = -BACKLOG_EVERY
 
     async def start(self) -> None:
-        self._client = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS),
-            timeout=httpx.Timeout(self._settings.relay_timeout),
-            follow_redirects=False,
+        self._client = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=CONNECTIONS),
+            timeout=aiohttp.ClientTimeout(total=self._settings.relay_timeout),
         )
         self._task = asyncio.create_task(self._run(), name="relay sender")
 
@@ -93,7 +93,7 @@ class Relay:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         if self._client is not None:
-            await self._client.aclose()
+            await self._client.close()
 
     def wake(self) -> None:
         self._due.set()
@@ -183,18 +183,19 @@ class Relay:
             "X-Bridge-Attempt": str(job.attempts + 1),
         }
         try:
-            async with asyncio.timeout(self._settings.relay_timeout):
-                async with self._client.stream(
-                    "POST", self.url, content=job.body, headers=headers
-                ) as answer:
-                    # Read to its end (up to a bound), so the connection carries the next one.
-                    read = 0
-                    async for chunk in answer.aiter_raw():
-                        read += len(chunk)
-                        if read > ANSWER_READ_BYTES:
-                            break
-                    return answer.status_code
-        except (httpx.HTTPError, OSError, TimeoutError):
+            async with (
+                asyncio.timeout(self._settings.relay_timeout),
+                self._client.post(
+                    self.url, data=job.body, headers=headers, allow_redirects=False
+                ) as answer,
+            ):
+                read = 0  # to its end (up to a bound), so the connection carries the next one
+                async for chunk in answer.content.iter_chunked(ANSWER_READ_BYTES):
+                    read += len(chunk)
+                    if read > ANSWER_READ_BYTES:
+                        break
+                return answer.status
+        except (aiohttp.ClientError, OSError, TimeoutError):
             return None
 
     async def _count_backlog(self) -> None:

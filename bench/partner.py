@@ -15,7 +15,7 @@ import uvloop
 
 
 class Answering(asyncio.Protocol):
-    """HTTP/1.1 requests with a Content-Length (httpx sends bytes that way), pipelined or not;
+    """HTTP/1.1 requests with a Content-Length (the relay sends bytes that way), pipelined or not;
     ``received`` (shared by the connections) counts the POSTs."""
 
     def __init__(self, received: list[int]) -> None:

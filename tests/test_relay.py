@@ -359,9 +359,9 @@ class _Lookups:
 async def test_a_delivery_searches_for_no_module(
     relaying: Deployment, partner_backend: Partner
 ) -> None:
-    """httpcore asks for sniffio on every request; had it not been installed, each delivery
-    would search the disk for it several times (some 120 us each, found by the benchmark's
-    profile: a twentieth of the webhook route's worker)."""
+    """No import is tried per delivery: httpcore (under httpx, the relay's client before) asked
+    for sniffio on every request and, without it installed, searched the disk each time (some
+    120 us, several per delivery, found by the webhook route's profile)."""
     await deliver(relaying, webhook("ready_to_confirm", updated_at="2026-01-01T10:00:00Z"))
     await partner_backend.arrived(1)
     lookups = _Lookups()
