@@ -21,6 +21,9 @@ from .changes import ChangeFeed
 Shown = tuple[str, str, str, float | None]
 MAX_ENTRIES = 50_000
 MAX_BYTES = 64 * 1024 * 1024
+# Answers one session keeps: its pages vary by what a request chooses (language, frame, query,
+# host), so a customer could otherwise fill the memory with variants of one page.
+MAX_PER_SESSION = 16
 _DROPS_REMEMBERED = 4_096  # sessions dropped recently, to refuse answers built before it
 
 
@@ -79,15 +82,18 @@ class Answers:
     def put(self, session_id: str, key: Hashable, built: Built, since: int) -> None:
         if self._dropped.get(session_id, self._forgotten) > since:
             return  # the session changed while this was built (or may have)
-        if built.size > self.max_bytes // 16:
+        if built.size + _size(key) > self.max_bytes // 16:
             return
         answers = self._sessions.pop(session_id, None) or {}
         replaced = answers.pop(key, None)
         if replaced is not None:
-            self._count(replaced, -1)
+            self._count(key, replaced, -1)
+        while len(answers) >= MAX_PER_SESSION:  # the session's oldest variant goes
+            oldest = next(iter(answers))
+            self._count(oldest, answers.pop(oldest), -1)
         answers[key] = built
         self._sessions[session_id] = answers
-        self._count(built, 1)
+        self._count(key, built, 1)
         while self.entries > self.max_entries or self.bytes > self.max_bytes:
             self._evict(next(iter(self._sessions)))
 
@@ -109,9 +115,15 @@ class Answers:
             self._evict(session_id)
 
     def _evict(self, session_id: str) -> None:
-        for built in self._sessions.pop(session_id).values():
-            self._count(built, -1)
+        for key, built in self._sessions.pop(session_id).items():
+            self._count(key, built, -1)
 
-    def _count(self, built: Built, sign: int) -> None:
+    def _count(self, key: Hashable, built: Built, sign: int) -> None:
         self.entries += sign
-        self.bytes += sign * built.size
+        self.bytes += sign * (built.size + _size(key))
+
+
+def _size(key: Hashable) -> int:
+    """What a key holds of the request (a query string, a host): counted with its answer."""
+    parts = key if isinstance(key, tuple) else (key,)
+    return sum(len(part) for part in parts if isinstance(part, str | bytes))

@@ -20,14 +20,11 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from werkzeug.exceptions import HTTPException
 from werkzeug.sansio.utils import get_host
 
 from . import status
 from .answers import Built
 from .bridge import Bridge
-from .errors import APIError
-from .store import StorageUnavailableError
 from .telemetry import HUNG_UP, KEEP_PAGE, LONG_POLL, ROUTE
 
 Scope = dict[str, Any]
@@ -37,7 +34,6 @@ _STATUS = re.compile(r"/api/v1/status/([A-Za-z0-9_.-]+)")
 _PAY = re.compile(r"/pay/([A-Za-z0-9_.-]+)")
 _WAIT = re.compile(rb"(?:wait=([0-9]|[12][0-9]|30))?")  # what StatusQuery takes, spelt plainly
 _NOSNIFF = ((b"x-content-type-options", b"nosniff"),)
-_REFUSALS = (APIError, HTTPException, StorageUnavailableError)  # the app answers those
 
 
 class Front:
@@ -76,12 +72,15 @@ class Front:
                 wait[1].decode() if wait[1] else None,
                 gone,
             )
-        except _REFUSALS:
+        except Exception:  # a refusal, storage trouble or a fault: the app answers it
+            reply = None
+        if gone is not None:
+            gone.cancel()  # before the app reads the request itself
+        if reply is None:
+            if gone is not None:  # held already, maybe: the app answers at once, not again
+                scope["query_string"] = b""
             await self._inner(scope, receive, send)
             return
-        finally:
-            if gone is not None:
-                gone.cancel()
         if reply.held:
             scope[LONG_POLL] = True
         headers = [(name.lower().encode(), value.encode()) for name, value in reply.headers]
@@ -93,14 +92,14 @@ class Front:
         the_bridge = self._bridge
         grant = the_bridge.tokens.read(token)
         built = None
-        if grant is not None and await the_bridge.store.caught_up():
+        if grant is not None and await the_bridge.store.caught_up():  # never raises
             built = the_bridge.answers.get(grant.session_id, _page_key(scope), the_bridge.clock())
         if built is None:
             await self._inner(scope, receive, self._keeping(scope, send))
             return
         the_bridge.metrics.kept_answer("page", "kept")
         if built.shown is not None:
-            await the_bridge.page_shown(built.shown)
+            await the_bridge.page_shown(built.shown)  # storage trouble: logged, not raised
         scope[ROUTE] = "/pay/<token>"
         await _send(send, built.status, list(built.headers), built.body, sized=True)
 

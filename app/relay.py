@@ -84,6 +84,7 @@ class Relay:
         self._client = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=CONNECTIONS),
             timeout=aiohttp.ClientTimeout(total=self._settings.relay_timeout),
+            trust_env=True,  # HTTPS_PROXY, NO_PROXY and the rest, as deployments expect
         )
         self._task = asyncio.create_task(self._run(), name="relay sender")
 

@@ -7,8 +7,10 @@ import asyncio
 import re
 from typing import Any
 
+import pytest
+
 from app import lifecycle
-from app.answers import Answers, Built
+from app.answers import MAX_PER_SESSION, Answers, Built
 from app.changes import ChangeFeed
 from app.store import open_store
 
@@ -273,3 +275,84 @@ async def test_keeping_can_be_switched_off_and_answers_stay_the_same(configured:
         await read_twice(bridge.client, f"/api/v1/status/{token}")
         assert counted(bridge.app, "page", "kept") == counted(bridge.app, "status", "kept") == 0
         assert counted(bridge.app, "page", "built") == counted(bridge.app, "status", "built") == 2
+
+
+async def test_a_session_retention_deletes_is_not_answered_as_kept(
+    configured: Any, clock: FakeClock
+) -> None:
+    """Deleting a finished session is a change like any other: what was kept of it goes, in
+    every process (here: a token that outlives the retention period)."""
+    async with configured(TOKEN_TTL=7 * 86_400, RETENTION_DAYS=1) as bridge:
+        token = await bridge.partner.token()
+        await bridge.provider.deliver("payment_finished")
+        path = f"/api/v1/status/{token}"
+        assert (await (await read_twice(bridge.client, path)).get_json())["status"] == "succeeded"
+        await read_twice(bridge.client, f"/pay/{token}?returned=1")
+        clock.advance(2 * 86_400)
+        assert await bridge.app.extensions["bridge"].forget_old() > 0
+        assert (await (await bridge.client.get(path)).get_json())["status"] == "pending"
+        page = await bridge.client.get(f"/pay/{token}?returned=1")
+        assert "Preparing your payment" in await page.get_data(as_text=True)
+
+
+async def test_what_a_request_chooses_is_counted_and_one_session_keeps_few_answers(
+    app: Any, client: Any, partner: Partner, provider: Provider
+) -> None:
+    """A customer can vary a page's query, language or host at will: each variant kept counts
+    its whole key, and one session keeps at most a few, so nobody's answers push out
+    everyone else's nor pass the memory bound."""
+    token = await partner.token()
+    await provider.deliver("action_required")
+    answers = app.extensions["bridge"].answers
+    for number in range(40):
+        junk = f"{number}-" + "j" * 5_000
+        assert (await client.get(f"/pay/{token}", query_string={"x": junk})).status_code == 200
+        assert (await client.get(f"/api/v1/status/{token}", headers={"Host": junk})).status_code
+    assert answers.entries <= MAX_PER_SESSION
+    assert answers.bytes >= answers.entries * 5_000  # the keys are counted
+
+
+async def test_a_fault_below_quart_gets_the_apps_own_answer(
+    app: Any, client: Any, partner: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever goes wrong while app.front answers, the app answers instead: its JSON error,
+    CORS and all, where the error would otherwise leave the app bare."""
+    token = await partner.token()
+    store = app.extensions["bridge"].store
+
+    async def broken(session_id: str) -> None:
+        raise RuntimeError("a fault")
+
+    monkeypatch.setattr(store, "get_session", broken)
+    answer = await client.get(f"/api/v1/status/{token}")
+    assert answer.status_code == 500
+    assert answer.headers["Access-Control-Allow-Origin"] == "*"
+
+
+async def test_a_long_poll_that_fails_while_held_is_answered_at_once(
+    app: Any, client: Any, partner: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Storage gone for a moment while a long-poll is held: the app answers at once, rather
+    than holding the request a second time."""
+    from app.store import StorageUnavailableError
+
+    token = await partner.token()
+    the_bridge = app.extensions["bridge"]
+    path = f"/api/v1/status/{token}"
+    etag = (await client.get(path)).headers["ETag"]
+    waiting = asyncio.create_task(
+        client.get(path, query_string={"wait": "30"}, headers={"If-None-Match": etag})
+    )
+    await asyncio.sleep(0.2)
+
+    working = the_bridge.store.get_session
+
+    async def down_once(session_id: str) -> Any:
+        monkeypatch.setattr(the_bridge.store, "get_session", working)
+        raise StorageUnavailableError("down")
+
+    monkeypatch.setattr(the_bridge.store, "get_session", down_once)
+    session_id = the_bridge.tokens.read(token).session_id
+    the_bridge.store.changes.publish(session_id)  # wakes the hold, whose read fails once
+    answer = await asyncio.wait_for(waiting, timeout=5)
+    assert answer.status_code == 304  # what the app found, now

@@ -375,11 +375,12 @@ FORGET_DELIVERIES = (
     "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries WHERE received_at < ?"
     " AND state <> 'pending' LIMIT ?)"
 )
+# Returns the sessions it deleted: each is a change, announced like any other.
 FORGET_SESSIONS = (
     "DELETE FROM sessions WHERE session_id IN (SELECT session_id FROM sessions"
     " WHERE updated_at < ? AND status IN ("
     + ", ".join(f"'{status.value}'" for status in Status if status.is_final)
-    + ") LIMIT ?)"
+    + ") LIMIT ?) RETURNING session_id"
 )
 
 

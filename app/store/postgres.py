@@ -378,9 +378,13 @@ class PostgresStore(Store):
     async def forget(self, before: float, limit: int) -> int:
         async def work(db: asyncpg.Connection) -> int:
             gone = 0
-            for statement in (_FORGET_DELIVERIES, _FORGET_WEBHOOKS, _FORGET_SESSIONS):
+            for statement in (_FORGET_DELIVERIES, _FORGET_WEBHOOKS):
                 gone += int((await db.execute(statement, before, limit)).split()[-1])
-            return gone
+            async with db.transaction():
+                sessions = await db.fetch(_FORGET_SESSIONS, before, limit)
+                for row in sessions:
+                    await db.execute("SELECT pg_notify($1, $2)", CHANNEL, row["session_id"])
+            return gone + len(sessions)
 
         return await self._run(work)
 

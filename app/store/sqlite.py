@@ -347,10 +347,13 @@ class SQLiteStore(Store):
 
     async def forget(self, before: float, limit: int) -> int:
         def work(db: sqlite3.Connection) -> int:
-            return sum(
+            gone = sum(
                 db.execute(statement, (before, limit)).rowcount
-                for statement in (FORGET_DELIVERIES, FORGET_WEBHOOKS, FORGET_SESSIONS)
+                for statement in (FORGET_DELIVERIES, FORGET_WEBHOOKS)
             )
+            sessions = db.execute(FORGET_SESSIONS, (before, limit)).fetchall()
+            db.executemany("INSERT INTO changes (session_id) VALUES (?)", sessions)
+            return gone + len(sessions)
 
         return await self._transaction("", work)
 
