@@ -16,11 +16,12 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 
 from .changes import ChangeFeed
+from .config import KEPT_ANSWERS_MB
 
 # A page view as the history notes it: session, step, status, the bank action's time.
 Shown = tuple[str, str, str, float | None]
 MAX_ENTRIES = 50_000
-MAX_BYTES = 64 * 1024 * 1024
+MAX_BYTES = KEPT_ANSWERS_MB * 1024 * 1024
 # Answers one session keeps: its pages vary by what a request chooses (language, frame, query,
 # host), so a customer could otherwise fill the memory with variants of one page.
 MAX_PER_SESSION = 16

@@ -383,7 +383,7 @@ class PostgresStore(Store):
             async with db.transaction():
                 sessions = await db.fetch(_FORGET_SESSIONS, before, limit)
                 for row in sessions:
-                    await db.execute("SELECT pg_notify($1, $2)", CHANNEL, row["session_id"])
+                    await _announce(db, row["session_id"])
             return gone + len(sessions)
 
         return await self._run(work)
@@ -415,7 +415,7 @@ class PostgresStore(Store):
             async with db.transaction():
                 changed = await work(db)
                 if changed.after != changed.before:
-                    await db.execute("SELECT pg_notify($1, $2)", CHANNEL, session_id)
+                    await _announce(db, session_id)
                 return changed
 
         changed = await self._run(transaction)
@@ -498,6 +498,11 @@ async def _date_sessions(db: asyncpg.Connection) -> None:
     for session_id, status in await db.fetch(UNDATED_SESSIONS):
         bodies = [row[0] for row in await db.fetch(numbered(SESSION_BODIES), session_id)]
         await db.execute(numbered(DATE_SESSION), *provider_clock(status, bodies), session_id)
+
+
+async def _announce(db: asyncpg.Connection, session_id: str) -> None:
+    """Tell every instance the session changed, once this transaction commits."""
+    await db.execute("SELECT pg_notify($1, $2)", CHANNEL, session_id)
 
 
 async def _lock(db: asyncpg.Connection, session_id: str) -> None:

@@ -163,6 +163,7 @@ MAX_BATCH = 256
 # How often other processes' changes are looked for, and how many are kept for them.
 POLL_INTERVAL = 0.05
 CHANGES_KEPT = 10_000
+ANNOUNCE = "INSERT INTO changes (session_id) VALUES (?)"  # a change other processes hear of
 
 T = TypeVar("T")
 
@@ -352,7 +353,7 @@ class SQLiteStore(Store):
                 for statement in (FORGET_DELIVERIES, FORGET_WEBHOOKS)
             )
             sessions = db.execute(FORGET_SESSIONS, (before, limit)).fetchall()
-            db.executemany("INSERT INTO changes (session_id) VALUES (?)", sessions)
+            db.executemany(ANNOUNCE, sessions)
             return gone + len(sessions)
 
         return await self._transaction("", work)
@@ -457,7 +458,7 @@ def _commit_in_turn(db: sqlite3.Connection, jobs: list[_Job]) -> list[Any]:
             try:
                 changed = job.work(db)
                 if isinstance(changed, Changed) and changed.after != changed.before:
-                    db.execute("INSERT INTO changes (session_id) VALUES (?)", (job.session_id,))
+                    db.execute(ANNOUNCE, (job.session_id,))
             except Exception as error:  # this job alone fails; the batch goes on
                 db.execute("ROLLBACK TO job")
                 outcomes.append(error)
