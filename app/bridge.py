@@ -32,6 +32,8 @@ KEY_GUESSES = 10  # wrong partner keys a minute from one address
 DAY = 86_400.0
 FORGET_BATCH = 1_000  # rows one retention transaction deletes, so none holds the writer long
 PAGES_REMEMBERED = 10_000  # page views whose history entry this process wrote recently
+# How far apart the clocks of two instances may be: one minted a token, another stored its session.
+CLOCK_SKEW = 60.0
 
 
 @dataclass
@@ -129,6 +131,11 @@ class Bridge:
             self.relay.wake()
         return changed
 
+    def outdated(self, webhook: Webhook) -> bool:
+        """Whether a webhook is older, by the provider's clock, than what retention keeps."""
+        horizon = self.clock() - self.settings.retention_days * DAY
+        return webhook.updated_at is not None and webhook.updated_at < horizon
+
     async def mint_token(self, session_id: str, return_url: str | None = None) -> Minted:
         """A customer token; the session becomes known (``pending``) if nothing was heard yet."""
         now = self.clock()
@@ -145,13 +152,21 @@ class Bridge:
     async def customer_session(self, token: str) -> Session | None:
         """The session a customer token opens, as it stands now; ``None`` for a bad token.
 
-        A session the bridge has not stored yet is ``pending`` since the token was minted.
+        A session the bridge has not stored yet is ``pending`` since the token was minted (a
+        database restored from before it). One retention deleted after the token was minted
+        opens nothing, even once its id is stored anew (minting stores the session first, so
+        a session younger than its token was stored again).
         """
         grant = self.tokens.read(token)
         if grant is None:
             self.metrics.token_failures.inc()
             return None
         session = await self.session(grant.session_id)
+        if session is None or session.created_at > grant.issued_at + CLOCK_SKEW:
+            since = grant.issued_at - CLOCK_SKEW
+            if await self.store.forgotten_since(grant.session_id, since):
+                self.metrics.token_failures.inc()
+                return None
         return session or lifecycle.new_session(grant.session_id, grant.issued_at)
 
     async def record_return(self, session_id: str) -> Session:
@@ -200,7 +215,7 @@ class Bridge:
         before = self.clock() - self.settings.retention_days * DAY
         gone = 0
         while True:
-            batch = await self.store.forget(before, FORGET_BATCH)
+            batch = await self.store.forget(before, FORGET_BATCH, self.clock())
             gone += batch
             if batch < FORGET_BATCH:
                 return gone

@@ -102,7 +102,7 @@ class Metrics:
         series that appears with its first event misses that event."""
         kinds = sorted(WEBHOOK_TYPES) + ["other"]
         for kind in kinds:
-            for outcome in ("accepted", "duplicate"):
+            for outcome in ("accepted", "duplicate", "ignored"):
                 _child(self._children, self.webhooks, kind, outcome)
             _child(self._children, self.unchanged, kind)
         for refusal in WEBHOOK_REFUSALS:

@@ -88,7 +88,7 @@ class StatusAnswer(BaseModel):
 
 
 class WebhookAnswer(BaseModel):
-    status: Literal["accepted", "duplicate"]
+    status: Literal["accepted", "duplicate", "ignored"]
 
 
 class StatusQuery(BaseModel):

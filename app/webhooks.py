@@ -18,7 +18,8 @@ from .signature import HEADER, verify
 log = logging.getLogger(__name__)
 bp = Blueprint("webhooks", __name__)
 _ANSWERS = {
-    outcome: json.dumps({"status": outcome}).encode() for outcome in ("accepted", "duplicate")
+    outcome: json.dumps({"status": outcome}).encode()
+    for outcome in ("accepted", "duplicate", "ignored")
 }
 
 
@@ -48,6 +49,16 @@ async def receive() -> Response:
         webhook = parse_webhook(document, body)
     except MalformedWebhookError as error:
         raise _refused(422, "not_a_webhook", str(error)) from None
+    if bridge().outdated(webhook):
+        # A replay of a body older than retention keeps: it could bring back a session (and
+        # its bank form) that retention deleted. It changes nothing and is not relayed.
+        bridge().metrics.webhook(webhook.type, "ignored")
+        log.info(
+            "webhook ignored: %s for %s is older than the retention period",
+            webhook.type,
+            webhook.session_id,
+        )
+        return Response(_ANSWERS["ignored"], content_type="application/json")
     changed = await bridge().receive_webhook(body, webhook, signature, meaning(document))
     outcome = "duplicate" if changed.duplicate else "accepted"
     status = changed.after.status.value if changed.after else None

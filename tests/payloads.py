@@ -71,7 +71,7 @@ def webhook(
     error_code: str | None = None,
     refunds: list[dict[str, Any]] | None = None,
     api: str = "v1",
-    updated_at: str = "2024-05-27T02:03:00.000000Z",
+    updated_at: str = "2027-01-15T06:00:00.000000Z",
     next_action: str | None = None,
     **extra: Any,
 ) -> dict[str, Any]:

@@ -30,10 +30,16 @@ def free_port() -> int:
 
 def environment(**settings: str) -> dict[str, str]:
     """This process's environment without its ``BRIDGE_*`` variables, plus ``settings`` (named
-    without the prefix)."""
+    without the prefix).
+
+    The test webhooks carry fixed dates on the provider's clock (``tests/payloads.py``), and a
+    served bridge ignores a webhook older than its retention period on the wall clock: unless
+    told otherwise, it keeps ten years.
+    """
     inherited = {
         name: value for name, value in os.environ.items() if not name.startswith("BRIDGE_")
     }
+    settings = {"RETENTION_DAYS": "3650", **settings}
     return {**inherited, **{f"BRIDGE_{name}": value for name, value in settings.items()}}
 
 

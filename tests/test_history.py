@@ -46,11 +46,11 @@ async def test_the_history_of_a_confirm_first_payment(
         await history(client, partner, count)
 
     await look(1)
-    first = webhook("ready_to_confirm", updated_at="2026-01-01T10:00:00.000000Z")
+    first = webhook("ready_to_confirm", updated_at="2027-01-15T07:00:00.000000Z")
     await provider.send(first)
     await look(3)
     await look(3)  # the same page again: not a new entry
-    await provider.send(webhook("action_required", updated_at="2026-01-01T10:01:00.000000Z"))
+    await provider.send(webhook("action_required", updated_at="2027-01-15T07:01:00.000000Z"))
     await look(5)
     clock.advance(1)
     await client.post(f"/pay/{token}/return")
@@ -60,7 +60,7 @@ async def test_the_history_of_a_confirm_first_payment(
         webhook(
             "payment_finished",
             session_status="accepted",
-            updated_at="2026-01-01T10:02:00.000000Z",
+            updated_at="2027-01-15T07:02:00.000000Z",
         )
     )
     await look(10)
@@ -77,7 +77,7 @@ async def test_the_history_of_a_confirm_first_payment(
         ("webhook", "payment_finished", "accepted", True, "succeeded"),
         ("page", "outcome"),
     ]
-    assert events[1]["provider_updated_at"] == "2026-01-01T10:00:00.000Z"
+    assert events[1]["provider_updated_at"] == "2027-01-15T07:00:00.000Z"
     assert all(event["at"].endswith("Z") for event in events)
     assert [event["at"] for event in events] == sorted(event["at"] for event in events)
     text = json.dumps(events)
@@ -108,10 +108,10 @@ async def test_history_is_for_partners_and_known_sessions(partner: Partner, clie
 
 async def test_the_bank_instruction_is_dropped_once_final(app: Any, provider: Provider) -> None:
     store = app.extensions["bridge"].store
-    await provider.deliver("action_required", updated_at="2026-01-01T10:00:00Z")
+    await provider.deliver("action_required", updated_at="2027-01-15T07:00:00Z")
     assert (await store.get_session("ps_1")).interaction is not None
     await provider.deliver(
-        "payment_finished", session_status="accepted", updated_at="2026-01-01T10:01:00Z"
+        "payment_finished", session_status="accepted", updated_at="2027-01-15T07:01:00Z"
     )
     assert (await store.get_session("ps_1")).interaction is None
 
@@ -137,9 +137,10 @@ async def test_retention_deletes_old_bodies_and_finished_sessions_keeping_the_hi
         kept = await bridge.client.get(
             "/api/v1/sessions/ps_old_done/events", headers=bridge.partner.headers
         )
-        assert [event["type"] for event in (await kept.get_json())["events"]] == [
-            "action_required",
-            "payment_finished",
+        assert [brief(event) for event in (await kept.get_json())["events"]] == [
+            ("webhook", "action_required", "accepted", True, "action_required"),
+            ("webhook", "payment_finished", "accepted", True, "succeeded"),
+            ("forgotten",),
         ]
 
 
@@ -160,8 +161,8 @@ async def test_changed_says_whether_the_status_moved(
     provider: Provider, partner: Partner, client: Any
 ) -> None:
     await provider.deliver("payment_captured")  # a type the bridge does not know
-    await provider.deliver("ready_to_confirm", updated_at="2026-01-01T10:01:00Z")
-    await provider.deliver("ready_to_confirm", updated_at="2026-01-01T10:02:00Z", note="news")
+    await provider.deliver("ready_to_confirm", updated_at="2027-01-15T07:01:00Z")
+    await provider.deliver("ready_to_confirm", updated_at="2027-01-15T07:02:00Z", note="news")
     events = await history(client, partner, 3)
     assert [(event["changed"], event["status"]) for event in events] == [
         (False, "pending"),
@@ -173,9 +174,76 @@ async def test_changed_says_whether_the_status_moved(
 async def test_a_webhook_after_the_window_says_the_status_it_found(
     provider: Provider, partner: Partner, client: Any, clock: FakeClock
 ) -> None:
-    payload = webhook("action_required", updated_at="2026-01-01T10:00:00Z")
+    payload = webhook("action_required", updated_at="2027-01-15T07:00:00Z")
     await provider.send(payload)
     clock.advance(3600)  # the window has passed; no sweep has run
     await provider.send(payload)  # a duplicate
     events = await history(client, partner, 2)
     assert (events[1]["outcome"], events[1]["status"]) == ("duplicate", "canceled")
+
+
+async def test_a_replay_older_than_retention_is_ignored_and_reopens_nothing(
+    configured: Configured, clock: FakeClock, database_url: str
+) -> None:
+    """Retention deleted a finished session; replaying its original signed ``action_required``
+    must not bring it back (nor its bank form), create anything or be relayed."""
+    from .partner import recording_partner
+
+    with recording_partner() as backend:
+        async with configured(RETENTION_DAYS=30, RELAY_URL=backend.url) as bridge:
+            core = bridge.app.extensions["bridge"]
+            original = webhook("action_required", updated_at="2027-01-15T07:00:00Z")
+            first = await bridge.provider.send(original)
+            assert await first.get_json() == {"status": "accepted"}
+            finished = webhook(
+                "payment_finished", session_status="accepted", updated_at="2027-01-15T07:05:00Z"
+            )
+            await bridge.provider.send(finished)
+            await backend.arrived(2)
+            clock.advance(31 * 86_400)
+            assert await core.forget_old() > 0
+            assert await core.session("ps_1") is None
+            before = await query(database_url, "SELECT count(*) FROM events")
+            replayed = await bridge.provider.send(original)
+            assert replayed.status_code == 200
+            assert await replayed.get_json() == {"status": "ignored"}
+            assert await core.session("ps_1") is None
+            unknown = await bridge.partner.session()
+            assert unknown.status_code == 404
+            assert await query(database_url, "SELECT count(*) FROM events") == before
+            assert await query(database_url, "SELECT count(*) FROM webhooks") == [(0,)]
+            await asyncio.sleep(0.3)
+            assert len(backend.received) == 2  # the replay went nowhere
+            # A webhook dated within the period is news, even for a forgotten session.
+            fresh = webhook("payment_refunded", updated_at="2027-02-15T07:00:00Z")
+            assert await (await bridge.provider.send(fresh)).get_json() == {"status": "accepted"}
+
+
+async def test_a_token_whose_session_retention_deleted_reads_as_expired(
+    configured: Configured, clock: FakeClock
+) -> None:
+    """A token minted late in the retention period outlives its session's data: once that is
+    deleted the token opens nothing (it never reads ``pending`` for a session that ended), and
+    a new token minted after the deletion is a new start."""
+    async with configured(RETENTION_DAYS=1, TOKEN_TTL=6 * 3600) as bridge:
+        core = bridge.app.extensions["bridge"]
+        await bridge.provider.deliver("payment_finished", session_status="accepted")
+        clock.advance(86_400 - 3600)
+        token = await bridge.partner.token()  # the session is final: minting keeps it so
+        status = f"/api/v1/status/{token}"
+        assert (await (await bridge.client.get(status)).get_json())["status"] == "succeeded"
+        clock.advance(2 * 3600)
+        assert await core.forget_old() > 0
+        assert (await bridge.client.get(status)).status_code == 404
+        assert (await bridge.client.get(f"{status}?via=app")).status_code == 404
+        assert (await bridge.client.get(f"/pay/{token}")).status_code == 404
+        # The partner mints anew for the same id: the old token still opens nothing.
+        fresh = await bridge.partner.token()
+        assert (await bridge.client.get(status)).status_code == 404
+        assert (await bridge.client.get(f"/pay/{token}")).status_code == 404
+        answer = await bridge.client.get(f"/api/v1/status/{fresh}")
+        assert (await answer.get_json())["status"] == "pending"
+        kinds = await bridge.client.get(
+            "/api/v1/sessions/ps_1/events", headers=bridge.partner.headers
+        )
+        assert "forgotten" in [event["kind"] for event in (await kinds.get_json())["events"]]

@@ -111,7 +111,7 @@ def test_an_installed_copy_walks_a_whole_journey(served: tuple[Served, Client]) 
     token = client.token("ps_installed")
     pay = "/pay/" + token["token"]
     assert b"Preparing your payment" in client.get(pay)
-    client.send(webhook("ready_to_confirm", "ps_installed", updated_at="2026-01-01T10:00:00Z"))
+    client.send(webhook("ready_to_confirm", "ps_installed", updated_at="2027-01-15T07:00:00Z"))
     assert b"Confirming your payment" in client.get(pay)
     bank = redirect(url="https://acs.bank.test/acs?x=1", qs={}, params={"PaReq": "p&q", "MD": "7"})
     client.send(
@@ -119,7 +119,7 @@ def test_an_installed_copy_walks_a_whole_journey(served: tuple[Served, Client]) 
             "action_required",
             "ps_installed",
             interaction=bank,
-            updated_at="2026-01-01T10:01:00Z",
+            updated_at="2027-01-15T07:01:00Z",
         )
     )
     html = client.get(pay).decode()
@@ -131,7 +131,7 @@ def test_an_installed_copy_walks_a_whole_journey(served: tuple[Served, Client]) 
             "payment_finished",
             "ps_installed",
             session_status="accepted",
-            updated_at="2026-01-01T10:02:00Z",
+            updated_at="2027-01-15T07:02:00Z",
         )
     )
     assert b"Payment complete" in client.get(pay)

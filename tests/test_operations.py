@@ -188,8 +188,8 @@ async def test_latency_by_status_code_and_long_polls_apart(
 
 
 async def test_webhooks_that_changed_nothing_are_counted_apart(provider: Any, client: Any) -> None:
-    await provider.deliver("ready_to_confirm", updated_at="2026-01-01T10:01:00Z")
-    await provider.deliver("action_required", updated_at="2026-01-01T10:00:00Z")  # older
+    await provider.deliver("ready_to_confirm", updated_at="2027-01-15T07:01:00Z")
+    await provider.deliver("action_required", updated_at="2027-01-15T07:00:00Z")  # older
     text = await (await client.get("/metrics")).get_data(as_text=True)
     assert 'bridge_webhooks_total{outcome="accepted",type="action_required"} 1.0' in text
     assert 'bridge_webhooks_unchanged_total{type="action_required"} 1.0' in text
@@ -200,8 +200,8 @@ async def test_each_status_change_is_one_log_line(
     provider: Any, client: Any, caplog: pytest.LogCaptureFixture, clock: Any
 ) -> None:
     with caplog.at_level(logging.INFO, logger="app.bridge"):
-        await provider.deliver("ready_to_confirm", updated_at="2026-01-01T10:00:00Z")
-        await provider.deliver("action_required", updated_at="2026-01-01T10:01:00Z")
+        await provider.deliver("ready_to_confirm", updated_at="2027-01-15T07:00:00Z")
+        await provider.deliver("action_required", updated_at="2027-01-15T07:01:00Z")
         clock.advance(3601)
         bridge = client.app.extensions["bridge"]
         assert await bridge.sweep() == 1

@@ -261,7 +261,7 @@ async def test_a_held_payment_is_an_approved_outcome(
     """Two-stage: once the money is held the customer's part is over, whatever the partner
     does next (not a spinner until the capture, days later perhaps)."""
     token = await partner.token()
-    await provider.deliver("ready_to_capture", updated_at="2026-01-01T10:00:00Z")
+    await provider.deliver("ready_to_capture", updated_at="2027-01-15T07:00:00Z")
     response, page = await open_page(client, token, f"?lang={lang}")
     assert response.status_code == 200
     assert heading in page.text

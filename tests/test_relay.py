@@ -82,10 +82,10 @@ async def test_every_accepted_webhook_is_relayed_byte_for_byte_with_its_signatur
 async def test_a_duplicate_is_not_relayed_again(
     relaying: Deployment, partner_backend: Partner
 ) -> None:
-    payload = webhook("ready_to_confirm", updated_at="2026-01-01T10:00:00Z")
+    payload = webhook("ready_to_confirm", updated_at="2027-01-15T07:00:00Z")
     await deliver(relaying, payload)
     await deliver(relaying, payload)  # the same bytes again: "duplicate"
-    await deliver(relaying, webhook("action_required", updated_at="2026-01-01T10:01:00Z"))
+    await deliver(relaying, webhook("action_required", updated_at="2027-01-15T07:01:00Z"))
     received = await partner_backend.arrived(2)
     await asyncio.sleep(0.3)
     assert len(partner_backend.received) == 2
@@ -103,7 +103,7 @@ async def test_one_sessions_deliveries_go_in_order_and_sessions_do_not_wait(
     kinds = ["ready_to_confirm", "action_required", "ready_to_capture", "payment_finished"]
     for minute, kind in enumerate(kinds):
         for session_id in ("ps_a", "ps_b"):
-            stamp = f"2026-01-01T10:0{minute}:00Z"
+            stamp = f"2027-01-15T07:0{minute}:00Z"
             await deliver(relaying, webhook(kind, session_id, updated_at=stamp))
     received = await partner_backend.arrived(8)
     for session_id in ("ps_a", "ps_b"):
@@ -157,8 +157,8 @@ async def test_a_failing_partner_gets_retries_then_the_next_delivery(
 ) -> None:
     answers = iter([500, 503, 200, 200])
     partner_backend.answer = lambda received: next(answers)
-    await deliver(relaying, webhook("ready_to_confirm", updated_at="2026-01-01T10:00:00Z"))
-    await deliver(relaying, webhook("action_required", updated_at="2026-01-01T10:01:00Z"))
+    await deliver(relaying, webhook("ready_to_confirm", updated_at="2027-01-15T07:00:00Z"))
+    await deliver(relaying, webhook("action_required", updated_at="2027-01-15T07:01:00Z"))
     for count in (2, 3):
         await relay_events(relaying, count - 1)  # the attempt before is on record
         clock.advance(100)  # past the delay, well within the maximum age
@@ -362,13 +362,13 @@ async def test_a_delivery_searches_for_no_module(
     """No import is tried per delivery: httpcore (under httpx, the relay's client before) asked
     for sniffio on every request and, without it installed, searched the disk each time (some
     120 us, several per delivery, found by the webhook route's profile)."""
-    await deliver(relaying, webhook("ready_to_confirm", updated_at="2026-01-01T10:00:00Z"))
+    await deliver(relaying, webhook("ready_to_confirm", updated_at="2027-01-15T07:00:00Z"))
     await partner_backend.arrived(1)
     lookups = _Lookups()
     sys.meta_path.insert(0, lookups)
     try:
         for minute in range(1, 4):
-            stamp = f"2026-01-01T10:0{minute}:00Z"
+            stamp = f"2027-01-15T07:0{minute}:00Z"
             await deliver(relaying, webhook("action_required", updated_at=stamp))
         await partner_backend.arrived(4)
     finally:
@@ -382,7 +382,7 @@ async def test_deliveries_one_after_another_share_one_connection(
     """The partner's answer is read to its end, so its connection carries the next delivery
     (an answer left unread closed it: a new TCP connection for every delivery)."""
     for minute in range(4):
-        stamp = f"2026-01-01T10:0{minute}:00Z"
+        stamp = f"2027-01-15T07:0{minute}:00Z"
         await deliver(relaying, webhook("action_required", updated_at=stamp))
         await partner_backend.arrived(minute + 1)
     assert len({received.port for received in partner_backend.received}) == 1

@@ -66,7 +66,7 @@ class Answers:
 
 def payload(session_id: str, sequence: int) -> dict[str, Any]:
     """The ``sequence``-th webhook of a session; every one has bytes of its own."""
-    stamp = f"2026-01-01T10:{sequence // 60:02d}:{sequence % 60:02d}Z"
+    stamp = f"2027-01-15T07:{sequence // 60:02d}:{sequence % 60:02d}Z"
     return webhook(KINDS[sequence % len(KINDS)], session_id, updated_at=stamp, sequence=sequence)
 
 

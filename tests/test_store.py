@@ -98,7 +98,7 @@ def logged(kind: str, minute: int | None, **fields: Any) -> bytes:
     if minute is None:
         del body["session"]["updated_at"]
     else:
-        body["session"]["updated_at"] = f"2026-01-01T10:{minute:02}:00Z"
+        body["session"]["updated_at"] = f"2027-01-15T07:{minute:02}:00Z"
     return json.dumps(body).encode()
 
 
@@ -159,7 +159,7 @@ async def test_sessions_stored_before_the_providers_clock_are_dated(database_url
     await store.open()
     sessions = {session_id: await store.get_session(session_id) for session_id in UNDATED}
     await store.close()
-    minute = 1767261600.0  # 2026-01-01T10:00:00Z
+    minute = 1799996400.0  # 2027-01-15T07:00:00Z
     dated = {
         session_id: (session.status.value, session.provider_updated_at, session.next_action)
         for session_id, session in sessions.items()

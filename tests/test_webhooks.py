@@ -287,7 +287,7 @@ async def test_a_copy_serialised_anew_is_no_news_even_at_the_same_provider_time(
     must not bring its status back."""
     sent: dict[str, dict[str, Any]] = {}
     for kind in history:
-        payload = sent.get(kind) or webhook(kind, updated_at="2026-01-01T10:00:00.000000Z")
+        payload = sent.get(kind) or webhook(kind, updated_at="2027-01-15T07:00:00.000000Z")
         body = payload if kind not in sent else dict(reversed(list(payload.items())))
         sent[kind] = payload
         answer = await provider.send(body)

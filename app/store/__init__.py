@@ -181,9 +181,14 @@ class Store(abc.ABC):
         """Pending deliveries: how many, and when the oldest was received."""
 
     @abc.abstractmethod
-    async def forget(self, before: float, limit: int) -> int:
+    async def forget(self, before: float, limit: int, now: float) -> int:
         """Delete at most ``limit`` webhook bodies and finished sessions older than ``before``
-        (history events stay); how many rows went."""
+        (history events stay, and each session deleted gets a ``forgotten`` one at ``now``);
+        how many rows went."""
+
+    @abc.abstractmethod
+    async def forgotten_since(self, session_id: str, since: float) -> bool:
+        """Whether retention deleted the session at ``since`` or later."""
 
     @abc.abstractmethod
     async def get_session(self, session_id: str) -> Session | None: ...
@@ -383,6 +388,11 @@ FORGET_SESSIONS = (
     + ") LIMIT ?) RETURNING session_id"
 )
 
+FORGOTTEN = "forgotten"  # the history's note that retention deleted the session's data
+FORGOTTEN_SINCE = (
+    f"SELECT 1 FROM events WHERE session_id = ? AND kind = '{FORGOTTEN}' AND at >= ? LIMIT 1"
+)
+
 
 def event_row(event: Event) -> tuple[Any, ...]:
     return (event.session_id, event.at, event.kind, json.dumps(dict(event.detail)))
@@ -411,6 +421,10 @@ def webhook_event(delivery: Delivery, changed: Changed) -> Event:
             "status": after.value if after else None,
         },
     )
+
+
+def forgotten_event(session_id: str, now: float) -> tuple[Any, ...]:
+    return event_row(Event(session_id, now, FORGOTTEN, {}))
 
 
 def attempt_event(attempt: Attempt) -> Event:

@@ -26,6 +26,7 @@ from . import (
     FORGET_DELIVERIES,
     FORGET_SESSIONS,
     FORGET_WEBHOOKS,
+    FORGOTTEN_SINCE,
     INSERT_DELIVERY,
     INSERT_EVENT,
     INSERT_WEBHOOK,
@@ -55,6 +56,7 @@ from . import (
     delivery_row,
     event_from_row,
     event_row,
+    forgotten_event,
     numbered,
     provider_clock,
     relay_job,
@@ -161,6 +163,7 @@ _DELIVERY_EXISTS = numbered(DELIVERY_EXISTS)
 _FORGET_WEBHOOKS = numbered(FORGET_WEBHOOKS)
 _FORGET_DELIVERIES = numbered(FORGET_DELIVERIES)
 _FORGET_SESSIONS = numbered(FORGET_SESSIONS)
+_FORGOTTEN_SINCE = numbered(FORGOTTEN_SINCE)
 # Connection trouble of any kind: the database is unreachable, restarting, full or timing out.
 _UNAVAILABLE = (OSError, asyncio.TimeoutError, asyncpg.InterfaceError)
 # SQLSTATE classes that mean "not now" rather than "wrong": connection exceptions (08),
@@ -375,7 +378,7 @@ class PostgresStore(Store):
         row = await self._run(lambda db: db.fetchrow(RELAY_BACKLOG))
         return row[0], row[1]
 
-    async def forget(self, before: float, limit: int) -> int:
+    async def forget(self, before: float, limit: int, now: float) -> int:
         async def work(db: asyncpg.Connection) -> int:
             gone = 0
             for statement in (_FORGET_DELIVERIES, _FORGET_WEBHOOKS):
@@ -384,9 +387,16 @@ class PostgresStore(Store):
                 sessions = await db.fetch(_FORGET_SESSIONS, before, limit)
                 for row in sessions:
                     await _announce(db, row["session_id"])
+                await db.executemany(
+                    _INSERT_EVENT, [forgotten_event(row["session_id"], now) for row in sessions]
+                )
             return gone + len(sessions)
 
         return await self._run(work)
+
+    async def forgotten_since(self, session_id: str, since: float) -> bool:
+        found = await self._run(lambda db: db.fetchval(_FORGOTTEN_SINCE, session_id, since))
+        return found is not None
 
     async def get_session(self, session_id: str) -> Session | None:
         return await self._run(lambda db: _select(db, session_id))

@@ -42,6 +42,7 @@ from . import (
     FORGET_DELIVERIES,
     FORGET_SESSIONS,
     FORGET_WEBHOOKS,
+    FORGOTTEN_SINCE,
     INSERT_DELIVERY,
     INSERT_EVENT,
     INSERT_WEBHOOK,
@@ -71,6 +72,7 @@ from . import (
     delivery_row,
     event_from_row,
     event_row,
+    forgotten_event,
     provider_clock,
     relay_job,
     session_from_row,
@@ -346,7 +348,7 @@ class SQLiteStore(Store):
 
         return await self._transaction("", work)
 
-    async def forget(self, before: float, limit: int) -> int:
+    async def forget(self, before: float, limit: int, now: float) -> int:
         def work(db: sqlite3.Connection) -> int:
             gone = sum(
                 db.execute(statement, (before, limit)).rowcount
@@ -354,9 +356,13 @@ class SQLiteStore(Store):
             )
             sessions = db.execute(FORGET_SESSIONS, (before, limit)).fetchall()
             db.executemany(ANNOUNCE, sessions)
+            db.executemany(INSERT_EVENT, [forgotten_event(row[0], now) for row in sessions])
             return gone + len(sessions)
 
         return await self._transaction("", work)
+
+    async def forgotten_since(self, session_id: str, since: float) -> bool:
+        return bool(await self._read(FORGOTTEN_SINCE, (session_id, since)))
 
     async def _transaction(self, session_id: str, work: Callable[[sqlite3.Connection], T]) -> T:
         if self._committer is None or self._closing:
