@@ -22,4 +22,6 @@ async def query(database_url: str, sql: str) -> list[tuple[Any, ...]]:
 
 def _sqlite_query(path: str, sql: str) -> list[tuple[Any, ...]]:
     with contextlib.closing(sqlite3.connect(path)) as db:
-        return [tuple(row) for row in db.execute(sql).fetchall()]
+        rows = [tuple(row) for row in db.execute(sql).fetchall()]
+        db.commit()  # a statement that writes
+        return rows

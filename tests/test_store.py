@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from app.lifecycle import Session, Status, new_session
-from app.store import Delivery, Event, StorageUnavailableError, Store, open_store
+from app.store import Attempt, Delivery, Event, StorageUnavailableError, Store, open_store
 from app.store import postgres as postgres_engine
 from app.store import sqlite as sqlite_engine
 from app.store.sqlite import SQLiteStore
@@ -624,3 +624,55 @@ async def test_reading_from_a_closed_store_is_unavailable_not_an_error(database_
     await store.close()
     with pytest.raises(StorageUnavailableError):
         await store.get_session("ps_1")
+
+
+def relayed(body: bytes, session_id: str, at: float) -> Delivery:
+    return Delivery(
+        hashlib.sha256(body).digest(),
+        body,
+        session_id,
+        "ready_to_confirm",
+        at,
+        relay_signature="signed",
+    )
+
+
+def pending(session_id: str) -> Callable[[Session | None], Session]:
+    return lambda session: session or new_session(session_id, 1.0)
+
+
+async def test_no_row_id_is_used_twice_after_retention(store: Store, database_url: str) -> None:
+    """Retention deletes the newest rows of a quiet period too; the ids after it are new, so
+    nothing that still names an old id (a partner's "already handled", a history entry) can
+    meet another row under it."""
+    for number in range(3):
+        body = f'{{"n": {number}}}'.encode()
+        await store.record_webhook(relayed(body, f"ps_{number}", 10.0), pending(f"ps_{number}"))
+    for job in await store.claim_deliveries(20.0, 30.0, 10):
+        await store.finish_attempt(Attempt(job, 21.0, 200, "delivered", 21.0))
+    tables = ("webhooks", "deliveries")
+    newest = {table: await query(database_url, f"SELECT max(id) FROM {table}") for table in tables}
+    assert await store.forget(1_000.0, 100, 1_000.0) > 0
+    for table in tables:
+        assert await query(database_url, f"SELECT count(*) FROM {table}") == [(0,)]
+    await store.record_webhook(relayed(b'{"n": 9}', "ps_9", 2_000.0), pending("ps_9"))
+    for table in tables:
+        [(new,)] = await query(database_url, f"SELECT id FROM {table}")
+        assert new > newest[table][0][0], table
+
+
+async def test_a_delivery_whose_body_is_gone_fails_alone(store: Store, database_url: str) -> None:
+    """A delivery whose webhook row is missing (deleted by hand, a partial restore) is failed
+    and kept; every other session's deliveries still go, each with its own body."""
+    for number in range(3):
+        body = f'{{"n": {number}}}'.encode()
+        await store.record_webhook(relayed(body, f"ps_{number}", 10.0), pending(f"ps_{number}"))
+    await query(database_url, "DELETE FROM webhooks WHERE session_id = 'ps_1'")
+    jobs = await store.claim_deliveries(20.0, 30.0, 10)
+    assert sorted((job.session_id, job.body) for job in jobs) == [
+        ("ps_0", b'{"n": 0}'),
+        ("ps_2", b'{"n": 2}'),
+    ]
+    failed = await store.deliveries("failed", 10)
+    assert [(record.session_id, record.state) for record in failed] == [("ps_1", "failed")]
+    assert await store.claim_deliveries(25.0, 50.0, 10) == []  # the claims above still hold

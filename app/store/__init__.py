@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import json
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,7 @@ from ..lifecycle import Session, Status
 from ..provider import MalformedWebhookError, parse_webhook
 
 Update = Callable[[Session | None], Session | None]
+log = logging.getLogger(__name__)
 
 
 class StorageUnavailableError(Exception):
@@ -355,7 +357,9 @@ CLAIM_DELIVERIES = (
     " ORDER BY d.id LIMIT ?{lock})"
     " RETURNING id, webhook_id, session_id, type, received_at, retry_from, attempts, signature"
 )
-SELECT_BODY = "SELECT body FROM webhooks WHERE id = ?"
+# A delivery's body is its own session's webhook, whatever happened to the rows around it.
+SELECT_BODY = "SELECT body FROM webhooks WHERE id = ? AND session_id = ?"
+FAIL_DELIVERY = "UPDATE deliveries SET state = 'failed', claimed_until = NULL WHERE id = ?"
 FINISH_ATTEMPT = (
     "UPDATE deliveries SET state = ?, attempts = attempts + 1, last_attempt_at = ?,"
     " last_status = ?, next_attempt_at = ?, claimed_until = NULL"
@@ -371,10 +375,10 @@ RETRY_DELIVERY = (
 )
 DELIVERY_EXISTS = "SELECT 1 FROM deliveries WHERE id = ?"
 RELAY_BACKLOG = "SELECT count(*), min(received_at) FROM deliveries WHERE state = 'pending'"
+# A body stays while any delivery of it does: a failed one may be put back in line.
 FORGET_WEBHOOKS = (
     "DELETE FROM webhooks WHERE id IN (SELECT w.id FROM webhooks w WHERE w.received_at < ?"
-    " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.webhook_id = w.id"
-    " AND d.state = 'pending') LIMIT ?)"
+    " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.webhook_id = w.id) LIMIT ?)"
 )
 FORGET_DELIVERIES = (
     "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries WHERE received_at < ?"
@@ -439,6 +443,15 @@ def attempt_event(attempt: Attempt) -> Event:
             "http_status": attempt.http_status,
             "state": attempt.state,
         },
+    )
+
+
+def log_missing_body(row: tuple[Any, ...] | Mapping[str, Any]) -> None:
+    """A claimed delivery whose webhook is gone (a row deleted by hand, a partial restore) is
+    failed and kept; it holds up neither its session's later deliveries nor anyone else's."""
+    delivery_id, _webhook_id, session_id = tuple(row)[:3]
+    log.error(
+        "relay delivery %s of session %s has no webhook body: failed", delivery_id, session_id
     )
 
 

@@ -22,6 +22,7 @@ from . import (
     CLAIM_DELIVERIES,
     DATE_SESSION,
     DELIVERY_EXISTS,
+    FAIL_DELIVERY,
     FINISH_ATTEMPT,
     FORGET_DELIVERIES,
     FORGET_SESSIONS,
@@ -57,6 +58,7 @@ from . import (
     event_from_row,
     event_row,
     forgotten_event,
+    log_missing_body,
     numbered,
     provider_clock,
     relay_job,
@@ -164,6 +166,7 @@ _FORGET_WEBHOOKS = numbered(FORGET_WEBHOOKS)
 _FORGET_DELIVERIES = numbered(FORGET_DELIVERIES)
 _FORGET_SESSIONS = numbered(FORGET_SESSIONS)
 _FORGOTTEN_SINCE = numbered(FORGOTTEN_SINCE)
+_FAIL_DELIVERY = numbered(FAIL_DELIVERY)
 # Connection trouble of any kind: the database is unreachable, restarting, full or timing out.
 _UNAVAILABLE = (OSError, asyncio.TimeoutError, asyncpg.InterfaceError)
 # SQLSTATE classes that mean "not now" rather than "wrong": connection exceptions (08),
@@ -345,10 +348,15 @@ class PostgresStore(Store):
                     "SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL enable_sort = off"
                 )
                 rows = await db.fetch(_CLAIM_DELIVERIES, until, now, now, limit)
-                return [
-                    relay_job(tuple(row), await db.fetchval(_SELECT_BODY, row["webhook_id"]), until)
-                    for row in rows
-                ]
+                jobs = []
+                for row in rows:
+                    body = await db.fetchval(_SELECT_BODY, row["webhook_id"], row["session_id"])
+                    if body is None:
+                        await db.execute(_FAIL_DELIVERY, row["id"])
+                        log_missing_body(tuple(row))
+                    else:
+                        jobs.append(relay_job(tuple(row), body, until))
+                return jobs
 
         return await self._run(work)
 

@@ -38,6 +38,7 @@ from . import (
     CLAIM_DELIVERIES,
     DATE_SESSION,
     DELIVERY_EXISTS,
+    FAIL_DELIVERY,
     FINISH_ATTEMPT,
     FORGET_DELIVERIES,
     FORGET_SESSIONS,
@@ -73,6 +74,7 @@ from . import (
     event_from_row,
     event_row,
     forgotten_event,
+    log_missing_body,
     provider_clock,
     relay_job,
     session_from_row,
@@ -157,6 +159,66 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE webhooks ADD COLUMN meaning BLOB;
     CREATE INDEX webhooks_by_meaning ON webhooks (session_id, meaning);
+    """,
+    # Row ids are never used twice (AUTOINCREMENT): retention deletes the newest rows of a
+    # quiet period too, and a delivery or history entry naming an old id must never meet
+    # another row under it. The webhooks' count starts past every id a delivery names.
+    """
+    CREATE TABLE webhooks_new (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        digest BLOB NOT NULL UNIQUE,
+        session_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        body BLOB NOT NULL,
+        meaning BLOB
+    );
+    INSERT INTO webhooks_new SELECT id, digest, session_id, type, received_at, body, meaning
+        FROM webhooks;
+    DROP TABLE webhooks;
+    ALTER TABLE webhooks_new RENAME TO webhooks;
+    CREATE INDEX webhooks_by_session ON webhooks (session_id, id);
+    CREATE INDEX webhooks_by_received_at ON webhooks (received_at);
+    CREATE INDEX webhooks_by_meaning ON webhooks (session_id, meaning);
+    INSERT INTO sqlite_sequence (name, seq) SELECT 'webhooks', 0
+        WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'webhooks');
+    UPDATE sqlite_sequence SET seq = max(seq, coalesce((SELECT max(webhook_id) FROM deliveries), 0))
+        WHERE name = 'webhooks';
+    CREATE TABLE events_new (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        session_id TEXT NOT NULL,
+        at REAL NOT NULL,
+        kind TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    INSERT INTO events_new SELECT id, session_id, at, kind, detail FROM events;
+    DROP TABLE events;
+    ALTER TABLE events_new RENAME TO events;
+    CREATE INDEX events_by_session ON events (session_id, id);
+    CREATE TABLE deliveries_new (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        webhook_id INTEGER NOT NULL,
+        session_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        signature TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        next_attempt_at REAL NOT NULL,
+        retry_from REAL NOT NULL,
+        last_attempt_at REAL,
+        last_status INTEGER,
+        claimed_until REAL
+    );
+    INSERT INTO deliveries_new SELECT id, webhook_id, session_id, type, received_at, signature,
+        state, attempts, next_attempt_at, retry_from, last_attempt_at, last_status, claimed_until
+        FROM deliveries;
+    DROP TABLE deliveries;
+    ALTER TABLE deliveries_new RENAME TO deliveries;
+    CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE state = 'pending';
+    CREATE INDEX deliveries_of_session ON deliveries (session_id, id) WHERE state = 'pending';
+    CREATE INDEX deliveries_by_state ON deliveries (state, id);
+    CREATE INDEX deliveries_by_webhook ON deliveries (webhook_id);
     """,
 )
 _DATED = 4  # the migration that added the provider's clock: sessions are dated after it
@@ -324,10 +386,15 @@ class SQLiteStore(Store):
     async def claim_deliveries(self, now: float, until: float, limit: int) -> list[RelayJob]:
         def work(db: sqlite3.Connection) -> list[RelayJob]:
             rows = db.execute(CLAIM_DELIVERIES.format(lock=""), (until, now, now, limit))
-            return [
-                relay_job(row, db.execute(SELECT_BODY, (row[1],)).fetchone()[0], until)
-                for row in rows.fetchall()
-            ]
+            jobs = []
+            for row in rows.fetchall():
+                body = db.execute(SELECT_BODY, (row[1], row[2])).fetchone()
+                if body is None:
+                    db.execute(FAIL_DELIVERY, (row[0],))
+                    log_missing_body(row)
+                else:
+                    jobs.append(relay_job(row, body[0], until))
+            return jobs
 
         return await self._transaction("", work)
 
