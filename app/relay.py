@@ -23,7 +23,9 @@ import contextlib
 import logging
 import random
 import time
+import urllib.request
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -75,6 +77,7 @@ class Relay:
         self._clock = clock
         self._metrics = metrics
         self._client: aiohttp.ClientSession | None = None
+        self._proxy: str | None = None
         self._due = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -84,8 +87,11 @@ class Relay:
         self._client = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=CONNECTIONS),
             timeout=aiohttp.ClientTimeout(total=self._settings.relay_timeout),
-            trust_env=True,  # HTTPS_PROXY, NO_PROXY and the rest, as deployments expect
+            # Not trust_env: it would also send ~/.netrc's credentials to the partner. The
+            # proxy the environment names is looked up here instead.
+            trust_env=False,
         )
+        self._proxy = _proxy_for(self.url)
         self._task = asyncio.create_task(self._run(), name="relay sender")
 
     async def stop(self) -> None:
@@ -187,7 +193,11 @@ class Relay:
             async with (
                 asyncio.timeout(self._settings.relay_timeout),
                 self._client.post(
-                    self.url, data=job.body, headers=headers, allow_redirects=False
+                    self.url,
+                    data=job.body,
+                    headers=headers,
+                    allow_redirects=False,
+                    proxy=self._proxy,
                 ) as answer,
             ):
                 read = 0  # to its end (up to a bound), so the connection carries the next one
@@ -206,3 +216,12 @@ class Relay:
         self._backlog_counted = now
         pending, oldest = await self._store.relay_backlog()
         self._metrics.relay_backlog(pending, 0.0 if oldest is None else self._clock() - oldest)
+
+
+def _proxy_for(url: str) -> str | None:
+    """The proxy ``HTTP_PROXY``, ``HTTPS_PROXY`` and ``NO_PROXY`` name for ``url``, if any (the
+    credentials its own URL may carry are the operator's, for that proxy alone)."""
+    parts = urlsplit(url)
+    if parts.hostname is None or urllib.request.proxy_bypass(parts.hostname):
+        return None
+    return urllib.request.getproxies().get(parts.scheme)

@@ -386,3 +386,49 @@ async def test_deliveries_one_after_another_share_one_connection(
         await deliver(relaying, webhook("action_required", updated_at=stamp))
         await partner_backend.arrived(minute + 1)
     assert len({received.port for received in partner_backend.received}) == 1
+
+
+async def test_the_relay_never_sends_netrc_credentials(
+    configured: Configured,
+    partner_backend: Partner,
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A ``.netrc`` on the bridge's host holds someone's credentials for other uses; the relay
+    must not hand them to the partner (as ``Authorization: Basic``, over plain http here)."""
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login operator password hunter2-netrc\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".netrc").write_text(netrc.read_text())
+    (tmp_path / ".netrc").chmod(0o600)
+    async with configured(RELAY_URL=partner_backend.url) as bridge:
+        await deliver(bridge, webhook("ready_to_confirm"))
+        (received,) = await partner_backend.arrived(1)
+    assert "authorization" not in received.headers
+
+
+async def test_the_relay_goes_through_the_proxy_the_environment_names(
+    configured: Configured, partner_backend: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``HTTP_PROXY`` (and ``NO_PROXY``) are honoured, as deployments expect: the recording
+    partner plays the proxy and is asked for the partner's URL in absolute form."""
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    proxy = partner_backend.url.removesuffix("/smart-glocal").replace("://", "://op:s%40cret@")
+    monkeypatch.setenv("HTTP_PROXY", proxy)
+    monkeypatch.setenv("http_proxy", proxy)
+    async with configured(RELAY_URL="http://partner.invalid/hook") as bridge:
+        await deliver(bridge, webhook("ready_to_confirm"))
+        (received,) = await partner_backend.arrived(1)
+    assert received.path == "http://partner.invalid/hook"
+    assert received.headers["proxy-authorization"] == "Basic " + "b3A6c0BjcmV0"  # op:s@cret
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    with recording_partner() as direct:
+        async with configured(RELAY_URL=direct.url) as bridge:
+            await deliver(bridge, webhook("ready_to_confirm", "ps_2"))
+            (straight,) = await direct.arrived(1)
+    assert straight.path == "/smart-glocal"
+    assert len(partner_backend.received) == 1
