@@ -21,6 +21,7 @@ from . import (
     logs,
     ops,
     pages,
+    script,
     security,
     status,
     webhooks,
@@ -93,6 +94,7 @@ def create_app(
     app.register_blueprint(deliveries.bp)
     app.register_blueprint(status.bp)
     app.register_blueprint(ops.bp)
+    app.register_blueprint(script.bp)
     app.asgi_app = Front(app.asgi_app, bridge, status.CORS)  # type: ignore[method-assign, assignment, arg-type]
     app.asgi_app = Telemetry(app, bridge.metrics)  # type: ignore[method-assign, assignment]
     _drop_flask_template_context(app)

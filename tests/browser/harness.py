@@ -150,7 +150,7 @@ _CHECKOUT = """<!doctype html>
 <meta charset=utf-8>
 <title>Partner checkout</title>
 <link rel="icon" href="data:,">
-<script src="{script}"></script>
+<script src="{script}"{pin}></script>
 </head>
 <body>
 <h1>Checkout</h1>
@@ -207,8 +207,15 @@ class Partner:
 
         @partner.route("/checkout")
         async def checkout() -> Response:
-            script = f"{request.args['bridge']}/static/js/redirect-bridge.js"
-            page = _CHECKOUT.replace("{script}", _attribute(script))
+            # ``pinned=VERSION&integrity=HASH``: the tag the README shows a partner.
+            name = f"redirect-bridge-{request.args['pinned']}" if "pinned" in request.args else ""
+            script = f"{request.args['bridge']}/static/js/{name or 'redirect-bridge'}.js"
+            pin = ""
+            if "integrity" in request.args:
+                pin = (
+                    f' integrity="{_attribute(request.args["integrity"])}" crossorigin="anonymous"'
+                )
+            page = _CHECKOUT.replace("{script}", _attribute(script)).replace("{pin}", pin)
             return Response(page, content_type="text/html; charset=utf-8")
 
         @partner.route("/done")

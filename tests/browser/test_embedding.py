@@ -435,3 +435,32 @@ def test_a_bad_token_reports_not_found(
     wait_for_event(page, "error", "not_found")
     assert events(page) == [["error", "not_found"]]
     expect(page.locator("iframe")).to_have_count(0)
+
+
+# --- the script pinned ----------------------------------------------------------------------
+
+
+def test_the_pinned_script_runs_only_with_its_published_integrity(
+    page: Page, partner: Partner, embedding_bridge: Bridge, session_id: str, console: Console
+) -> None:
+    """The README's tag (a versioned URL, ``integrity``, ``crossorigin``) works from another
+    origin, and Chromium refuses the script when its bytes are not the ones pinned."""
+    import base64
+    import hashlib
+    import urllib.request
+    from importlib.metadata import version
+
+    bridge = embedding_bridge
+    pinned = version("redirect-bridge")
+    with urllib.request.urlopen(f"{bridge.url}/static/js/redirect-bridge-{pinned}.js") as answer:
+        body = answer.read()
+    published = "sha384-" + base64.b64encode(hashlib.sha384(body).digest()).decode()
+    token = bridge.token(session_id)
+    options = {"status_url": token["status_url"], "mode": "popup", "pinned": pinned}
+    page.goto(partner.checkout(bridge, **options, integrity=published))
+    assert page.evaluate("typeof window.RedirectBridge") == "object"
+    wrong = "sha384-" + base64.b64encode(hashlib.sha384(body + b" ").digest()).decode()
+    console.expect_message("Failed to find a valid digest in the 'integrity' attribute")
+    console.expect_message("RedirectBridge is not defined")
+    page.goto(partner.checkout(bridge, **options, integrity=wrong))
+    assert page.evaluate("typeof window.RedirectBridge") == "undefined"
