@@ -83,7 +83,9 @@ class Credentials:
 
 
 def webhook_body(session_id: str, kind: str = "action_required", **extra: Any) -> bytes:
-    """A webhook as Smart Glocal sends it (the suite's own payloads)."""
+    """A webhook as Smart Glocal sends it (the suite's own payloads), dated now by the
+    provider's clock: the bridge ignores one older than its retention period."""
+    extra.setdefault("updated_at", time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime()))
     return json.dumps(webhook(kind, session_id, **extra), separators=(", ", ": ")).encode()
 
 
