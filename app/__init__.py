@@ -5,10 +5,12 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 from quart import Quart, Response, has_request_context, request
+from quart.wrappers import BaseRequestWebsocket
 from quart_schema import QuartSchema
+from werkzeug.routing import RequestRedirect
 
 from . import (
     api,
@@ -50,6 +52,15 @@ class BridgeApp(Quart):
             return
         rule = request.url_rule.rule if request.url_rule else "(no route)"
         self.logger.error("Exception on %s %s", request.method, rule, exc_info=exception_info)
+
+    def raise_routing_exception(self, request: BaseRequestWebsocket) -> NoReturn:
+        """werkzeug redirects ``/pay//T`` to ``/pay/T``, a URL it builds from the ``Host``
+        header: the client's choice. The same redirect, to the bridge's own base instead."""
+        error = request.routing_exception
+        if isinstance(error, RequestRedirect):
+            raise RequestRedirect(links.redirected(self.url_map, request))
+        assert error is not None
+        raise error
 
 
 def create_app(

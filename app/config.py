@@ -253,6 +253,8 @@ def _base_url(raw: str) -> str:
     url = _absolute_url(raw).rstrip("/")
     if urlsplit(url).query or urlsplit(url).fragment:
         raise ValueError("a base URL cannot carry a query or a fragment")
+    if "//" in urlsplit(url).path:  # a link to "//bridge/…" is to another host
+        raise ValueError("a base URL's path cannot hold an empty segment (//)")
     return url
 
 

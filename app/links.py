@@ -4,15 +4,24 @@ Built as strings rather than with ``url_for``: werkzeug's URL building was a ten
 status route's time, and these paths are the routes' own (``tests/test_links.py`` holds
 them to ``url_for``). Tokens are URL-safe by construction; quoting keeps any other string a
 single path segment.
+
+``BRIDGE_PUBLIC_URL`` may carry a path (``https://shop.example/bridge``) that a proxy strips
+before the request reaches the app: browsers find every route under it, so local links and
+redirects are made under it too, never from the request's ``Host``.
 """
 
 from __future__ import annotations
 
-from urllib.parse import quote
+from functools import cache
+from urllib.parse import quote, urlsplit
 
 from quart import Quart, current_app, request
+from quart.wrappers import BaseRequestWebsocket
+from werkzeug.routing import Map, RequestRedirect
 
 from .bridge import bridge
+
+_NO_HOST = "bridge.invalid"  # the host redirects are matched on (.invalid: never a real one)
 
 
 def pay_path(token: str) -> str:
@@ -40,8 +49,39 @@ def external(path: str) -> str:
 
 
 def local(path: str) -> str:
-    """``path`` as a link within this host (the page's CSP allows only ``'self'``)."""
-    return request.root_path + path
+    """``path`` as a link within this host (the page's CSP allows only ``'self'``), under the
+    path of ``BRIDGE_PUBLIC_URL`` when it is set, else under the request's root path."""
+    public_url = bridge().settings.public_url
+    if public_url is None:
+        return request.root_path + path
+    return _path_of(public_url) + path
+
+
+def redirected(routes: Map, asked: BaseRequestWebsocket) -> str:
+    """Where werkzeug's redirect of ``asked`` to its canonical path (``/pay//T`` to
+    ``/pay/T``, the query kept) goes: under ``BRIDGE_PUBLIC_URL`` when it is set, else a path
+    of this host. werkzeug builds it from the ``Host`` header, which the client chooses: here
+    the path is matched again on a host of our own, and only its path and query are kept."""
+    adapter = routes.bind(
+        _NO_HOST,
+        url_scheme="http",
+        path_info=asked.path,
+        default_method=asked.method,
+        query_args=asked.query_string.decode(),
+    )
+    try:
+        adapter.match()
+    except RequestRedirect as redirect:
+        path = redirect.new_url.removeprefix(f"http://{_NO_HOST}")
+    else:
+        raise AssertionError("no redirect when matched again")
+    public_url = bridge().settings.public_url
+    return asked.root_path + path if public_url is None else public_url + path
+
+
+@cache
+def _path_of(url: str) -> str:
+    return urlsplit(url).path
 
 
 def init_app(app: Quart) -> None:

@@ -115,7 +115,7 @@ def _script_settings(
     token: str, session: Session, returned: bool, onward: str | None
 ) -> dict[str, Any]:
     """What the page's one script needs; never the bank's URL or fields."""
-    # Same-origin paths: the page's CSP allows 'self', whatever BRIDGE_PUBLIC_URL says.
+    # Same-origin paths (under BRIDGE_PUBLIC_URL's path, if any): the CSP allows 'self'.
     lang = _arg("lang")
     configured = bridge().settings.frame_ancestors
     embedder = _arg("embedder")

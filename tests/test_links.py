@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 import pytest
 from quart import url_for
@@ -17,7 +17,9 @@ ROUTES = [(pay_path, "pages.pay"), (return_path, "pages.came_back"), (status_pat
 
 
 @pytest.mark.parametrize("root_path", ["", "/bridge"])
-@pytest.mark.parametrize("public_url", [None, "https://pay.shop.test/bridge"])
+@pytest.mark.parametrize(
+    "public_url", [None, "https://pay.shop.test", "https://pay.shop.test/bridge"]
+)
 async def test_links_are_what_url_for_builds(
     config: dict[str, Any], root_path: str, public_url: str | None
 ) -> None:
@@ -26,14 +28,19 @@ async def test_links_are_what_url_for_builds(
     async with app.test_request_context(
         "/", root_path=root_path, scheme="https", headers={"Host": "bridge.test:8443"}
     ):
+        # Local links go under the path browsers find the bridge at: BRIDGE_PUBLIC_URL's when
+        # it is set (a proxy strips it), else the root path.
+        base = root_path if public_url is None else urlsplit(public_url).path
         for path, endpoint in ROUTES:
-            assert local(path(TOKEN)) == url_for(endpoint, token=TOKEN)
+            route = url_for(endpoint, token=TOKEN).removeprefix(root_path)
+            assert local(path(TOKEN)) == base + route
             if public_url is None:
                 assert external(path(TOKEN)) == url_for(endpoint, token=TOKEN, _external=True)
             else:  # the configured base is the whole base: no root path added to it
                 assert external(path(TOKEN)) == public_url + path(TOKEN)
         for filename in ("css/bridge.css", "favicon.svg", "a b?.css"):
-            assert local(static_path(filename)) == url_for("static", filename=filename)
+            route = url_for("static", filename=filename).removeprefix(root_path)
+            assert local(static_path(filename)) == base + route
 
 
 @pytest.mark.parametrize("token", ODD)
