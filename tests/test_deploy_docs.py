@@ -41,6 +41,7 @@ DEPLOY = ROOT / "docs" / "deploy"
 UNIT = DEPLOY / "redirect-bridge.service"
 ENV_FILE = DEPLOY / "redirect-bridge.env"
 NGINX = DEPLOY / "nginx.conf"
+NGINX_UNDER_A_PATH = DEPLOY / "nginx-under-a-path.conf"  # a location for the shop's own server
 PROMETHEUS = DEPLOY / "prometheus.yml"
 ALERTS = DEPLOY / "redirect-bridge-alerts.yml"
 ALERT_TESTS = DEPLOY / "redirect-bridge-alerts.test.yml"
@@ -76,9 +77,10 @@ def exec_start() -> list[str]:
     return shlex.split(line)
 
 
-def nginx_block(start: str) -> str:
-    """The text of the nginx block that opens with ``start`` (up to its closing brace)."""
-    text = NGINX.read_text()
+def nginx_block(start: str, text: str | None = None) -> str:
+    """The text of the nginx block that opens with ``start`` (up to its closing brace), in
+    ``text`` or else nginx.conf."""
+    text = NGINX.read_text() if text is None else text
     begin = text.index(start)
     depth = 0
     for at in range(text.index("{", begin), len(text)):
@@ -259,6 +261,40 @@ def test_the_nginx_site_fits_the_bridge(key_file: Path) -> None:
     assert directive(nginx_block("location = /metrics"), "deny") == ["all"]
 
 
+def test_the_location_under_a_path_strips_the_path_the_bridge_is_told(key_file: Path) -> None:
+    """``location /bridge/ { proxy_pass http://127.0.0.1:8000/; }``: nginx forwards
+    ``/bridge/pay/T`` as ``/pay/T``, and ``BRIDGE_PUBLIC_URL`` names the same path, so the
+    bridge's links come back under it. The headers and bounds are nginx.conf's."""
+    text = NGINX_UNDER_A_PATH.read_text()
+    public_url = re.search(r"BRIDGE_PUBLIC_URL='([^']+)'", text)[1]  # type: ignore[index]
+    settings = load_settings({**example_environment(key_file), "BRIDGE_PUBLIC_URL": public_url})
+    path = urlsplit(settings.public_url or "").path
+    assert path and not path.endswith("/")
+    location = nginx_block(f"location {path}/ {{", text)
+    address = directive(nginx_block("upstream redirect_bridge"), "server")[0].split()[0]
+    assert directive(location, "proxy_pass") == [f"http://{address}/"]  # the slash strips it
+    headers = {
+        value.split()[0].lower(): value.split(None, 1)[1]
+        for value in directive(location, "proxy_set_header")
+    }
+    site = nginx_block("server {\n    listen 443 ssl http2")
+    for value in directive(site, "proxy_set_header"):
+        name, sent = value.split(None, 1)
+        if name != "X-Request-ID":  # nginx.conf's map is the http block's, not a location's
+            assert headers[name.lower()] == sent, name
+    assert directive(location, "proxy_cache") == ["off"]
+    (body,) = directive(location, "client_max_body_size")
+    assert size(body) >= settings.webhook_max_bytes
+    status = nginx_block(f"location {path}/api/v1/status/ ", text)
+    assert directive(status, "proxy_pass") == [f"http://{address}/api/v1/status/"]
+    assert directive(status, "proxy_buffering") == ["off"]
+    (timeout,) = directive(status, "proxy_read_timeout")
+    assert seconds(timeout) > max(MAX_WAIT, KEEP_ALIVE_SECONDS) + 5
+    assert directive(nginx_block(f"location = {path}/metrics", text), "deny") == ["all"]
+    assert "proxy_set_header" not in status, "it would drop the location's"
+    assert NGINX_UNDER_A_PATH.name in (DEPLOY / "README.md").read_text()
+
+
 @pytest.fixture
 async def scraped(tmp_path: Path) -> AsyncIterator[tuple[str, set[str]]]:
     """A running app's /metrics after a few of each kind of request, and its routes."""
@@ -373,9 +409,16 @@ def test_nginx_accepts_the_site(tmp_path: Path) -> None:
         .replace("/var/log/nginx/", f"{tmp_path}/")
     )
     (tmp_path / "site.conf").write_text(site)
+    # The location under a path, in a shop's own server as its comment says to include it.
+    (tmp_path / "shop.conf").write_text(
+        "server {\n  listen 8443 ssl;\n  server_name shop.example;\n"
+        f"  ssl_certificate {tmp_path}/site.crt;\n  ssl_certificate_key {tmp_path}/site.key;\n"
+        f"  location / {{ return 204; }}\n  include {NGINX_UNDER_A_PATH};\n}}\n"
+    )
     (tmp_path / "nginx.conf").write_text(
         f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\nevents {{}}\n"
-        f"http {{\n  access_log off;\n  include {tmp_path}/site.conf;\n}}\n"
+        f"http {{\n  access_log off;\n  include {tmp_path}/site.conf;\n"
+        f"  include {tmp_path}/shop.conf;\n}}\n"
     )
     done = subprocess.run(
         [nginx, "-t", "-q", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
