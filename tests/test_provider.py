@@ -39,7 +39,7 @@ def test_both_api_shapes(api: str) -> None:
                 interaction=redirect(),
             ),
         ),
-        updated_at=datetime(2024, 5, 27, 2, 3, tzinfo=UTC).timestamp(),
+        updated_at=datetime(2027, 1, 15, 6, 0, tzinfo=UTC).timestamp(),
     )
     assert parsed.interaction == redirect()
 
