@@ -2,7 +2,9 @@
 
 The partner's URL gets ``session_id``, ``status`` and ``ts`` (Unix seconds) appended to its query,
 and, with ``BRIDGE_RETURN_SECRET``, ``sig``: the lowercase hex HMAC-SHA256 of the whole query
-string as sent, up to but not including ``&sig=``. Everything here is pure: no app, no request.
+string as sent, up to but not including ``&sig=``. A URL whose query already names one of those
+is refused (as a partner's framework would read the names), since the partner could read its
+value instead of the bridge's. Everything here is pure: no app, no request.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Iterable
-from urllib.parse import quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, unquote_plus, urlencode, urlsplit, urlunsplit
 
 # A return URL as it goes out (percent-encoded) is at most this long: browsers and servers
 # handle 2 KB URLs everywhere, and the token that carries it stays well under 8 KB.
@@ -26,9 +28,20 @@ PARAMETERS = ("session_id", "status", "ts", "sig")
 _AS_IS = "!#$&()*+,/:;=?@[]~%"
 _LONE_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_SURROGATE = re.compile("[\ud800-\udfff]")  # a lone one, from JSON's "\\ud800": no UTF-8
 _LABEL = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
 _HOST_PORT = re.compile(rf"((?:{_LABEL}\.)*{_LABEL})(?::([0-9]{{1,5}}))?", re.IGNORECASE)
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
+# How a partner's framework may read a query name as one of the bridge's own: characters it
+# takes for each one's (ASP.NET compares names ignoring case, and the long s and the dotless i
+# are "S" and "I" in upper case; PHP reads " ", "." and an unclosed "[" in a name as "_").
+_SPELLINGS = {
+    **{letter: letter + letter.upper() for letter in "adegnotu"},
+    "s": "sS\u017f",
+    "i": "iI\u0131",
+    "_": "_ .[",
+}
+_SEPARATORS = re.compile("[&;]")  # ";" too: Rack and Pythons before 3.9.2 split on it
 
 
 class ReturnURLRefusedError(ValueError):
@@ -60,12 +73,39 @@ def escaped(url: str) -> str:
     return quote(_LONE_PERCENT.sub("%25", url), safe=_AS_IS)
 
 
-def allowed_return_url(url: str, *, return_url: str | None, origins: Iterable[str]) -> str:
-    """``url`` as a token carries it (escaped), if its origin is ``return_url``'s or one of
-    ``origins``; otherwise :class:`ReturnURLRefusedError`."""
+def joinable(url: str) -> str:
+    """``url`` escaped, if the outcome can be appended to it and read back as the bridge's: it
+    parses, and no name in its query reads as one of :data:`PARAMETERS` (a partner's framework
+    that takes the first value would take the URL's). Otherwise :class:`ReturnURLRefusedError`,
+    its message a clause to follow the URL's name (a token's ``return_url``, BRIDGE_RETURN_URL)."""
     if _CONTROL.search(url) or url != url.strip():
-        raise ReturnURLRefusedError("return_url carries control characters or surrounding spaces")
+        raise ReturnURLRefusedError("carries control characters or surrounding spaces")
+    if _SURROGATE.search(url):
+        raise ReturnURLRefusedError("carries a lone surrogate, which is no character")
     carried = escaped(url)
+    try:
+        query = urlsplit(carried).query
+    except ValueError:  # what urlsplit refuses once escaped: brackets around no IP address
+        raise ReturnURLRefusedError(
+            "does not parse as a URL: its host has brackets around no IPv6 address"
+        ) from None
+    named = _bridges_own(query)
+    if named is not None:
+        raise ReturnURLRefusedError(
+            f"already names {named[:40]!r} in its query: the bridge appends"
+            f" {', '.join(PARAMETERS)}"
+            " itself, and a partner could read that value instead of the bridge's"
+        )
+    return carried
+
+
+def allowed_return_url(url: str, *, return_url: str | None, origins: Iterable[str]) -> str:
+    """``url`` as a token carries it (escaped), if it is :func:`joinable` and its origin is
+    ``return_url``'s or one of ``origins``; otherwise :class:`ReturnURLRefusedError`."""
+    try:
+        carried = joinable(url)
+    except ReturnURLRefusedError as error:
+        raise ReturnURLRefusedError(f"return_url {error}") from None
     if len(carried) > RETURN_URL_LONGEST:
         raise ReturnURLRefusedError(
             f"return_url is longer than {RETURN_URL_LONGEST} characters (percent-encoded)"
@@ -91,8 +131,12 @@ def allowed_origins(*, return_url: str | None, origins: Iterable[str]) -> list[s
 
 def origin_of(url: str) -> str | None:
     """``scheme://host[:port]`` of an absolute http(s) URL, lowercase, without the scheme's
-    default port; ``None`` for anything else (a user part, a host that is no DNS name)."""
-    parts = urlsplit(url)
+    default port; ``None`` for anything else (a user part, a host that is no DNS name, a URL
+    that does not parse)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
     scheme = parts.scheme.lower()
     netloc = _HOST_PORT.fullmatch(parts.netloc)
     if scheme not in _DEFAULT_PORTS or netloc is None:
@@ -106,10 +150,52 @@ def origin_of(url: str) -> str | None:
 
 def documented_pattern(origins: Iterable[str]) -> str:
     """A JSON Schema ``pattern`` for return URLs of ``origins`` that need no escaping (what
-    ``/openapi.json`` shows; the bridge escapes what a browser would)."""
+    ``/openapi.json`` shows; the bridge escapes what a browser would), without a query name
+    that reads as one of the bridge's own (a lookahead ECMA-262 knows too)."""
     alternatives = "|".join(_origin_pattern(origin) for origin in origins)
     characters = r"(?:[A-Za-z0-9._~!$&'()*+,;=:@/?#\[\]-]|%[0-9A-Fa-f]{2})*"
-    return rf"^(?:{alternatives})(?:[/?#]{characters})?$"
+    return rf"^(?:{alternatives})(?!{_naming_own_pattern()})(?:[/?#]{characters})?$"
+
+
+def _bridges_own(query: str) -> str | None:
+    """The first name in ``query`` (as written) that a partner's framework could read as one
+    of the bridge's own parameters, percent-decoded as it decodes it; ``None`` when none does."""
+    for part in _SEPARATORS.split(query):
+        written = part.partition("=")[0]
+        name = unquote_plus(written).strip(" ")
+        cut = name.partition("[")[0].strip(" ")  # PHP: "status[]" is an array named status
+        if any(_reads_as(candidate, own) for candidate in (name, cut) for own in PARAMETERS):
+            return written
+    return None
+
+
+def _reads_as(name: str, own: str) -> bool:
+    return len(name) == len(own) and all(c in _SPELLINGS[o] for c, o in zip(name, own, strict=True))
+
+
+def _naming_own_pattern() -> str:
+    """What :func:`_bridges_own` finds, as a regex to look ahead from the end of the origin;
+    in odd corners a little more (``session[id[x]``), never less."""
+    spaces = "(?:\\+|%20)*"
+    names = "|".join("".join(_one_of(_SPELLINGS[letter]) for letter in own) for own in PARAMETERS)
+    ends = "(?:[=&;#\\[]|%5[Bb]|$)"
+    return f"[^?#]*\\?(?:[^#]*[&;])?{spaces}(?:{names}){spaces}{ends}"
+
+
+def _one_of(characters: str) -> str:
+    """A regex for any of ``characters`` in a URL that needs no escaping: as it is, where it
+    may be, or percent-encoded (UTF-8, hex digits of either case)."""
+    forms = []
+    for character in characters:
+        if character.isascii() and character.isalpha() or character == "_":
+            forms.append(character)
+        elif character in ".[":
+            forms.append("\\" + character)
+        elif character == " ":
+            forms.append("\\+")
+        encoded = "".join(f"%{byte:02X}" for byte in character.encode())
+        forms.append(re.sub("[A-F]", lambda digit: f"[{digit[0]}{digit[0].lower()}]", encoded))
+    return f"(?:{'|'.join(forms)})"
 
 
 def _origin_pattern(origin: str) -> str:

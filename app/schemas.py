@@ -31,7 +31,9 @@ class TokenRequest(BaseModel):
         description="Where this token's customer goes once the outcome is known, instead of"
         " BRIDGE_RETURN_URL, with the same parameters (session_id, status, ts, sig). Its origin"
         " must be BRIDGE_RETURN_URL's or one of BRIDGE_RETURN_ORIGINS; any other is refused"
-        " (422 return_url_not_allowed). Characters a URL may not carry are percent-encoded;"
+        " (422 return_url_not_allowed), and so is one whose query already names session_id,"
+        " status, ts or sig (in any case or encoding). Characters a URL may not carry are"
+        " percent-encoded;"
         f" at most {RETURN_URL_LONGEST} characters so.",
     )
 

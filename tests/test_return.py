@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import random
 import re
-from collections.abc import Callable
+import string
+from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+import jsonschema_rs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -216,6 +220,81 @@ def test_return_urls_of_other_origins_or_shapes_are_refused(url: str) -> None:
         allowed_return_url(url, **ALLOWED)
 
 
+# The bridge's own names already in a URL's query: a partner whose framework reads the first
+# value (or ignores case, or reads PHP's mangled names) would take the URL's for the bridge's.
+NAMING_THE_BRIDGES_OWN = [
+    "https://shop.test/done?status=succeeded",
+    "https://shop.test/done?order=7&session_id=victim",
+    "https://shop.test/done?ts=9999999999",
+    "https://shop.test/done?sig=0",
+    "https://shop.test/done?status",  # no value: parse_qsl with keep_blank_values keeps it
+    "https://shop.test/done?status=",
+    "https://shop.test/done?%73tatus=succeeded",  # percent-encoded, as a framework decodes
+    "https://shop.test/done?st%61tus=succeeded",
+    "https://shop.test/done?STATUS=succeeded",  # ASP.NET reads names case-insensitively
+    "https://shop.test/done?Session_Id=victim",
+    "https://shop.test/done?\u017ftatus=succeeded",  # long s: "S" in upper case
+    "https://shop.test/done?s%C4%B1g=0",  # dotless i: "I" in upper case
+    "https://shop.test/done?x=1;status=succeeded",  # ; separates too (Rack, older Pythons)
+    "https://shop.test/done?status[]=succeeded",  # PHP: $_GET['status'], an array
+    "https://shop.test/done?status%5B0%5D=succeeded",
+    "https://shop.test/done?session.id=victim",  # PHP reads it as session_id
+    "https://shop.test/done?session+id=victim",
+    "https://shop.test/done?session%20id=victim",
+    "https://shop.test/done?session[id=victim",
+    "https://shop.test/done?+status=succeeded",  # PHP drops leading spaces of a name
+    "https://shop.test/done?%20ts=1",
+    "https://shop.test/done?a=1&&status=succeeded&b=2#x",
+    "https://shop.test/done?status=succeeded&session_id=victim&ts=9999999999#top",
+]
+FINE_NAMES = [
+    "https://shop.test/done?statuses=1&my_status=2&status_code=3&sig2=4&tsx=5",
+    "https://shop.test/done?note=status%3Dsucceeded&x=session_id",  # values, not names
+    "https://shop.test/done?status%3Dsucceeded=1",  # a name "status=succeeded"
+    "https://shop.test/status=succeeded/ts=1",  # the path
+    "https://shop.test/done#status=succeeded",  # the fragment never reaches the server
+    "https://shop.test/done?session[id]=1",  # PHP: an array named "session"
+]
+
+
+@pytest.mark.parametrize("url", NAMING_THE_BRIDGES_OWN)
+def test_a_return_url_naming_the_bridges_own_parameters_is_refused(url: str) -> None:
+    with pytest.raises(ReturnURLRefusedError, match="session_id, status, ts, sig"):
+        allowed_return_url(url, **ALLOWED)
+
+
+@pytest.mark.parametrize("url", FINE_NAMES)
+def test_names_that_only_look_like_the_bridges_are_accepted(url: str) -> None:
+    assert allowed_return_url(url, **ALLOWED) == url
+
+
+def test_the_document_refuses_what_the_bridge_refuses() -> None:
+    pattern = documented_pattern(["https://shop.test"])
+    document = jsonschema_rs.validator_for({"type": "string", "pattern": pattern})
+    for url in NAMING_THE_BRIDGES_OWN:
+        if escaped(url) == url:
+            assert not document.is_valid(url), url
+            assert not re.search(pattern, url), url
+    for url in FINE_NAMES:
+        assert document.is_valid(url) and re.search(pattern, url), url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://[shop.test/",
+        "https://shop.test]/",
+        "https://[shop.test]/",
+        "https://[::1/",
+        "https://sh[op.test/done",
+        "https://[v1.x]/",
+    ],
+)
+def test_a_return_url_that_does_not_parse_is_refused_not_raised(url: str) -> None:
+    with pytest.raises(ReturnURLRefusedError):
+        allowed_return_url(url, **ALLOWED)
+
+
 def test_with_nothing_configured_no_return_url_is_allowed() -> None:
     with pytest.raises(ReturnURLRefusedError):
         allowed_return_url("https://shop.test/", return_url=None, origins=())
@@ -373,6 +452,51 @@ async def test_a_return_url_of_another_origin_is_422(
     assert sessions.status_code == 404  # nothing was minted, nothing stored
 
 
+@pytest.mark.parametrize(
+    "return_url",
+    [
+        "https://shop.test/done?status=succeeded&session_id=victim&ts=9999999999",
+        "https://shop.test/done?%73tatus=succeeded",
+        "https://shop.test/done?sig=0",
+        "https://[shop.example/",
+        "https://shop.example]/",
+        "https://[shop.test]/done",
+    ],
+)
+async def test_a_return_url_the_outcome_cannot_safely_join_is_422(
+    configured: Configured, return_url: str
+) -> None:
+    """Without the check the first was minted, and the customer of a failed payment went on to
+    ``?status=succeeded&session_id=victim&ts=9999999999&...&status=failed&...&sig=<valid>``;
+    the brackets were a 500."""
+    async with configured(
+        RETURN_URL=SHOP, RETURN_SECRET=SECRET, RETURN_ORIGINS="https://shop.example"
+    ) as bridge:
+        response = await mint(bridge, {"return_url": return_url})
+        sessions = await bridge.partner.session("ps_1")
+    assert response.status_code == 422
+    error = (await response.get_json())["error"]
+    assert error["code"] == "return_url_not_allowed" and error["message"]
+    assert sessions.status_code == 404
+
+
+@pytest.mark.parametrize(
+    "carried", ["https://shop.test/done?status=succeeded", "https://[shop.test/done"]
+)
+async def test_a_token_carrying_such_a_url_sends_its_customer_to_return_url(
+    configured: Configured, carried: str
+) -> None:
+    """A token minted before the check (here: minted around it) goes to BRIDGE_RETURN_URL."""
+    async with configured(RETURN_URL=SHOP, RETURN_SECRET=SECRET) as bridge:
+        await token_for(bridge)  # the session is known
+        token = bridge.app.extensions["bridge"].tokens.mint("ps_1", carried).token
+        await finish(bridge, "failed")
+        location = await onward(bridge, token)
+        back = await bridge.client.get(f"/pay/{token}/return")
+    assert location.startswith("https://shop.test/done?order=7&session_id=ps_1&status=failed&")
+    assert signed(location) and back.status_code == 200
+
+
 async def test_with_nothing_configured_any_return_url_is_422(configured: Configured) -> None:
     async with configured() as bridge:
         response = await mint(bridge, {"return_url": "https://shop.test/"})
@@ -502,3 +626,164 @@ async def test_a_quote_in_the_return_url_is_sent_as_a_browser_sends_it(
     signed, _, sig = query.partition("&sig=")
     expected = hmac.new(QUOTE_SECRET.encode(), signed.encode(), "sha256").hexdigest()
     assert sig == expected
+
+
+# --- return_url fuzzed ----------------------------------------------------------------------------
+# Every case comes from a fixed seed, as in test_fuzz.py, so a failure names a case that comes
+# back on the next run. What an accepted URL must be is worked out here without the app's code.
+
+FUZZ_SEED = 20_261_128
+FUZZ_CASES = 20_000  # straight to allowed_return_url
+FUZZ_REQUESTS = 1_500  # of those, through the token route and the customer's page
+FUZZ_ORIGINS = "https://other.test:8443 http://localhost:8001"
+BRIDGES_OWN = {"session_id", "status", "ts", "sig"}
+PIECES: dict[str, list[str]] = {
+    "scheme": ["https", "https", "http", "HTTPS", "hTTp", "ftp", "javascript", "", "ht tp"],
+    "separator": ["://", "://", "://", ":/", ":", "//", ":\\\\", ":///", "://\t", ""],
+    "userinfo": ["", "", "", "", "user@", "user:pw@", "@", "a@b@", "us%40er@", "shop.test@"],
+    "host": [
+        "shop.test",
+        "shop.test",
+        "other.test",
+        "localhost",
+        "SHOP.TEST",
+        "shop.test.",
+        "[::1]",
+        "[shop.test",
+        "shop.test]",
+        "[shop.test]",
+        "[shop.example",
+        "shop.example]",
+        "[v1.x]",
+        "[::ffff:127.0.0.1]",
+        "127.0.0.1",
+        "xn--bcher-kva.test",
+        "b\u00fccher.test",
+        "%73hop.test",
+        "sh%00op.test",
+        "shop\u3002test",
+        "\uff53hop.test",
+        "shop.test\uff03",
+        "",
+        "-shop.test",
+        "shop..test",
+        "a" * 70 + ".test",
+    ],
+    "port": ["", "", "", ":443", ":8443", ":08443", ":8001", ":99999", ":0", ":", ":-1", ":1e3"]
+    + [":\u0661\u0662", ":443:443", ":65536", ":8443]"],
+    "path": ["", "/", "/done", "/done", "/a b", "/%", "/%zz", "/%C3%A9", "/\u00fc", "/..%2f"]
+    + ["\\", "/;status=1", "/[x]", "//x", "/\u202e", "/\ud800", "/\U0001f600", "/'\"<>"],
+    "query": ["", "", "?", "?a=1", "?a=1&b", "?status=succeeded", "?%73tatus=x", "?STATUS=x"]
+    + ["?a=%", "?a=%zz", "?a=1&&", "?sig", "?ts=1;x", "?q=\u00fc", "?q=[]", "?status%5B%5D=1"]
+    + ["?x=%00", "?x=\x7f", "?session.id=1", "?a=1;ts", "?statuses=1", "?+sig=1", "?x=%E2%80"],
+    "fragment": ["", "", "#", "#top", "#a b", "#?status=1", "#\u00fc", "##", "#%"],
+}
+NOISE = "[]%@:/?#&;=\\ \t\r\n\x00\x7f\x85\u00a0\u2028\ufeff\ud800\udfff\u0130\u0131\u017f"
+NOISE += "\U0001f600'\"<>"
+
+
+def fuzzed_return_urls(count: int) -> Iterator[str]:
+    """URL-ish strings: well-formed URLs of the allowed origins, broken ones, and noise."""
+    rng = random.Random(FUZZ_SEED)
+    origins = ["https://shop.test", "https://SHOP.test:443", *FUZZ_ORIGINS.split()]
+    for _ in range(count):
+        url = "".join(rng.choice(choices) for choices in PIECES.values())
+        if rng.random() < 0.6:  # an allowed origin, the rest as above
+            url = rng.choice(origins) + "".join(
+                rng.choice(PIECES[piece]) for piece in ("path", "query", "fragment")
+            )
+        for _ in range(rng.choice((0, 0, 0, 1, 2, 3))):
+            at = rng.randrange(len(url) + 1)
+            url = url[:at] + rng.choice(NOISE) + url[at:]
+        if rng.random() < 0.05:
+            url = url[: rng.randrange(len(url) + 1)]
+        if rng.random() < 0.03:
+            url = "".join(rng.choice(NOISE + string.printable) for _ in range(rng.randrange(40)))
+        yield url
+
+
+def names_in(query: str) -> list[str]:
+    """Every name in a query as a framework would read it (both separators)."""
+    return [
+        name for part in query.split(";") for name, _ in parse_qsl(part, keep_blank_values=True)
+    ]
+
+
+def allowed_origin(url: str) -> bool:
+    parts = urlsplit(url)
+    port = parts.port or {"https": 443, "http": 80}[parts.scheme]
+    origin = (parts.scheme, parts.hostname, port)
+    return parts.username is None and origin in {
+        ("https", "shop.test", 443),
+        ("https", "other.test", 8443),
+        ("http", "localhost", 8001),
+    }
+
+
+def check_carried(url: str, carried: str) -> None:
+    """What an accepted return URL must be, worked out without the app's code."""
+    assert carried.isascii() and not re.search(r"[\x00-\x20\x7f]", carried), (url, carried)
+    assert allowed_origin(carried), (url, carried)
+    names = {name.lower() for name in names_in(urlsplit(carried).query)}
+    assert not names & BRIDGES_OWN, (url, carried)
+
+
+def test_fuzzed_return_urls_are_accepted_safely_or_refused() -> None:
+    allowed = {"return_url": SHOP, "origins": FUZZ_ORIGINS.split()}
+    outcomes: Counter[str] = Counter()
+    for url in fuzzed_return_urls(FUZZ_CASES):
+        try:
+            carried = allowed_return_url(url, **allowed)
+        except ReturnURLRefusedError:
+            outcomes["refused"] += 1
+            continue
+        check_carried(url, carried)
+        outcomes["accepted"] += 1
+    assert outcomes["accepted"] > FUZZ_CASES / 20 and outcomes["refused"] > FUZZ_CASES / 2
+
+
+async def test_fuzzed_return_urls_through_the_token_route_and_the_page(
+    configured: Configured,
+) -> None:
+    """201 or 422, never a 5xx; each accepted URL's customer goes on with exactly one status
+    (the real one), signed; a token carrying any of them (as an older version might have
+    minted) never breaks the page."""
+    outcomes: Counter[int] = Counter()
+    async with configured(
+        RETURN_URL=SHOP, RETURN_SECRET=SECRET, RETURN_ORIGINS=FUZZ_ORIGINS, TOKEN_RATE_LIMIT=0
+    ) as bridge:
+        await token_for(bridge)
+        await finish(bridge, "failed")
+        tokens = bridge.app.extensions["bridge"].tokens
+        for number, url in enumerate(fuzzed_return_urls(FUZZ_REQUESTS)):
+            response = await mint(bridge, {"return_url": url})
+            outcomes[response.status_code] += 1
+            answer = await response.get_json()
+            if response.status_code == 422:
+                assert answer["error"]["code"] == "return_url_not_allowed", (url, answer)
+                assert answer["error"]["message"], url
+                if number % 4:
+                    continue
+                try:  # as if minted by a version that let it through
+                    token = tokens.mint("ps_1", url).token
+                except ValueError:  # a lone surrogate: no version could have
+                    continue
+                page = await bridge.client.get(f"/pay/{token}")
+                assert page.status_code == 303, (url, page.status_code)
+                assert page.headers["Location"].startswith("https://shop.test/done?order=7&")
+                continue
+            assert response.status_code == 201, (url, response.status_code, answer)
+            page = await bridge.client.get(f"/pay/{answer['token']}")
+            assert page.status_code == 303, (url, page.status_code)
+            location = page.headers["Location"]
+            check_carried(url, re.sub(r"[?&]session_id=ps_1&status=failed&[^#]*", "", location))
+            query = urlsplit(location).query
+            pairs = [(name.lower(), value) for name, value in parse_qsl(query)]
+            assert [pair for pair in pairs if pair[0] in BRIDGES_OWN][:3] == [
+                ("session_id", "ps_1"),
+                ("status", "failed"),
+                ("ts", str(NOW)),
+            ], (url, location)
+            assert signed(location), (url, location)
+    assert set(outcomes) <= {201, 422}, outcomes
+    assert outcomes[201] > FUZZ_REQUESTS / 20 and outcomes[422] > FUZZ_REQUESTS / 2, outcomes
