@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -16,6 +17,8 @@ from urllib.parse import urlsplit
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from .returns import joinable
+
 PREFIX = "BRIDGE_"
 DEFAULT_DATABASE_URL = "sqlite:///instance/bridge.sqlite3"
 # Defaults that code outside this module needs too (the stores' own arguments).
@@ -25,6 +28,7 @@ RELAY_TIMEOUT, RELAY_MAX_DELAY, RELAY_MAX_AGE = 10.0, 600.0, 259_200.0
 # session's flow or a late chargeback question with the history (which stays), not for years.
 RETENTION_DAYS = 30
 KEPT_ANSWERS_MB = 64  # per process: some 9,000 customer pages
+DAY = 86_400  # seconds
 _PEM_BLOCK = re.compile(
     rb"-----BEGIN (?:RSA )?PUBLIC KEY-----.+?-----END (?:RSA )?PUBLIC KEY-----", re.DOTALL
 )
@@ -101,16 +105,7 @@ def load_settings(
     sg_keys = read("SG_PUBLIC_KEY", _public_keys)
     if not sg_keys:
         raise ConfigError(f"{PREFIX}SG_PUBLIC_KEY: must be set (PEM text or a path to a PEM file)")
-    action_timeout = read("ACTION_TIMEOUT", _positive_int, 3600)
-    token_ttl = read("TOKEN_TTL", _positive_int, 21600)
-    if token_ttl <= action_timeout:
-        raise ConfigError(
-            f"{PREFIX}TOKEN_TTL: must be longer than BRIDGE_ACTION_TIMEOUT ({action_timeout} s)"
-        )
-    pool_min = read("DB_POOL_MIN", _positive_int, DB_POOL_MIN)
-    pool_max = read("DB_POOL_MAX", _positive_int, DB_POOL_MAX)
-    if pool_max < pool_min:
-        raise ConfigError(f"{PREFIX}DB_POOL_MAX: must be at least BRIDGE_DB_POOL_MIN ({pool_min})")
+    seconds, whole_seconds = _number("seconds"), _whole("seconds")
     settings = Settings(
         database_url=read("DATABASE_URL", _database_url, DEFAULT_DATABASE_URL),
         secret_keys=secret_keys,
@@ -118,28 +113,29 @@ def load_settings(
         api_keys=read("API_KEYS", _api_keys, ()),
         public_url=read("PUBLIC_URL", _base_url),
         frame_ancestors=read("FRAME_ANCESTORS", _origins, ()),
-        return_url=read("RETURN_URL", _absolute_url),
-        action_timeout=action_timeout,
-        token_ttl=token_ttl,
+        return_url=read("RETURN_URL", _return_url),
+        action_timeout=read("ACTION_TIMEOUT", whole_seconds, 3600),
+        token_ttl=read("TOKEN_TTL", whole_seconds, 21600),
         allow_insecure_acs=read("ALLOW_INSECURE_ACS", _boolean, False),
-        webhook_max_bytes=read("WEBHOOK_MAX_BYTES", _positive_int, 64 * 1024),
-        sweep_interval=read("SWEEP_INTERVAL", _positive_float, 15.0),
-        db_pool_min=pool_min,
-        db_pool_max=pool_max,
-        db_timeout=read("DB_TIMEOUT", _positive_float, DB_TIMEOUT),
-        status_rate_limit=read("STATUS_RATE_LIMIT", _count, 120),
-        token_rate_limit=read("TOKEN_RATE_LIMIT", _count, 600),
+        webhook_max_bytes=read("WEBHOOK_MAX_BYTES", _whole("bytes"), 64 * 1024),
+        sweep_interval=read("SWEEP_INTERVAL", seconds, 15.0),
+        db_pool_min=read("DB_POOL_MIN", _whole("connections"), DB_POOL_MIN),
+        db_pool_max=read("DB_POOL_MAX", _whole("connections"), DB_POOL_MAX),
+        db_timeout=read("DB_TIMEOUT", seconds, DB_TIMEOUT),
+        status_rate_limit=read("STATUS_RATE_LIMIT", _whole_or_off("requests per minute"), 120),
+        token_rate_limit=read("TOKEN_RATE_LIMIT", _whole_or_off("requests per minute"), 600),
         log_format=read("LOG_FORMAT", _log_format, "json"),
         metrics_token=read("METRICS_TOKEN", _secret),
         return_secret=read("RETURN_SECRET", _secret),
         return_origins=read("RETURN_ORIGINS", _exact_origins, ()),
         relay_url=read("RELAY_URL", _absolute_url),
-        relay_timeout=read("RELAY_TIMEOUT", _positive_float, RELAY_TIMEOUT),
-        relay_max_delay=read("RELAY_MAX_DELAY", _positive_float, RELAY_MAX_DELAY),
-        relay_max_age=read("RELAY_MAX_AGE", _positive_float, RELAY_MAX_AGE),
-        retention_days=read("RETENTION_DAYS", _positive_int, RETENTION_DAYS),
-        kept_answers_mb=read("KEPT_ANSWERS_MB", _count, KEPT_ANSWERS_MB),
+        relay_timeout=read("RELAY_TIMEOUT", seconds, RELAY_TIMEOUT),
+        relay_max_delay=read("RELAY_MAX_DELAY", seconds, RELAY_MAX_DELAY),
+        relay_max_age=read("RELAY_MAX_AGE", seconds, RELAY_MAX_AGE),
+        retention_days=read("RETENTION_DAYS", _whole("days"), RETENTION_DAYS),
+        kept_answers_mb=read("KEPT_ANSWERS_MB", _whole_or_off("MB"), KEPT_ANSWERS_MB),
     )
+    _refuse_what_cannot_work_together(settings)
     unknown = sorted(name for name in values if name.startswith(PREFIX) and name not in known)
     warnings = [f"{name} is not a setting of this version; it is ignored" for name in unknown]
     if settings.allow_insecure_acs:
@@ -147,7 +143,41 @@ def load_settings(
             f"{PREFIX}ALLOW_INSECURE_ACS is on: plain http:// bank pages are shown (demo and"
             " local tests only)"
         )
+    if (settings.return_url or settings.return_origins) and settings.return_secret is None:
+        which = "RETURN_URL" if settings.return_url else "RETURN_ORIGINS"
+        warnings.append(
+            f"{PREFIX}{which} is set without {PREFIX}RETURN_SECRET: returns go out unsigned,"
+            " so a customer can change the status they carry (set one of 32 or more random"
+            " characters, and have the shop check sig)"
+        )
     return dataclasses.replace(settings, warnings=tuple(warnings))
+
+
+def _refuse_what_cannot_work_together(settings: Settings) -> None:
+    """Raise :class:`ConfigError` for values that are each fine but cannot work together; the
+    message names the one to change and why."""
+    if settings.token_ttl <= settings.action_timeout:
+        raise ConfigError(
+            f"{PREFIX}TOKEN_TTL: must be longer than {PREFIX}ACTION_TIMEOUT"
+            f" ({settings.action_timeout} s), so a status answer can still say canceled"
+        )
+    days = settings.retention_days
+    if settings.token_ttl > days * DAY:
+        raise ConfigError(
+            f"{PREFIX}TOKEN_TTL: must be at most {PREFIX}RETENTION_DAYS ({days} day"
+            f"{'s' if days > 1 else ''}, {days * DAY} s): a token must not outlive its"
+            " session's data"
+        )
+    if settings.db_pool_max < settings.db_pool_min:
+        raise ConfigError(
+            f"{PREFIX}DB_POOL_MAX: must be at least {PREFIX}DB_POOL_MIN ({settings.db_pool_min})"
+        )
+    if settings.relay_max_age <= settings.relay_timeout:
+        raise ConfigError(
+            f"{PREFIX}RELAY_MAX_AGE: must be longer than {PREFIX}RELAY_TIMEOUT"
+            f" ({settings.relay_timeout:g} s): a delivery is tried until it is that old, and"
+            " one attempt may take that long"
+        )
 
 
 # What ``serve`` takes as strong enough; ``demo`` makes stronger ones.
@@ -171,6 +201,27 @@ def check_strength(settings: Settings) -> None:
         )
     if any(key.key_size < MIN_RSA_BITS for key in settings.sg_public_keys):
         raise ConfigError(f"{PREFIX}SG_PUBLIC_KEY: RSA keys must be at least {MIN_RSA_BITS} bits")
+    # A customer holds the signed return of their own payment: a short secret is found offline
+    # from it, and then any status can be signed.
+    if settings.return_secret is not None and len(settings.return_secret) < MIN_SECRET_LENGTH:
+        raise ConfigError(
+            f"{PREFIX}RETURN_SECRET: must be at least {MIN_SECRET_LENGTH} characters (for"
+            " example: python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+    if settings.return_secret in settings.secret_keys:
+        raise ConfigError(
+            f"{PREFIX}RETURN_SECRET: must not be one of {PREFIX}SECRET_KEY's secrets: the shop"
+            " holds it, and could then mint any customer's token"
+        )
+    if settings.metrics_token is not None and len(settings.metrics_token) < MIN_API_KEY_LENGTH:
+        raise ConfigError(
+            f"{PREFIX}METRICS_TOKEN: must be at least {MIN_API_KEY_LENGTH} characters"
+        )
+    if settings.metrics_token in settings.api_keys:
+        raise ConfigError(
+            f"{PREFIX}METRICS_TOKEN: must not be one of {PREFIX}API_KEYS: whatever scrapes the"
+            " metrics could then call the partner API"
+        )
 
 
 def _as_text(value: Any) -> str:
@@ -243,10 +294,19 @@ def _database_url(raw: str) -> str:
 
 
 def _absolute_url(raw: str) -> str:
-    parts = urlsplit(raw)
+    try:
+        parts = urlsplit(raw)
+    except ValueError:  # brackets around no IPv6 address, and the like
+        raise ValueError("does not parse as a URL") from None
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError("expected an absolute http(s) URL")
     return raw
+
+
+def _return_url(raw: str) -> str:
+    """An absolute URL the outcome can be appended to (see :func:`app.returns.joinable`)."""
+    joinable(raw)  # raises ReturnURLRefusedError, a ValueError whose message follows the name
+    return _absolute_url(raw)
 
 
 def _base_url(raw: str) -> str:
@@ -273,31 +333,65 @@ def _exact_origins(raw: str) -> tuple[str, ...]:
     return origins
 
 
-def _positive_int(raw: str) -> int:
-    value = int(raw)
-    if value <= 0:
-        raise ValueError("must be a positive whole number")
-    return value
+def _whole(unit: str) -> Callable[[str], int]:
+    """A parser of a whole number of ``unit`` above 0, whose message names the unit."""
+
+    def parse(raw: str) -> int:
+        value = _integer(raw, unit)
+        if value <= 0:
+            raise ValueError(f"must be a whole number of {unit} above 0, got {_quoted(raw)}")
+        return value
+
+    return parse
 
 
-def _count(raw: str) -> int:
-    value = int(raw)
-    if value < 0:
-        raise ValueError("must be a whole number, 0 to switch it off")
-    return value
+def _whole_or_off(unit: str) -> Callable[[str], int]:
+    """A parser of a whole number of ``unit``, 0 switching the feature off."""
+
+    def parse(raw: str) -> int:
+        value = _integer(raw, unit)
+        if value < 0:
+            raise ValueError(
+                f"must be a whole number of {unit} (0 switches it off), got {_quoted(raw)}"
+            )
+        return value
+
+    return parse
+
+
+def _number(unit: str) -> Callable[[str], float]:
+    """A parser of a number of ``unit`` above 0, fractions allowed (``0.5``)."""
+
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            raise ValueError(f"must be a number of {unit}, got {_quoted(raw)}")
+        if value <= 0:
+            raise ValueError(f"must be a number of {unit} above 0, got {_quoted(raw)}")
+        return value
+
+    return parse
+
+
+def _integer(raw: str, unit: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"must be a whole number of {unit}, got {_quoted(raw)}") from None
+
+
+def _quoted(raw: str) -> str:
+    """``raw`` as a message quotes it: on one line, and not all of a long one."""
+    return repr(raw if len(raw) <= 40 else f"{raw[:40]}…")
 
 
 def _log_format(raw: str) -> str:
     if raw not in ("json", "text"):
         raise ValueError("expected json or text")
     return raw
-
-
-def _positive_float(raw: str) -> float:
-    value = float(raw)
-    if not value > 0:
-        raise ValueError("must be a positive number")
-    return value
 
 
 def _boolean(raw: str) -> bool:

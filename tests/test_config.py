@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from app.config import ConfigError, check_strength, load_settings
 
 from .conftest import public_pem
+from .servers import Served, environment
 
 PEM_KEY = "-----BEGIN PUBLIC KEY-----"
 
@@ -159,6 +161,10 @@ def weak_rsa_pem() -> str:
         ("BRIDGE_API_KEYS", json.dumps(["k"]), "at least 20 characters"),
         ("BRIDGE_API_KEYS", json.dumps(["k" * 20, "k" * 19]), "at least 20 characters"),
         ("BRIDGE_SG_PUBLIC_KEY", None, "at least 2048 bits"),
+        # A customer holding their own signed return found "qzx" offline in 0.1 s.
+        ("BRIDGE_RETURN_SECRET", "qzx", "at least 32 characters"),
+        ("BRIDGE_RETURN_SECRET", "r" * 31, "at least 32 characters"),
+        ("BRIDGE_METRICS_TOKEN", "m" * 19, "at least 20 characters"),
     ],
 )
 def test_serve_refuses_weak_secrets_in_one_line(
@@ -191,3 +197,207 @@ def test_create_app_reads_the_environment_unless_given_one(
     assert from_process.return_url == "https://shop.test/from-env"
     given = create_app(dict(environ), environ={}).extensions["bridge"].settings
     assert given.return_url is None
+
+
+# --- numbers, each with its unit ----------------------------------------------------------------
+
+NUMBERS = {  # every numeric setting and the unit its message names
+    "BRIDGE_ACTION_TIMEOUT": "a whole number of seconds",
+    "BRIDGE_TOKEN_TTL": "a whole number of seconds",
+    "BRIDGE_WEBHOOK_MAX_BYTES": "a whole number of bytes",
+    "BRIDGE_SWEEP_INTERVAL": "a number of seconds",
+    "BRIDGE_DB_POOL_MIN": "a whole number of connections",
+    "BRIDGE_DB_POOL_MAX": "a whole number of connections",
+    "BRIDGE_DB_TIMEOUT": "a number of seconds",
+    "BRIDGE_STATUS_RATE_LIMIT": "a whole number of requests per minute",
+    "BRIDGE_TOKEN_RATE_LIMIT": "a whole number of requests per minute",
+    "BRIDGE_KEPT_ANSWERS_MB": "a whole number of MB",
+    "BRIDGE_RELAY_TIMEOUT": "a number of seconds",
+    "BRIDGE_RELAY_MAX_DELAY": "a number of seconds",
+    "BRIDGE_RELAY_MAX_AGE": "a number of seconds",
+    "BRIDGE_RETENTION_DAYS": "a whole number of days",
+}
+
+
+@pytest.mark.parametrize("name", sorted(NUMBERS))
+def test_a_number_that_is_not_one_says_so_in_the_bridges_words(
+    environ: dict[str, str], name: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings({**environ, name: "abc"})
+    assert str(raised.value) == f"{name}: must be {NUMBERS[name]}, got 'abc'"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "said"),
+    [
+        ("BRIDGE_ACTION_TIMEOUT", "1.5", "must be a whole number of seconds, got '1.5'"),
+        ("BRIDGE_ACTION_TIMEOUT", "0", "must be a whole number of seconds above 0, got '0'"),
+        ("BRIDGE_RETENTION_DAYS", "-3", "must be a whole number of days above 0, got '-3'"),
+        ("BRIDGE_DB_POOL_MAX", "", "must be a whole number of connections, got ''"),
+        ("BRIDGE_STATUS_RATE_LIMIT", "-1", "0 switches it off"),
+        ("BRIDGE_KEPT_ANSWERS_MB", "64MB", "must be a whole number of MB"),
+        ("BRIDGE_DB_TIMEOUT", "0", "must be a number of seconds above 0, got '0'"),
+        ("BRIDGE_RELAY_TIMEOUT", "nan", "must be a number of seconds, got 'nan'"),
+        ("BRIDGE_RELAY_MAX_AGE", "inf", "must be a number of seconds, got 'inf'"),
+        ("BRIDGE_SWEEP_INTERVAL", "15s", "must be a number of seconds, got '15s'"),
+        ("BRIDGE_WEBHOOK_MAX_BYTES", "1e3", "must be a whole number of bytes, got '1e3'"),
+        ("BRIDGE_TOKEN_TTL", "x" * 200, "got 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…'"),
+    ],
+)
+def test_a_number_out_of_range_names_its_unit(
+    environ: dict[str, str], name: str, value: str, said: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings({**environ, name: value})
+    message = str(raised.value)
+    assert message.startswith(f"{name}: ") and said in message and "\n" not in message
+    assert "invalid literal" not in message and "could not convert" not in message
+
+
+def test_serve_says_a_bad_number_in_one_line_of_its_own_words(environ: dict[str, str]) -> None:
+    result = serve({**environ, "BRIDGE_ACTION_TIMEOUT": "abc"})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "redirect-bridge: configuration error: BRIDGE_ACTION_TIMEOUT: must be a whole number"
+        " of seconds, got 'abc'"
+    ]
+
+
+# --- settings that cannot work together -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "said"),
+    [
+        (
+            {"BRIDGE_RELAY_MAX_AGE": "1", "BRIDGE_RELAY_TIMEOUT": "100"},
+            "BRIDGE_RELAY_MAX_AGE: must be longer than BRIDGE_RELAY_TIMEOUT (100 s)",
+        ),
+        (
+            {"BRIDGE_RELAY_MAX_AGE": "10"},  # the default attempt takes up to 10 s
+            "BRIDGE_RELAY_MAX_AGE: must be longer than BRIDGE_RELAY_TIMEOUT (10 s)",
+        ),
+        (
+            {"BRIDGE_TOKEN_TTL": str(7 * 86_400), "BRIDGE_RETENTION_DAYS": "1"},
+            "BRIDGE_TOKEN_TTL: must be at most BRIDGE_RETENTION_DAYS (1 day, 86400 s)",
+        ),
+        (
+            {"BRIDGE_TOKEN_TTL": "86401", "BRIDGE_RETENTION_DAYS": "1"},
+            "BRIDGE_TOKEN_TTL: must be at most BRIDGE_RETENTION_DAYS (1 day, 86400 s)",
+        ),
+        (
+            {"BRIDGE_ACTION_TIMEOUT": "600", "BRIDGE_TOKEN_TTL": "600"},
+            "BRIDGE_TOKEN_TTL: must be longer than BRIDGE_ACTION_TIMEOUT (600 s)",
+        ),
+        (
+            {"BRIDGE_DB_POOL_MIN": "5", "BRIDGE_DB_POOL_MAX": "4"},
+            "BRIDGE_DB_POOL_MAX: must be at least BRIDGE_DB_POOL_MIN (5)",
+        ),
+    ],
+)
+def test_settings_that_cannot_work_together_are_refused_with_the_reason(
+    environ: dict[str, str], values: dict[str, str], said: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings({**environ, **values})
+    assert str(raised.value).startswith(said), str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+def test_the_edges_of_those_combinations_are_taken(environ: dict[str, str]) -> None:
+    settings = load_settings(
+        {
+            **environ,
+            "BRIDGE_RELAY_TIMEOUT": "100",
+            "BRIDGE_RELAY_MAX_AGE": "100.5",
+            "BRIDGE_RELAY_MAX_DELAY": "3600",  # longer than the age: retries end with the age
+            "BRIDGE_TOKEN_TTL": "86400",
+            "BRIDGE_RETENTION_DAYS": "1",
+        }
+    )
+    assert (settings.relay_max_age, settings.token_ttl) == (100.5, 86400)
+
+
+@pytest.mark.parametrize(
+    ("values", "said"),
+    [
+        (
+            {"BRIDGE_RETURN_SECRET": "s" * 32},  # the token secret shared with the shop
+            "BRIDGE_RETURN_SECRET: must not be one of BRIDGE_SECRET_KEY's",
+        ),
+        (
+            {"BRIDGE_METRICS_TOKEN": "k" * 20, "BRIDGE_API_KEYS": json.dumps(["k" * 20])},
+            "BRIDGE_METRICS_TOKEN: must not be one of BRIDGE_API_KEYS",
+        ),
+    ],
+)
+def test_serve_refuses_one_secret_doing_two_jobs(
+    environ: dict[str, str], values: dict[str, str], said: str
+) -> None:
+    with pytest.raises(ConfigError, match=f"^{re.escape(said)}"):
+        check_strength(load_settings({**environ, **values}))
+
+
+# --- the return URL and its secret ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ("https://shop.test/done?status=succeeded", "already names 'status' in its query"),
+        ("https://shop.test/done?order=1&session_id=x", "already names 'session_id'"),
+        ("https://shop.test/done?ts=1", "already names 'ts'"),
+        ("https://shop.test/done?%73ig=1", "already names '%73ig'"),
+        ("https://shop.test/done?STATUS=1", "already names 'STATUS'"),
+        ("https://[shop.test/done", "does not parse as a URL"),
+        ("https://shop.test]/done", "does not parse as a URL"),
+        ("https://shop.test/done\n", "control characters or surrounding spaces"),
+    ],
+)
+def test_a_return_url_the_outcome_cannot_join_is_refused(
+    environ: dict[str, str], value: str, said: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings({**environ, "BRIDGE_RETURN_URL": value})
+    message = str(raised.value)
+    assert message.startswith("BRIDGE_RETURN_URL: ") and said in message, message
+    assert "\n" not in message
+
+
+def test_a_return_url_of_its_own_names_only_is_taken(environ: dict[str, str]) -> None:
+    url = "https://shop.test/done?order=7&statuses=all#top"
+    assert load_settings({**environ, "BRIDGE_RETURN_URL": url}).return_url == url
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"BRIDGE_RETURN_URL": "https://shop.test/done"},
+        {"BRIDGE_RETURN_ORIGINS": "https://shop.test"},
+    ],
+)
+def test_returns_without_a_secret_start_with_a_warning(
+    environ: dict[str, str], values: dict[str, str]
+) -> None:
+    unsigned = load_settings({**environ, **values}).warnings
+    assert any("BRIDGE_RETURN_SECRET" in warning and "unsigned" in warning for warning in unsigned)
+    signed = load_settings({**environ, **values, "BRIDGE_RETURN_SECRET": "r" * 32}).warnings
+    assert signed == ()
+    assert load_settings(environ).warnings == ()  # no return URL: nothing goes out
+
+
+def test_serve_says_at_start_that_returns_go_out_unsigned(
+    environ: dict[str, str], tmp_path: Path
+) -> None:
+    settings = environment(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'bridge.sqlite3'}",
+        SECRET_KEY=environ["BRIDGE_SECRET_KEY"],
+        SG_PUBLIC_KEY=environ["BRIDGE_SG_PUBLIC_KEY"],
+        RETURN_URL="https://shop.test/done",
+    )
+    server = Served(settings, log=tmp_path / "serve.log").start()
+    server.stop()
+    entries = [json.loads(line) for line in (tmp_path / "serve.log").read_text().splitlines()]
+    said = [entry["message"] for entry in entries if entry.get("level") == "warning"]
+    assert any("returns go out unsigned" in line for line in said), said

@@ -18,6 +18,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from app import demo as demo_module
+from app.config import check_strength
 from app.demo import DemoError, serve_demo
 from app.demo.shop import Credentials, Site, check_return, create_shop
 from app.demo.simulated_provider import Provider, Stage
@@ -28,6 +30,7 @@ from app.signature import HEADER, sign, verify
 from .test_return import readme_check
 
 if TYPE_CHECKING:
+    from quart import Quart
     from quart.typing import TestClientProtocol
 
 PROVIDER_CLOCK = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
@@ -489,6 +492,28 @@ async def test_a_busy_port_is_one_clear_error() -> None:
         port = busy.getsockname()[1]
         with pytest.raises(DemoError, match=f"port {port} on 127.0.0.1 is already in use"):
             await serve_demo("127.0.0.1", port, _free_ports()[0])
+
+
+async def test_the_demo_makes_secrets_serve_would_take(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing configured, and yet every secret the demo makes passes ``serve``'s checks, and
+    nothing worries at start but the http:// bank pages it shows on purpose."""
+    built: list[Quart] = []
+    make = demo_module._bridge_app
+    monkeypatch.setattr(
+        demo_module, "_bridge_app", lambda *given: built.append(make(*given)) or built[-1]
+    )
+    ready = asyncio.Event()
+    task = asyncio.create_task(serve_demo("127.0.0.1", *_free_ports(), ready))
+    try:
+        await asyncio.wait_for(ready.wait(), 20)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    settings = built[0].extensions["bridge"].settings
+    check_strength(settings)
+    assert settings.return_url and settings.return_secret and settings.relay_url
+    assert [warning for warning in settings.warnings if "ALLOW_INSECURE_ACS" not in warning] == []
 
 
 SECRET = "demo-return-secret-0123456789"
