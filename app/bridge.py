@@ -18,7 +18,7 @@ from quart import current_app
 
 from . import lifecycle
 from .answers import Answers, Shown
-from .config import Settings
+from .config import Settings, redacted_url
 from .lifecycle import Session
 from .limits import RateLimiter
 from .metrics import Metrics
@@ -84,7 +84,8 @@ class Bridge:
         log.info("storage: %s", self.store.describe())
         if self.relay is not None:
             await self.relay.start()
-            log.info("relaying every accepted webhook to %s", self.relay.url)
+            # Its userinfo and query may carry the partner's credentials.
+            log.info("relaying every accepted webhook to %s", redacted_url(self.relay.url))
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="sweep")
 
     async def stop(self) -> None:

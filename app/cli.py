@@ -1,4 +1,4 @@
-"""The ``redirect-bridge`` command: ``serve`` and ``demo``."""
+"""The ``redirect-bridge`` command: ``serve``, ``check-config`` and ``demo``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import tempfile
 import click
 
 from . import assets, logs, server
-from .config import ConfigError, Settings, check_strength, load_settings
+from .config import ConfigError, Settings, check_strength, described, load_settings
 
 
 @click.group()
@@ -42,11 +42,7 @@ def serve(host: str, port: int, workers: int | None, max_connections: int) -> No
     import uvicorn
 
     settings = _check_settings()
-    try:
-        assets.check()
-    except assets.MissingAssetsError as error:
-        click.echo(f"redirect-bridge: cannot serve: {error}", err=True)
-        sys.exit(2)
+    _check_assets()
     logs.configure(settings.log_format)
     workers = workers or len(os.sched_getaffinity(0))
     if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
@@ -79,6 +75,27 @@ def serve(host: str, port: int, workers: int | None, max_connections: int) -> No
     )
 
 
+@main.command("check-config")
+def check_config() -> None:
+    """Check the environment as serve would, and show every setting (secrets masked).
+
+    Exits 2 with serve's own one-line message when serve would refuse to start. Nothing is
+    created or written: no database, no folder.
+    """
+    settings = _check_settings()
+    _check_assets()
+    rows = [("setting", "from", "value"), *described(settings, os.environ)]
+    name_width = max(len(name) for name, _, _ in rows)
+    source_width = max(len(source) for _, source, _ in rows)
+    for name, source, value in rows:
+        click.echo(f"{name:<{name_width}}  {source:<{source_width}}  {value}")
+    if settings.warnings:
+        click.echo("")
+    for warning in settings.warnings:
+        click.echo(f"warning: {warning}")
+    click.echo("\nredirect-bridge serve would start with these settings.")
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
@@ -103,4 +120,12 @@ def _check_settings() -> Settings:
         return settings
     except ConfigError as error:
         click.echo(f"redirect-bridge: configuration error: {error}", err=True)
+        sys.exit(2)
+
+
+def _check_assets() -> None:
+    try:
+        assets.check()
+    except assets.MissingAssetsError as error:
+        click.echo(f"redirect-bridge: cannot serve: {error}", err=True)
         sys.exit(2)

@@ -224,6 +224,94 @@ def check_strength(settings: Settings) -> None:
         )
 
 
+def redacted_url(url: str, *, keep_user: bool = False) -> str:
+    """``url`` with its userinfo and its query as ``***``, as logs and ``check-config`` show it:
+    either may carry a credential (``https://user:password@host/hook?token=...``).
+    ``keep_user`` keeps a user name and masks only its password (a database URL's)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "***"
+    if parts.netloc:
+        userinfo, at, host = parts.netloc.rpartition("@")
+        if at:
+            user, colon, _ = userinfo.partition(":")
+            userinfo = f"{user}{':***' if colon else ''}" if keep_user else "***"
+        start = url.index("//") + 2  # spliced, not rebuilt: urlunsplit spoils sqlite:///PATH
+        url = f"{url[:start]}{userinfo}{at}{host}{url[start + len(parts.netloc) :]}"
+    if parts.query:
+        before, _, after = url.partition("?")
+        _, hash_mark, fragment = after.partition("#")
+        url = f"{before}?***{hash_mark}{fragment}"
+    return url
+
+
+def described(settings: Settings, environ: Mapping[str, str]) -> list[tuple[str, str, str]]:
+    """Every setting as ``check-config`` shows it, in README's order: its variable, where its
+    value came from (``environment`` or ``default``), and the value with every secret masked
+    (keys, tokens, a URL's userinfo and query)."""
+    shown = _shown(settings, environ.get(f"{PREFIX}SG_PUBLIC_KEY", ""))
+    return [
+        (PREFIX + name, "environment" if PREFIX + name in environ else "default", value)
+        for name, value in shown.items()
+    ]
+
+
+def _shown(settings: Settings, key_source: str) -> dict[str, str]:
+    s = settings
+    return {
+        "DATABASE_URL": redacted_url(s.database_url, keep_user=True),
+        "SECRET_KEY": _masked(s.secret_keys, "secret"),
+        "SG_PUBLIC_KEY": _described_keys(s.sg_public_keys, key_source),
+        "API_KEYS": _masked(s.api_keys, "key"),
+        "PUBLIC_URL": _url(s.public_url),
+        "FRAME_ANCESTORS": " ".join(s.frame_ancestors) or "none",
+        "RETURN_URL": _url(s.return_url),
+        "RETURN_SECRET": _masked((s.return_secret,) if s.return_secret else (), "secret"),
+        "RETURN_ORIGINS": " ".join(s.return_origins) or "none",
+        "ACTION_TIMEOUT": f"{s.action_timeout} s",
+        "TOKEN_TTL": f"{s.token_ttl} s",
+        "ALLOW_INSECURE_ACS": "true" if s.allow_insecure_acs else "false",
+        "WEBHOOK_MAX_BYTES": f"{s.webhook_max_bytes} bytes",
+        "SWEEP_INTERVAL": f"{s.sweep_interval:g} s",
+        "DB_POOL_MIN": str(s.db_pool_min),
+        "DB_POOL_MAX": str(s.db_pool_max),
+        "DB_TIMEOUT": f"{s.db_timeout:g} s",
+        "KEPT_ANSWERS_MB": f"{s.kept_answers_mb} MB" if s.kept_answers_mb else "0 (off)",
+        "STATUS_RATE_LIMIT": _per_minute(s.status_rate_limit),
+        "TOKEN_RATE_LIMIT": _per_minute(s.token_rate_limit),
+        "LOG_FORMAT": s.log_format,
+        "RELAY_URL": _url(s.relay_url),
+        "RELAY_TIMEOUT": f"{s.relay_timeout:g} s",
+        "RELAY_MAX_DELAY": f"{s.relay_max_delay:g} s",
+        "RELAY_MAX_AGE": f"{s.relay_max_age:g} s",
+        "RETENTION_DAYS": f"{s.retention_days} days",
+        "METRICS_TOKEN": _masked((s.metrics_token,) if s.metrics_token else (), "token"),
+    }
+
+
+def _masked(secrets: tuple[str, ...], kind: str) -> str:
+    """How many secrets and how long: enough to tell a rotation or a truncated paste."""
+    lengths = ", ".join(str(len(secret)) for secret in secrets)
+    if len(secrets) > 1:
+        return f"******** ({len(secrets)} {kind}s: {lengths} characters)"
+    return f"******** ({lengths} characters)" if secrets else "not set"
+
+
+def _described_keys(keys: tuple[RSAPublicKey, ...], source: str) -> str:
+    where = "PEM text" if "-----BEGIN" in source else source.strip()
+    bits = ", ".join(str(key.key_size) for key in keys)
+    return f"{where} ({len(keys)} RSA key{'s' if len(keys) > 1 else ''}, {bits} bits)"
+
+
+def _url(url: str | None) -> str:
+    return "not set" if url is None else redacted_url(url)
+
+
+def _per_minute(limit: int) -> str:
+    return f"{limit} requests per minute" if limit else "0 (off)"
+
+
 def _as_text(value: Any) -> str:
     if isinstance(value, str):
         return value

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from app.config import ConfigError, check_strength, load_settings
+from app.config import ConfigError, check_strength, described, load_settings
 
 from .conftest import public_pem
 from .servers import Served, environment
@@ -401,3 +401,151 @@ def test_serve_says_at_start_that_returns_go_out_unsigned(
     entries = [json.loads(line) for line in (tmp_path / "serve.log").read_text().splitlines()]
     said = [entry["message"] for entry in entries if entry.get("level") == "warning"]
     assert any("returns go out unsigned" in line for line in said), said
+
+
+# --- check-config ------------------------------------------------------------------------------
+
+SCRIPT = Path(sys.executable).parent / "redirect-bridge"
+
+
+def check_config(
+    environ: dict[str, str], cwd: Path, *, module: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """``redirect-bridge check-config`` (or ``python -m app check-config``) in ``cwd``."""
+    command = [sys.executable, "-m", "app"] if module else [str(SCRIPT)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    return subprocess.run(
+        [*command, "check-config"],
+        env={**env, **environ},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def rows(output: str) -> dict[str, tuple[str, str]]:
+    """``BRIDGE_NAME  source  value`` lines: name -> (source, value)."""
+    found = {}
+    for line in output.splitlines():
+        parts = line.split(None, 2)
+        if parts and parts[0].startswith("BRIDGE_"):
+            found[parts[0]] = (parts[1], parts[2] if len(parts) > 2 else "")
+    return found
+
+
+PLANTED = {
+    "BRIDGE_SECRET_KEY": json.dumps(
+        ["old-secret-planted-0123456789-abcdef", "new-secret-planted-" + "n" * 20]
+    ),
+    "BRIDGE_API_KEYS": json.dumps(["api-key-planted-0123456789"]),
+    "BRIDGE_RETURN_SECRET": "return-secret-planted-0123456789-abcdef",
+    "BRIDGE_METRICS_TOKEN": "metrics-token-planted-0123",
+    "BRIDGE_DATABASE_URL": "postgresql://bridge:DBPASSWORD-planted@db.internal:5432/bridge?sslpassword=SSLPASS-planted",
+    "BRIDGE_RELAY_URL": "https://user:RELAYPASSWORD-planted@partner.example/hook?token=RELAYSECRET-planted",
+    "BRIDGE_RETURN_URL": "https://shop.test/done?order=QUERYVALUE-planted#top",
+}
+
+
+def secrets_in(values: dict[str, str]) -> list[str]:
+    """The planted secrets, each on its own (a JSON list's items too)."""
+    found = []
+    for value in values.values():
+        found += re.findall(r"[A-Za-z0-9-]*planted[A-Za-z0-9-]*", value)
+    return found
+
+
+def test_check_config_shows_every_setting_its_source_and_no_secret(
+    environ: dict[str, str], tmp_path: Path
+) -> None:
+    result = check_config({**environ, **PLANTED, "BRIDGE_RELAY_MAX_DELAY": "60"}, tmp_path)
+    assert result.returncode == 0, result.stderr
+    shown = rows(result.stdout)
+    every = set(NUMBERS) | {
+        "BRIDGE_DATABASE_URL",
+        "BRIDGE_SECRET_KEY",
+        "BRIDGE_SG_PUBLIC_KEY",
+        "BRIDGE_API_KEYS",
+        "BRIDGE_PUBLIC_URL",
+        "BRIDGE_FRAME_ANCESTORS",
+        "BRIDGE_RETURN_URL",
+        "BRIDGE_RETURN_SECRET",
+        "BRIDGE_RETURN_ORIGINS",
+        "BRIDGE_RELAY_URL",
+        "BRIDGE_METRICS_TOKEN",
+        "BRIDGE_ALLOW_INSECURE_ACS",
+        "BRIDGE_LOG_FORMAT",
+    }
+    assert every <= set(shown), every - set(shown)
+    assert shown["BRIDGE_RELAY_MAX_DELAY"] == ("environment", "60 s")
+    assert shown["BRIDGE_RELAY_MAX_AGE"] == ("default", "259200 s")
+    assert shown["BRIDGE_ACTION_TIMEOUT"] == ("default", "3600 s")
+    assert shown["BRIDGE_SECRET_KEY"][0] == "environment"
+    assert shown["BRIDGE_PUBLIC_URL"][0] == "default"
+    assert shown["BRIDGE_DATABASE_URL"][1].startswith(
+        "postgresql://bridge:***@db.internal:5432/bridge?***"
+    )
+    assert shown["BRIDGE_RELAY_URL"][1] == "https://***@partner.example/hook?***"
+    assert shown["BRIDGE_RETURN_URL"][1] == "https://shop.test/done?***#top"
+    assert "2 secrets" in shown["BRIDGE_SECRET_KEY"][1]
+    assert "RSA" in shown["BRIDGE_SG_PUBLIC_KEY"][1] and PEM_KEY not in result.stdout
+    leaked = [secret for secret in secrets_in(PLANTED) if secret in result.stdout + result.stderr]
+    assert leaked == []
+    # the columns line up: every source starts at one place, and every value
+    columns = {
+        (len(match[1]), len(match[1] + match[2]))
+        for line in result.stdout.splitlines()
+        if (match := re.match(r"(BRIDGE_\S+ +)(\S+ +)\S", line))
+    }
+    assert len(columns) == 1, columns
+
+
+def test_check_config_shows_each_setting_the_readme_lists(environ: dict[str, str]) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    table = readme.split("### Configuration\n", 1)[1].split("\n## ", 1)[0]
+    first_cells = re.findall(r"^\| ([^|]+) \|", table, re.MULTILINE)  # some hold several
+    listed = {name for cell in first_cells for name in re.findall(r"BRIDGE_[A-Z_]+", cell)}
+    shown = [name for name, _, _ in described(load_settings(environ), environ)]
+    assert sorted(shown) == sorted(listed)
+
+
+def test_check_config_lists_the_warnings(environ: dict[str, str], tmp_path: Path) -> None:
+    result = check_config(
+        {**environ, "BRIDGE_RETURN_URL": "https://shop.test/done", "BRIDGE_API_KEY": "typo"},
+        tmp_path,
+        module=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "returns go out unsigned" in result.stdout
+    assert "BRIDGE_API_KEY is not a setting of this version" in result.stdout
+    assert rows(result.stdout)["BRIDGE_RETURN_SECRET"] == ("default", "not set")
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"BRIDGE_ACTION_TIMEOUT": "abc"},
+        {"BRIDGE_RETURN_SECRET": "qzx"},
+        {"BRIDGE_RELAY_MAX_AGE": "1", "BRIDGE_RELAY_TIMEOUT": "100"},
+        {"BRIDGE_RETURN_URL": "https://shop.test/?status=succeeded"},
+        {"BRIDGE_SECRET_KEY": ""},
+    ],
+)
+def test_check_config_fails_as_serve_does(
+    environ: dict[str, str], tmp_path: Path, values: dict[str, str]
+) -> None:
+    checked = check_config({**environ, **values}, tmp_path)
+    served = serve({**environ, **values})
+    assert checked.returncode == served.returncode == 2
+    assert checked.stderr.strip() == served.stderr.strip()
+    assert len(checked.stderr.strip().splitlines()) == 1
+
+
+def test_check_config_changes_nothing(environ: dict[str, str], tmp_path: Path) -> None:
+    database = tmp_path / "data" / "bridge.sqlite3"
+    (tmp_path / "data").mkdir()
+    for values in ({"BRIDGE_DATABASE_URL": f"sqlite:///{database}"}, {}):  # and the default
+        result = check_config({**environ, **values}, tmp_path)
+        assert result.returncode == 0, result.stderr
+    assert not database.exists()
+    assert sorted(path.name for path in tmp_path.rglob("*")) == ["data"]  # no ./instance/ either

@@ -310,3 +310,38 @@ def test_no_planted_secret_reaches_the_served_logs(
     assert token in secrets and refused in secrets
     decoded = "\n".join(json.dumps(entry, ensure_ascii=False) for entry in entries)
     assert leaks(log + decoded, secrets) == []
+
+
+# --- the relay's URL at start-up --------------------------------------------------------------
+
+RELAY_PASSWORD = "relay-password-planted-3c1e"
+RELAY_SECRET = "relay-query-secret-planted-9f0d"
+RELAY_URL = f"https://user:{RELAY_PASSWORD}@partner.example/hook?token={RELAY_SECRET}"
+
+
+async def test_the_relay_url_is_logged_without_its_credentials(
+    configured: Configured, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with configured(RELAY_URL=RELAY_URL):
+        pass
+    messages = [record.getMessage() for record in caplog.records]
+    assert "relaying every accepted webhook to https://***@partner.example/hook?***" in messages
+    assert leaks(caplog.text + "\n".join(messages), {RELAY_PASSWORD, RELAY_SECRET, "user:"}) == []
+
+
+def test_the_relay_url_is_logged_without_its_credentials_by_serve(
+    provider_key: rsa.RSAPrivateKey, tmp_path: Path
+) -> None:
+    settings = environment(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'bridge.sqlite3'}",
+        SECRET_KEY="serve-secret-key-for-the-relay-url-0123456789",
+        SG_PUBLIC_KEY=public_pem(provider_key),
+        RELAY_URL=RELAY_URL,
+    )
+    server = Served(settings, log=tmp_path / "serve.log").start()
+    server.stop()
+    assert server.log is not None
+    log = server.log.read_text(errors="replace")
+    assert "relaying every accepted webhook to https://***@partner.example/hook?***" in log
+    assert leaks(log, {RELAY_PASSWORD, RELAY_SECRET, "user:"}) == []
