@@ -124,11 +124,11 @@ class Bridge:
         )
         self.metrics.webhook(
             webhook.type,
-            "duplicate" if changed.duplicate else "accepted",
+            "ignored" if changed.ignored else "duplicate" if changed.duplicate else "accepted",
             changed=changed.before != changed.after,
         )
         self._count_transition(changed)
-        if self.relay is not None and not changed.duplicate:
+        if self.relay is not None and not (changed.duplicate or changed.ignored):
             self.relay.wake()
         return changed
 
@@ -164,8 +164,8 @@ class Bridge:
             return None
         session = await self.session(grant.session_id)
         if session is None or session.created_at > grant.issued_at + CLOCK_SKEW:
-            since = grant.issued_at - CLOCK_SKEW
-            if await self.store.forgotten_since(grant.session_id, since):
+            forgotten = await self.store.forgotten(grant.session_id)
+            if forgotten is not None and forgotten.at >= grant.issued_at - CLOCK_SKEW:
                 self.metrics.token_failures.inc()
                 return None
         return session or lifecycle.new_session(grant.session_id, grant.issued_at)

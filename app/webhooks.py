@@ -60,7 +60,7 @@ async def receive() -> Response:
         )
         return Response(_ANSWERS["ignored"], content_type="application/json")
     changed = await bridge().receive_webhook(body, webhook, signature, meaning(document))
-    outcome = "duplicate" if changed.duplicate else "accepted"
+    outcome = "ignored" if changed.ignored else "duplicate" if changed.duplicate else "accepted"
     status = changed.after.status.value if changed.after else None
     log.info("webhook %s: %s for %s, session %s", outcome, webhook.type, webhook.session_id, status)
     # Made here, not by jsonify or from a dict (quart-schema would build a pydantic adapter for

@@ -247,3 +247,35 @@ async def test_a_token_whose_session_retention_deleted_reads_as_expired(
             "/api/v1/sessions/ps_1/events", headers=bridge.partner.headers
         )
         assert "forgotten" in [event["kind"] for event in (await kinds.get_json())["events"]]
+
+
+async def test_a_replay_not_newer_than_its_forgotten_session_is_ignored(
+    configured: Configured, clock: FakeClock, database_url: str
+) -> None:
+    """What the provider's clock alone cannot tell: a body without ``session.updated_at``, or
+    one the provider dated ahead of the bridge's clock, replayed just after retention deleted
+    its session. Nothing newer than what the session had heard is news for it."""
+    async with configured(RETENTION_DAYS=30) as bridge:
+        core = bridge.app.extensions["bridge"]
+        undated = webhook("action_required")
+        del undated["session"]["updated_at"]
+        ahead = webhook("ready_to_confirm", "ps_2", updated_at="2027-01-16T08:00:00Z")
+        for payload in (undated, ahead):
+            assert await (await bridge.provider.send(payload)).get_json() == {"status": "accepted"}
+        for session_id in ("ps_1", "ps_2"):
+            await bridge.provider.deliver(
+                "payment_finished",
+                session_id,
+                session_status="accepted",
+                updated_at="2027-01-16T08:01:00Z",
+            )
+        clock.advance(30 * 86_400 + 3600)  # a day after the provider's times, by its clock
+        assert await core.forget_old() > 0
+        before = await query(database_url, "SELECT count(*) FROM events")
+        for payload in (undated, ahead):
+            replayed = await bridge.provider.send(payload)
+            assert await replayed.get_json() == {"status": "ignored"}
+        assert await core.session("ps_1") is None and await core.session("ps_2") is None
+        assert await query(database_url, "SELECT count(*) FROM events") == before
+        news = webhook("payment_refunded", "ps_2", updated_at="2027-02-16T09:00:00Z")
+        assert await (await bridge.provider.send(news)).get_json() == {"status": "accepted"}

@@ -98,11 +98,31 @@ class Attempt:
 
 @dataclass(frozen=True, slots=True)
 class Changed:
-    """A session before and after one write; ``duplicate`` when a delivery was seen already."""
+    """A session before and after one write; ``duplicate`` when a delivery was seen already,
+    ``ignored`` when it replays what a session retention deleted had heard (nothing written)."""
 
     before: Session | None
     after: Session | None
     duplicate: bool = False
+    ignored: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Forgotten:
+    """Retention deleted a session ``at`` (the bridge's clock); it had heard the provider up to
+    ``provider_updated_at``."""
+
+    at: float
+    provider_updated_at: float | None
+
+    def replayed(self, delivery: Delivery) -> bool:
+        """Whether ``delivery`` is no news for the session deleted: a body without the provider's
+        time, or not newer than the newest the session had (a refund weeks later is news)."""
+        return (
+            delivery.provider_updated_at is None
+            or self.provider_updated_at is None
+            or delivery.provider_updated_at <= self.provider_updated_at
+        )
 
 
 class Store(abc.ABC):
@@ -189,8 +209,8 @@ class Store(abc.ABC):
         how many rows went."""
 
     @abc.abstractmethod
-    async def forgotten_since(self, session_id: str, since: float) -> bool:
-        """Whether retention deleted the session at ``since`` or later."""
+    async def forgotten(self, session_id: str) -> Forgotten | None:
+        """When retention last deleted the session, if it did."""
 
     @abc.abstractmethod
     async def get_session(self, session_id: str) -> Session | None: ...
@@ -389,12 +409,13 @@ FORGET_SESSIONS = (
     "DELETE FROM sessions WHERE session_id IN (SELECT session_id FROM sessions"
     " WHERE updated_at < ? AND status IN ("
     + ", ".join(f"'{status.value}'" for status in Status if status.is_final)
-    + ") LIMIT ?) RETURNING session_id"
+    + ") LIMIT ?) RETURNING session_id, provider_updated_at"
 )
 
 FORGOTTEN = "forgotten"  # the history's note that retention deleted the session's data
-FORGOTTEN_SINCE = (
-    f"SELECT 1 FROM events WHERE session_id = ? AND kind = '{FORGOTTEN}' AND at >= ? LIMIT 1"
+SELECT_FORGOTTEN = (
+    f"SELECT at, detail FROM events WHERE session_id = ? AND kind = '{FORGOTTEN}'"
+    " ORDER BY id DESC LIMIT 1"
 )
 
 
@@ -427,8 +448,19 @@ def webhook_event(delivery: Delivery, changed: Changed) -> Event:
     )
 
 
-def forgotten_event(session_id: str, now: float) -> tuple[Any, ...]:
-    return event_row(Event(session_id, now, FORGOTTEN, {}))
+def forgotten_event(row: Mapping[str, Any] | tuple[Any, ...], now: float) -> tuple[Any, ...]:
+    """The history entry of a session retention deletes (a row of :data:`FORGET_SESSIONS`)."""
+    session_id, provider_updated_at = tuple(row)
+    return event_row(
+        Event(session_id, now, FORGOTTEN, {"provider_updated_at": provider_updated_at})
+    )
+
+
+def forgotten_from_row(row: Mapping[str, Any] | tuple[Any, ...] | None) -> Forgotten | None:
+    if row is None:
+        return None
+    at, detail = tuple(row)
+    return Forgotten(at, json.loads(detail).get("provider_updated_at"))
 
 
 def attempt_event(attempt: Attempt) -> Event:

@@ -27,7 +27,6 @@ from . import (
     FORGET_DELIVERIES,
     FORGET_SESSIONS,
     FORGET_WEBHOOKS,
-    FORGOTTEN_SINCE,
     INSERT_DELIVERY,
     INSERT_EVENT,
     INSERT_WEBHOOK,
@@ -37,6 +36,7 @@ from . import (
     SAME_MEANING,
     SELECT_BODY,
     SELECT_EVENTS,
+    SELECT_FORGOTTEN,
     SELECT_SESSION,
     SESSION_BODIES,
     SESSIONS_DUE,
@@ -47,6 +47,7 @@ from . import (
     Delivery,
     DeliveryRecord,
     Event,
+    Forgotten,
     RelayJob,
     StorageUnavailableError,
     Store,
@@ -58,6 +59,7 @@ from . import (
     event_from_row,
     event_row,
     forgotten_event,
+    forgotten_from_row,
     log_missing_body,
     numbered,
     provider_clock,
@@ -165,7 +167,7 @@ _DELIVERY_EXISTS = numbered(DELIVERY_EXISTS)
 _FORGET_WEBHOOKS = numbered(FORGET_WEBHOOKS)
 _FORGET_DELIVERIES = numbered(FORGET_DELIVERIES)
 _FORGET_SESSIONS = numbered(FORGET_SESSIONS)
-_FORGOTTEN_SINCE = numbered(FORGOTTEN_SINCE)
+_SELECT_FORGOTTEN = numbered(SELECT_FORGOTTEN)
 _FAIL_DELIVERY = numbered(FAIL_DELIVERY)
 # Connection trouble of any kind: the database is unreachable, restarting, full or timing out.
 _UNAVAILABLE = (OSError, asyncio.TimeoutError, asyncpg.InterfaceError)
@@ -292,6 +294,13 @@ class PostgresStore(Store):
     async def record_webhook(self, delivery: Delivery, update: Update) -> Changed:
         async def work(db: asyncpg.Connection) -> Changed:
             await _lock(db, delivery.session_id)
+            session = await _select(db, delivery.session_id)
+            if session is None:  # new, or deleted by retention: then a replay is no news
+                forgotten = forgotten_from_row(
+                    await db.fetchrow(_SELECT_FORGOTTEN, delivery.session_id)
+                )
+                if forgotten is not None and forgotten.replayed(delivery):
+                    return Changed(before=None, after=None, ignored=True)
             said_before = delivery.meaning is not None and await db.fetchval(
                 _SAME_MEANING, delivery.session_id, delivery.meaning
             )
@@ -305,10 +314,9 @@ class PostgresStore(Store):
                 delivery.meaning,
             )
             if inserted is None or said_before:
-                session = await _select(db, delivery.session_id)
                 changed = Changed(before=session, after=session, duplicate=inserted is None)
             else:
-                changed = await _change(db, delivery.session_id, update)
+                changed = await _change(db, session, update)
             if inserted is not None and delivery.relay_signature is not None:
                 await db.execute(_INSERT_DELIVERY, *delivery_row(inserted, delivery))
             await db.execute(_INSERT_EVENT, *event_row(webhook_event(delivery, changed)))
@@ -321,7 +329,7 @@ class PostgresStore(Store):
     ) -> Changed:
         async def work(db: asyncpg.Connection) -> Changed:
             await _lock(db, session_id)
-            changed = await _change(db, session_id, update)
+            changed = await _change(db, await _select(db, session_id), update)
             if event is not None and changed.after != changed.before:
                 await db.execute(_INSERT_EVENT, *event_row(event))
             return changed
@@ -395,16 +403,15 @@ class PostgresStore(Store):
                 sessions = await db.fetch(_FORGET_SESSIONS, before, limit)
                 for row in sessions:
                     await _announce(db, row["session_id"])
-                await db.executemany(
-                    _INSERT_EVENT, [forgotten_event(row["session_id"], now) for row in sessions]
-                )
+                await db.executemany(_INSERT_EVENT, [forgotten_event(row, now) for row in sessions])
             return gone + len(sessions)
 
         return await self._run(work)
 
-    async def forgotten_since(self, session_id: str, since: float) -> bool:
-        found = await self._run(lambda db: db.fetchval(_FORGOTTEN_SINCE, session_id, since))
-        return found is not None
+    async def forgotten(self, session_id: str) -> Forgotten | None:
+        return forgotten_from_row(
+            await self._run(lambda db: db.fetchrow(_SELECT_FORGOTTEN, session_id))
+        )
 
     async def get_session(self, session_id: str) -> Session | None:
         return await self._run(lambda db: _select(db, session_id))
@@ -532,8 +539,8 @@ async def _select(db: asyncpg.Connection, session_id: str) -> Session | None:
     return session_from_row(None if row is None else tuple(row))
 
 
-async def _change(db: asyncpg.Connection, session_id: str, update: Update) -> Changed:
-    before = await _select(db, session_id)
+async def _change(db: asyncpg.Connection, before: Session | None, update: Update) -> Changed:
+    """``before``: the session as this transaction read it."""
     after = update(before)
     if after is not None and after != before:
         await db.execute(_UPSERT_SESSION, *session_row(after))

@@ -43,7 +43,6 @@ from . import (
     FORGET_DELIVERIES,
     FORGET_SESSIONS,
     FORGET_WEBHOOKS,
-    FORGOTTEN_SINCE,
     INSERT_DELIVERY,
     INSERT_EVENT,
     INSERT_WEBHOOK,
@@ -53,6 +52,7 @@ from . import (
     SAME_MEANING,
     SELECT_BODY,
     SELECT_EVENTS,
+    SELECT_FORGOTTEN,
     SELECT_SESSION,
     SESSION_BODIES,
     SESSIONS_DUE,
@@ -63,6 +63,7 @@ from . import (
     Delivery,
     DeliveryRecord,
     Event,
+    Forgotten,
     RelayJob,
     StorageUnavailableError,
     Store,
@@ -74,6 +75,7 @@ from . import (
     event_from_row,
     event_row,
     forgotten_event,
+    forgotten_from_row,
     log_missing_body,
     provider_clock,
     relay_job,
@@ -339,6 +341,13 @@ class SQLiteStore(Store):
 
     async def record_webhook(self, delivery: Delivery, update: Update) -> Changed:
         def work(db: sqlite3.Connection) -> Changed:
+            session = _select(db, delivery.session_id)
+            if session is None:  # new, or deleted by retention: then a replay is no news
+                forgotten = forgotten_from_row(
+                    db.execute(SELECT_FORGOTTEN, (delivery.session_id,)).fetchone()
+                )
+                if forgotten is not None and forgotten.replayed(delivery):
+                    return Changed(before=None, after=None, ignored=True)
             said_before = (
                 delivery.meaning is not None
                 and db.execute(SAME_MEANING, (delivery.session_id, delivery.meaning)).fetchone()
@@ -355,10 +364,9 @@ class SQLiteStore(Store):
                 ),
             ).fetchone()
             if inserted is None or said_before:
-                session = _select(db, delivery.session_id)
                 changed = Changed(before=session, after=session, duplicate=inserted is None)
             else:
-                changed = _change(db, delivery.session_id, update)
+                changed = _change(db, session, update)
             if inserted is not None and delivery.relay_signature is not None:
                 db.execute(INSERT_DELIVERY, delivery_row(inserted[0], delivery))
             db.execute(INSERT_EVENT, event_row(webhook_event(delivery, changed)))
@@ -370,7 +378,7 @@ class SQLiteStore(Store):
         self, session_id: str, update: Update, event: Event | None = None
     ) -> Changed:
         def work(db: sqlite3.Connection) -> Changed:
-            changed = _change(db, session_id, update)
+            changed = _change(db, _select(db, session_id), update)
             if event is not None and changed.after != changed.before:
                 db.execute(INSERT_EVENT, event_row(event))
             return changed
@@ -422,14 +430,15 @@ class SQLiteStore(Store):
                 for statement in (FORGET_DELIVERIES, FORGET_WEBHOOKS)
             )
             sessions = db.execute(FORGET_SESSIONS, (before, limit)).fetchall()
-            db.executemany(ANNOUNCE, sessions)
-            db.executemany(INSERT_EVENT, [forgotten_event(row[0], now) for row in sessions])
+            db.executemany(ANNOUNCE, [row[:1] for row in sessions])
+            db.executemany(INSERT_EVENT, [forgotten_event(row, now) for row in sessions])
             return gone + len(sessions)
 
         return await self._transaction("", work)
 
-    async def forgotten_since(self, session_id: str, since: float) -> bool:
-        return bool(await self._read(FORGOTTEN_SINCE, (session_id, since)))
+    async def forgotten(self, session_id: str) -> Forgotten | None:
+        rows = await self._read(SELECT_FORGOTTEN, (session_id,))
+        return forgotten_from_row(rows[0] if rows else None)
 
     async def _transaction(self, session_id: str, work: Callable[[sqlite3.Connection], T]) -> T:
         if self._committer is None or self._closing:
@@ -588,8 +597,8 @@ def _select(db: sqlite3.Connection, session_id: str) -> Session | None:
     return session_from_row(db.execute(SELECT_SESSION, (session_id,)).fetchone())
 
 
-def _change(db: sqlite3.Connection, session_id: str, update: Update) -> Changed:
-    before = _select(db, session_id)
+def _change(db: sqlite3.Connection, before: Session | None, update: Update) -> Changed:
+    """``before``: the session as this transaction read it."""
     after = update(before)
     if after is not None and after != before:
         db.execute(UPSERT_SESSION, session_row(after))
