@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import json
+import os
 import sqlite3
 import sys
 import threading
@@ -676,3 +678,56 @@ async def test_a_delivery_whose_body_is_gone_fails_alone(store: Store, database_
     failed = await store.deliveries("failed", 10)
     assert [(record.session_id, record.state) for record in failed] == [("ps_1", "failed")]
     assert await store.claim_deliveries(25.0, 50.0, 10) == []  # the claims above still hold
+
+
+async def test_sqlite_ids_after_the_upgrade_start_past_every_id_the_history_names(
+    tmp_path: Path,
+) -> None:
+    """A database from before ids were never reused: retention had deleted deliveries the
+    kept history (and the partner) still name; the upgrade counts on past all of them."""
+    path = tmp_path / "old.sqlite3"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        for script in sqlite_engine.MIGRATIONS[:6]:
+            db.executescript(script)
+        db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        db.executemany("INSERT INTO schema_version VALUES (?)", [(n,) for n in range(1, 7)])
+        db.execute(
+            "INSERT INTO events (session_id, at, kind, detail) VALUES"
+            " ('ps_1', 1.0, 'relay', '{\"delivery_id\": 9, \"attempt\": 1}')"
+        )
+        db.commit()
+    store = open_store(f"sqlite:///{path}")
+    await store.open()
+    try:
+        await store.record_webhook(relayed(b'{"n": 1}', "ps_1", 10.0), pending("ps_1"))
+        [job] = await store.claim_deliveries(20.0, 30.0, 10)
+    finally:
+        await store.close()
+    assert job.id > 9
+
+
+async def test_a_sqlite_upgrade_another_process_runs_is_waited_for(tmp_path: Path) -> None:
+    """A worker that starts while another rewrites the tables (the upgrade copies every body,
+    which takes its time on a large file) waits its turn, however long, rather than failing
+    after BRIDGE_DB_TIMEOUT with 'database is locked'."""
+    path = tmp_path / "bridge.sqlite3"
+    first = open_store(f"sqlite:///{path}")
+    await first.open()
+    await first.close()
+    migrating = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    turn = os.open(f"{path}-writers.lock", os.O_RDWR)
+    fcntl.flock(turn, fcntl.LOCK_EX)  # as a migrating process holds it
+    migrating.execute("BEGIN IMMEDIATE")
+
+    def finish() -> None:
+        migrating.execute("COMMIT")
+        fcntl.flock(turn, fcntl.LOCK_UN)
+
+    threading.Timer(1.0, finish).start()
+    second = SQLiteStore(str(path), timeout=0.3)
+    try:
+        await second.open()
+    finally:
+        await second.close()
+        os.close(turn)
+        migrating.close()

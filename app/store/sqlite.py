@@ -164,7 +164,8 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # Row ids are never used twice (AUTOINCREMENT): retention deletes the newest rows of a
     # quiet period too, and a delivery or history entry naming an old id must never meet
-    # another row under it. The webhooks' count starts past every id a delivery names.
+    # another row under it. The webhooks' count starts past every id a delivery names, the
+    # deliveries' past every id the history names (retention deleted some of those).
     """
     CREATE TABLE webhooks_new (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -221,6 +222,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX deliveries_of_session ON deliveries (session_id, id) WHERE state = 'pending';
     CREATE INDEX deliveries_by_state ON deliveries (state, id);
     CREATE INDEX deliveries_by_webhook ON deliveries (webhook_id);
+    INSERT INTO sqlite_sequence (name, seq) SELECT 'deliveries', 0
+        WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'deliveries');
+    UPDATE sqlite_sequence SET seq = max(seq, coalesce((SELECT max(CAST(json_extract(detail,
+        '$.delivery_id') AS INTEGER)) FROM events WHERE kind = 'relay'), 0))
+        WHERE name = 'deliveries';
     """,
 )
 _DATED = 4  # the migration that added the provider's clock: sessions are dated after it
@@ -271,10 +277,17 @@ class SQLiteStore(Store):
 
     def _open_writer(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode = WAL")
-        db.execute("PRAGMA synchronous = FULL")
-        db.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
-        _migrate(db)
+        assert self._turn is not None
+        # In the writers' turn: an upgrade another process runs may rewrite whole tables, for
+        # longer than any busy timeout; this one waits for it, however long.
+        fcntl.flock(self._turn, fcntl.LOCK_EX)
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = FULL")
+            db.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
+            _migrate(db)
+        finally:
+            fcntl.flock(self._turn, fcntl.LOCK_UN)
         return db
 
     async def _in_writer(self, call: Callable[..., T], *args: object) -> T:

@@ -128,6 +128,9 @@ def start_bridge(
         "API_KEYS": [api_key],
         "DATABASE_URL": database,
         "ALLOW_INSECURE_ACS": True,
+        # The test webhooks carry fixed dates on the provider's clock (tests/payloads.py); the
+        # bridge ignores one older than its retention period on the wall clock.
+        "RETENTION_DAYS": 3650,
         **settings,
     }
     url = servers.serve(create_app(config, environ={}))
