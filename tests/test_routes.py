@@ -24,6 +24,8 @@ ROUTES = {
     ("/metrics", "GET"),
     ("/openapi.json", "GET"),
     ("/static/<path:filename>", "GET"),
+    ("/static/js/redirect-bridge.js", "GET"),
+    ("/static/js/redirect-bridge-<version>.js", "GET"),
 }
 
 
