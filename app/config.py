@@ -33,6 +33,7 @@ _PEM_BLOCK = re.compile(
     rb"-----BEGIN (?:RSA )?PUBLIC KEY-----.+?-----END (?:RSA )?PUBLIC KEY-----", re.DOTALL
 )
 _ORIGIN = re.compile(r"^https?://(\*\.)?[A-Za-z0-9.-]+(:\d{1,5})?$")
+_SEGMENT = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@]+")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -401,8 +402,14 @@ def _base_url(raw: str) -> str:
     url = _absolute_url(raw).rstrip("/")
     if urlsplit(url).query or urlsplit(url).fragment:
         raise ValueError("a base URL cannot carry a query or a fragment")
-    if "//" in urlsplit(url).path:  # a link to "//bridge/…" is to another host
-        raise ValueError("a base URL's path cannot hold an empty segment (//)")
+    segments = urlsplit(url).path.split("/")[1:]
+    # A link to "//bridge/…" or "/\\evil.example/…" is to another host, and one with a dot
+    # segment may leave the path: only plain segments.
+    if any(segment in ("", ".", "..") or not _SEGMENT.fullmatch(segment) for segment in segments):
+        raise ValueError(
+            "a base URL's path must be plain segments (letters, digits and -._~!$&'()*+,;=:@),"
+            " with no empty (//), . or .. segment"
+        )
     return url
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from functools import cache
 from urllib.parse import quote, urlsplit
 
-from quart import Quart, current_app, request
+from quart import Quart, abort, current_app, request
 from quart.wrappers import BaseRequestWebsocket
 from werkzeug.routing import Map, RequestRedirect
 
@@ -75,6 +75,8 @@ def redirected(routes: Map, asked: BaseRequestWebsocket) -> str:
         path = redirect.new_url.removeprefix(f"http://{_NO_HOST}")
     else:
         raise AssertionError("no redirect when matched again")
+    if any(segment in (".", "..") for segment in urlsplit(path).path.split("/")):
+        abort(404)  # a browser would resolve it, out of the prefix: no route of the bridge's
     public_url = bridge().settings.public_url
     return asked.root_path + path if public_url is None else public_url + path
 

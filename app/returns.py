@@ -163,6 +163,8 @@ def _bridges_own(query: str) -> str | None:
     for part in _SEPARATORS.split(query):
         written = part.partition("=")[0]
         name = unquote_plus(written).strip(" ")
+        if _CONTROL.search(name):  # PHP cuts a name at a NUL: "status%00x" is status
+            return written
         cut = name.partition("[")[0].strip(" ")  # PHP: "status[]" is an array named status
         if any(_reads_as(candidate, own) for candidate in (name, cut) for own in PARAMETERS):
             return written
@@ -175,11 +177,13 @@ def _reads_as(name: str, own: str) -> bool:
 
 def _naming_own_pattern() -> str:
     """What :func:`_bridges_own` finds, as a regex to look ahead from the end of the origin;
-    in odd corners a little more (``session[id[x]``), never less."""
+    in odd corners a little more (``session[id[x]``, a control character in a value too),
+    never less."""
     spaces = "(?:\\+|%20)*"
     names = "|".join("".join(_one_of(_SPELLINGS[letter]) for letter in own) for own in PARAMETERS)
     ends = "(?:[=&;#\\[]|%5[Bb]|$)"
-    return f"[^?#]*\\?(?:[^#]*[&;])?{spaces}(?:{names}){spaces}{ends}"
+    control = "%(?:[01][0-9A-Fa-f]|7[Ff]|[Cc]2%[89][0-9A-Fa-f])"
+    return f"[^?#]*\\?(?:(?:[^#]*[&;])?{spaces}(?:{names}){spaces}{ends}|[^#]*{control})"
 
 
 def _one_of(characters: str) -> str:

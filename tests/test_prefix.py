@@ -58,14 +58,27 @@ async def page_of(bridge: Deployment, path: str, status: int = 200) -> str:
     return str(await response.get_data(as_text=True))
 
 
-@pytest.mark.parametrize("public_url", ["https://shop.example//bridge", "https://s.example/a//b/"])
-def test_a_path_with_an_empty_segment_is_refused(
+@pytest.mark.parametrize(
+    "public_url",
+    [
+        "https://shop.example//bridge",
+        "https://s.example/a//b/",
+        "https://shop.example/\\evil.example",  # browsers read /\evil.example as //evil.example
+        "https://shop.example/bridge/../account",
+        "https://shop.example/./bridge",
+        "https://shop.example/my bridge",
+        "https://shop.example/bridge%2F..",
+    ],
+)
+def test_a_path_that_could_leave_its_place_is_refused(
     provider_key: rsa.RSAPrivateKey, public_url: str
 ) -> None:
-    """Links under ``//bridge/…`` would be to the host ``bridge`` (protocol-relative)."""
+    """Links under ``//bridge/…`` would be to the host ``bridge`` (protocol-relative), and a
+    backslash or a dot segment could take them out of the prefix: only plain segments."""
     settings = {"SECRET_KEY": "s" * 32, "SG_PUBLIC_KEY": public_pem(provider_key)}
-    assert load_settings({}, {**settings, "PUBLIC_URL": PUBLIC_URL}).public_url == PUBLIC_URL
-    with pytest.raises(ConfigError, match="^BRIDGE_PUBLIC_URL: .*//"):
+    for fine in (PUBLIC_URL, "https://shop.example/pay-v2/bridge_1.0~x"):
+        assert load_settings({}, {**settings, "PUBLIC_URL": fine}).public_url == fine
+    with pytest.raises(ConfigError, match="^BRIDGE_PUBLIC_URL: "):
         load_settings({}, {**settings, "PUBLIC_URL": public_url})
 
 
@@ -183,6 +196,19 @@ async def test_without_a_public_url_the_redirect_is_a_path_of_this_host(
         response = await client.get(path, headers=HOSTILE, root_path=root_path)
     assert response.status_code == 308
     assert response.headers["Location"] == root_path + canonical.format(token=token)
+
+
+@pytest.mark.parametrize(
+    "asked", ["/static//..//..//account/delete", "/pay//../../account", "/static//./x/../../y"]
+)
+async def test_a_merged_path_with_dot_segments_is_not_redirected(
+    bridge: Deployment, asked: str
+) -> None:
+    """A browser resolves ``..`` in a Location: ``/bridge/static/../../account`` is the shop's
+    own ``/account``, outside the prefix. Such a path is no route of the bridge's."""
+    response = await bridge.client.get(asked, headers=HOSTILE)
+    assert response.status_code == 404
+    assert "Location" not in response.headers
 
 
 async def test_a_path_with_leading_slashes_is_the_page_itself(bridge: Deployment) -> None:

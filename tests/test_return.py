@@ -246,6 +246,9 @@ NAMING_THE_BRIDGES_OWN = [
     "https://shop.test/done?%20ts=1",
     "https://shop.test/done?a=1&&status=succeeded&b=2#x",
     "https://shop.test/done?status=succeeded&session_id=victim&ts=9999999999#top",
+    "https://shop.test/done?status%00=succeeded",  # PHP cuts a name at its first NUL
+    "https://shop.test/done?session_id%00x=victim",
+    "https://shop.test/done?ts%0A=1",  # no name carries a control character
 ]
 FINE_NAMES = [
     "https://shop.test/done?statuses=1&my_status=2&status_code=3&sig2=4&tsx=5",
