@@ -18,7 +18,7 @@ from quart import current_app
 
 from . import lifecycle
 from .answers import Answers, Shown
-from .config import Settings, redacted_url
+from .config import DAY, Settings, redacted_url
 from .lifecycle import Session
 from .limits import RateLimiter
 from .metrics import Metrics
@@ -29,7 +29,6 @@ from .tokens import Minted, Tokens
 
 log = logging.getLogger(__name__)
 KEY_GUESSES = 10  # wrong partner keys a minute from one address
-DAY = 86_400.0
 FORGET_BATCH = 1_000  # rows one retention transaction deletes, so none holds the writer long
 PAGES_REMEMBERED = 10_000  # page views whose history entry this process wrote recently
 # How far apart the clocks of two instances may be: one minted a token, another stored its session.

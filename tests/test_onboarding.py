@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -53,7 +54,7 @@ def test_the_readme_takes_a_partner_from_nothing_to_a_working_bridge(tmp_path: P
     (tmp_path / "etc/redirect-bridge/smart-glocal.pem").write_text(public_pem(key))
 
     blocks = steps()
-    assert len(blocks) == 7
+    assert len(blocks) == 8
     script = ["set -euo pipefail"]
     for number, block in enumerate(blocks):
         script += [f"echo '@@ step {number}'", localised(block)]
@@ -79,9 +80,10 @@ def test_the_readme_takes_a_partner_from_nothing_to_a_working_bridge(tmp_path: P
     said = output.read_text()
     assert code == 0, (said, log.read_text())
     shown = dict(re.findall(r"@@ step (\d+)\n(.*?)(?=@@ step |\Z)", said, re.DOTALL))
-    key_size, settings, ready, refused, token, deliveries, metrics = (
-        shown[str(number)] for number in range(7)
+    installed, key_size, settings, ready, refused, token, deliveries, metrics = (
+        shown[str(number)] for number in range(8)
     )
+    assert installed.strip() == f"redirect-bridge, version {version('redirect-bridge')}"
     assert key_size.strip() == "Public-Key: (2048 bit)"
     assert "warning" not in settings.lower(), settings
     assert "BRIDGE_RELAY_URL" in settings and "BRIDGE_RETURN_SECRET" in settings

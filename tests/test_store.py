@@ -731,3 +731,22 @@ async def test_a_sqlite_upgrade_another_process_runs_is_waited_for(tmp_path: Pat
         await second.close()
         os.close(turn)
         migrating.close()
+
+
+async def test_a_delivery_never_borrows_another_sessions_body(
+    store: Store, database_url: str
+) -> None:
+    """A delivery whose webhook id names another session's webhook (ids handed out again, a
+    partial restore) is failed, never sent with that body."""
+    for number in range(2):
+        body = f'{{"n": {number}}}'.encode()
+        await store.record_webhook(relayed(body, f"ps_{number}", 10.0), pending(f"ps_{number}"))
+    await query(
+        database_url,
+        "UPDATE deliveries SET webhook_id = (SELECT id FROM webhooks WHERE session_id = 'ps_0')"
+        " WHERE session_id = 'ps_1'",
+    )
+    jobs = await store.claim_deliveries(20.0, 30.0, 10)
+    assert [(job.session_id, job.body) for job in jobs] == [("ps_0", b'{"n": 0}')]
+    failed = await store.deliveries("failed", 10)
+    assert [record.session_id for record in failed] == ["ps_1"]
