@@ -6,7 +6,10 @@ Under ``serve --workers N`` every worker writes its metrics to ``PROMETHEUS_MULT
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import (
@@ -17,6 +20,8 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from .lifecycle import Status
 from .provider import WEBHOOK_TYPES
@@ -117,7 +122,7 @@ class Metrics:
         if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
             return generate_latest(self.registry)
         everyone = CollectorRegistry()
-        multiprocess.MultiProcessCollector(everyone)  # type: ignore[no-untyped-call]
+        everyone.register(_Workers(os.environ["PROMETHEUS_MULTIPROC_DIR"]))
         return generate_latest(everyone)
 
     def webhook(self, kind: str | None, outcome: str, *, changed: bool = True) -> None:
@@ -159,3 +164,22 @@ def _child(children: dict[tuple[Any, ...], Any], metric: Any, *labels: str) -> A
     if child is None:
         child = children[key] = metric.labels(*labels)
     return child
+
+
+class _Workers(Collector):
+    """prometheus_client's multiprocess collector, less the files a worker created and has not
+    sized yet (or never will, killed in between): read, such a file raised, and the scrape
+    lost every worker's metrics (prometheus/client_python#1199)."""
+
+    def __init__(self, folder: str) -> None:
+        self._folder = folder
+
+    def collect(self) -> Iterable[Metric]:
+        files = []
+        for path in glob.glob(os.path.join(self._folder, "*.db")):
+            with contextlib.suppress(OSError):  # gone meanwhile: its worker ended
+                if os.path.getsize(path) > 0:
+                    files.append(path)
+        merge = multiprocess.MultiProcessCollector.merge
+        merged: Iterable[Metric] = merge(files, accumulate=True)  # type: ignore[no-untyped-call]
+        return merged

@@ -9,6 +9,7 @@ import re
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -293,3 +294,22 @@ def test_log_lines_are_formatted_and_written_off_the_callers_thread(
     entry = json.loads(written.getvalue())
     assert (entry["message"], entry["request_id"]) == ("webhook queued", "req-queued")
     assert formatted_in and threading.current_thread().name not in formatted_in
+
+
+def test_a_scrape_survives_a_worker_file_not_yet_sized(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker creates its metrics file before it sizes it: a scrape in between (or for
+    good, after a worker killed then) found an empty file and answered 500 for everyone's
+    metrics."""
+    from prometheus_client.mmap_dict import MmapedDict, mmap_key
+
+    from app.metrics import Metrics
+
+    written = MmapedDict(str(tmp_path / "counter_1.db"))
+    key = mmap_key("bridge_seen", "bridge_seen_total", [], [], "Seen")
+    written.write_value(key, 3.0, 0.0)
+    written.close()
+    (tmp_path / "counter_2.db").touch()  # created, not sized yet
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    assert b"bridge_seen_total" in Metrics().exposition()
