@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import logging
@@ -68,6 +69,8 @@ class Settings:
     return_secret: str | None = None  # signs the return to the partner (``sig``)
     return_origins: tuple[str, ...] = ()  # where a token's own return_url may go
     relay_url: str | None = None  # the partner backend that receives every accepted webhook
+    relay_secrets: tuple[str, ...] = ()  # whsec_…: each signs every relayed message
+    relay_events: frozenset[str] = frozenset({"provider"})  # what goes to relay_url
     relay_timeout: float = RELAY_TIMEOUT
     relay_max_delay: float = RELAY_MAX_DELAY
     relay_max_age: float = RELAY_MAX_AGE
@@ -130,6 +133,8 @@ def load_settings(
         return_secret=read("RETURN_SECRET", _secret),
         return_origins=read("RETURN_ORIGINS", _exact_origins, ()),
         relay_url=read("RELAY_URL", _absolute_url),
+        relay_secrets=read("RELAY_SECRET", _relay_secrets, ()),
+        relay_events=read("RELAY_EVENTS", _relay_events, frozenset({"provider"})),
         relay_timeout=read("RELAY_TIMEOUT", seconds, RELAY_TIMEOUT),
         relay_max_delay=read("RELAY_MAX_DELAY", seconds, RELAY_MAX_DELAY),
         relay_max_age=read("RELAY_MAX_AGE", seconds, RELAY_MAX_AGE),
@@ -172,6 +177,13 @@ def _refuse_what_cannot_work_together(settings: Settings) -> None:
     if settings.db_pool_max < settings.db_pool_min:
         raise ConfigError(
             f"{PREFIX}DB_POOL_MAX: must be at least {PREFIX}DB_POOL_MIN ({settings.db_pool_min})"
+        )
+    if settings.relay_url is not None and not settings.relay_secrets:
+        raise ConfigError(
+            f"{PREFIX}RELAY_SECRET: must be set with {PREFIX}RELAY_URL: every relayed message is"
+            " signed for the partner to verify (Standard Webhooks). Make one:"
+            " python3 -c 'import base64, secrets;"
+            ' print("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())\''
         )
     if settings.relay_max_age <= settings.relay_timeout:
         raise ConfigError(
@@ -283,6 +295,8 @@ def _shown(settings: Settings, key_source: str) -> dict[str, str]:
         "TOKEN_RATE_LIMIT": _per_minute(s.token_rate_limit),
         "LOG_FORMAT": s.log_format,
         "RELAY_URL": _url(s.relay_url),
+        "RELAY_SECRET": _masked(s.relay_secrets, "secret"),
+        "RELAY_EVENTS": " ".join(sorted(s.relay_events)),
         "RELAY_TIMEOUT": f"{s.relay_timeout:g} s",
         "RELAY_MAX_DELAY": f"{s.relay_max_delay:g} s",
         "RELAY_MAX_AGE": f"{s.relay_max_age:g} s",
@@ -349,6 +363,38 @@ def _public_keys(raw: str) -> tuple[RSAPublicKey, ...]:
             raise ValueError("every key must be an RSA public key")
         keys.append(key)
     return tuple(keys)
+
+
+RELAY_SECRET_PREFIX = "whsec_"
+MIN_RELAY_SECRET_BYTES = 24
+RELAY_EVENT_KINDS = ("provider", "bridge")
+
+
+def _relay_secrets(raw: str) -> tuple[str, ...]:
+    """Standard Webhooks secrets, space-separated while rotating: ``whsec_`` and the base64 of
+    at least 24 random bytes each."""
+    secrets = tuple(raw.split())
+    if not secrets:
+        raise ValueError("must not be empty")
+    for secret in secrets:
+        key = secret.removeprefix(RELAY_SECRET_PREFIX)
+        try:
+            decoded = base64.b64decode(key, validate=True)
+        except ValueError:
+            decoded = b""
+        if not secret.startswith(RELAY_SECRET_PREFIX) or len(decoded) < MIN_RELAY_SECRET_BYTES:
+            raise ValueError(
+                f"each secret must be {RELAY_SECRET_PREFIX} and the base64 of at least"
+                f" {MIN_RELAY_SECRET_BYTES} random bytes"
+            )
+    return secrets
+
+
+def _relay_events(raw: str) -> frozenset[str]:
+    kinds = frozenset(raw.split())
+    if not kinds or not kinds <= set(RELAY_EVENT_KINDS):
+        raise ValueError(f"expected {' or '.join(RELAY_EVENT_KINDS)}, or both, space-separated")
+    return kinds
 
 
 def _secret(raw: str) -> str:

@@ -22,7 +22,7 @@ class DeliveriesQuery(BaseModel):
 
 
 class DeliveryAnswer(BaseModel):
-    id: int
+    id: str = Field(description="The message id: X-Bridge-Delivery-Id and webhook-id")
     session_id: str
     type: str
     received_at: str
@@ -64,12 +64,12 @@ async def deliveries(query_args: DeliveriesQuery) -> Response:
     )
 
 
-@bp.post("/<int:delivery_id>/retry")
+@bp.post("/<delivery_id>/retry")
 @partner_only
 @document_response(ErrorAnswer, 401)
 @document_response(ErrorAnswer, 404)
 @document_response(ErrorAnswer, 409)
-async def retry(delivery_id: int) -> Response:
+async def retry(delivery_id: str) -> Response:
     """Put a failed delivery back in line (202); it is tried again as a new one would be."""
     retried = await bridge().store.retry_delivery(delivery_id, bridge().clock())
     if retried is None:

@@ -24,10 +24,12 @@ import logging
 import random
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import aiohttp
+from standardwebhooks import Webhook
 
 from .config import Settings
 from .metrics import Metrics
@@ -78,6 +80,7 @@ class Relay:
         self._metrics = metrics
         self._client: aiohttp.ClientSession | None = None
         self._proxy: str | None = None
+        self._signers = tuple(Webhook(secret) for secret in settings.relay_secrets)
         self._due = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -113,7 +116,7 @@ class Relay:
         jobs = await self._store.claim_deliveries(now, claim, limit)
         started = []
         for job in jobs:
-            task = asyncio.create_task(self._attempt(job), name=f"relay delivery {job.id}")
+            task = asyncio.create_task(self._attempt(job), name=f"relay delivery {job.message_id}")
             self._in_flight.add(task)
             task.add_done_callback(self._attempted)
             started.append(task)
@@ -167,13 +170,13 @@ class Relay:
         try:
             recorded = await self._store.finish_attempt(attempt)
         except StorageUnavailableError:  # the claim lapses and the delivery is tried again
-            log.warning("relay delivery %d: its outcome could not be stored", job.id)
+            log.warning("relay delivery %s: its outcome could not be stored", job.message_id)
             return
         if recorded and attempt.state == "failed":
             log.error(
-                "relay delivery %d (%s, session %s) failed for good after %d attempts;"
+                "relay delivery %s (%s, session %s) failed for good after %d attempts;"
                 " last answer %s",
-                job.id,
+                job.message_id,
                 job.type,
                 job.session_id,
                 job.attempts + 1,
@@ -183,12 +186,12 @@ class Relay:
     async def _post(self, job: RelayJob) -> int | None:
         """The partner's answer's status code, or ``None`` when there was no answer in time."""
         assert self._client is not None
-        headers = {
-            "Content-Type": "application/json",
-            "X-PARTNER-SIGN": job.signature,
-            "X-Bridge-Delivery-Id": str(job.id),
-            "X-Bridge-Attempt": str(job.attempts + 1),
-        }
+        # The wall clock, not the bridge's: the partner checks it against its own.
+        headers = signed_headers(self._signers, job.message_id, job.body, time.time())
+        headers["X-Bridge-Delivery-Id"] = job.message_id
+        headers["X-Bridge-Attempt"] = str(job.attempts + 1)
+        if job.signature is not None:  # the provider's webhook: its signature, unchanged
+            headers["X-PARTNER-SIGN"] = job.signature
         try:
             async with (
                 asyncio.timeout(self._settings.relay_timeout),
@@ -216,6 +219,20 @@ class Relay:
         self._backlog_counted = now
         pending, oldest = await self._store.relay_backlog()
         self._metrics.relay_backlog(pending, 0.0 if oldest is None else self._clock() - oldest)
+
+
+def signed_headers(
+    signers: Sequence[Webhook], message_id: str, body: bytes, now: float
+) -> dict[str, str]:
+    """A message's headers as Standard Webhooks specify them: its id, the time of this attempt,
+    and one ``v1,…`` signature per secret (several while rotating)."""
+    moment = datetime.fromtimestamp(int(now), UTC)
+    return {
+        "Content-Type": "application/json",
+        "webhook-id": message_id,
+        "webhook-timestamp": str(int(now)),
+        "webhook-signature": " ".join(signer.sign(message_id, moment, body) for signer in signers),
+    }
 
 
 def _proxy_for(url: str) -> str | None:

@@ -20,6 +20,7 @@ from .payloads import webhook
 from .postgres import PostgresServer
 
 API_KEY = "partner-key-0123456789"
+RELAY_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # Standard Webhooks' example secret
 
 
 class FakeClock:
@@ -77,6 +78,7 @@ def config(database_url: str, provider_key: rsa.RSAPrivateKey, clock: FakeClock)
         "SG_PUBLIC_KEY": public_pem(provider_key),
         "API_KEYS": [API_KEY],
         "PUBLIC_URL": "https://bridge.test",
+        "RELAY_SECRET": RELAY_SECRET,  # what signs the relay, when a test turns it on
     }
 
 

@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from app.signature import sign
 
+from .conftest import RELAY_SECRET
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -39,7 +41,7 @@ def environment(**settings: str) -> dict[str, str]:
     inherited = {
         name: value for name, value in os.environ.items() if not name.startswith("BRIDGE_")
     }
-    settings = {"RETENTION_DAYS": "3650", **settings}
+    settings = {"RETENTION_DAYS": "3650", "RELAY_SECRET": RELAY_SECRET, **settings}
     return {**inherited, **{f"BRIDGE_{name}": value for name, value in settings.items()}}
 
 

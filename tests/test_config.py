@@ -103,6 +103,11 @@ def test_overrides_take_names_with_or_without_prefix(environ: dict[str, str]) ->
         ("BRIDGE_WEBHOOK_MAX_BYTES", "-5"),
         ("BRIDGE_KEPT_ANSWERS_MB", "-1"),
         ("BRIDGE_KEPT_ANSWERS_MB", "1.5"),
+        ("BRIDGE_RELAY_SECRET", "not-whsec"),
+        ("BRIDGE_RELAY_SECRET", "whsec_c2hvcnQ="),  # 5 bytes
+        ("BRIDGE_RELAY_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw whsec_!!"),
+        ("BRIDGE_RELAY_EVENTS", "everything"),
+        ("BRIDGE_RELAY_EVENTS", " "),
     ],
 )
 def test_a_bad_value_names_its_variable(environ: dict[str, str], name: str, value: str) -> None:
@@ -443,6 +448,7 @@ PLANTED = {
     "BRIDGE_METRICS_TOKEN": "metrics-token-planted-0123",
     "BRIDGE_DATABASE_URL": "postgresql://bridge:DBPASSWORD-planted@db.internal:5432/bridge?sslpassword=SSLPASS-planted",
     "BRIDGE_RELAY_URL": "https://user:RELAYPASSWORD-planted@partner.example/hook?token=RELAYSECRET-planted",
+    "BRIDGE_RELAY_SECRET": "whsec_RELAYplantedSECRETplantedKEYS012",
     "BRIDGE_RETURN_URL": "https://shop.test/done?order=QUERYVALUE-planted#top",
 }
 
@@ -472,6 +478,8 @@ def test_check_config_shows_every_setting_its_source_and_no_secret(
         "BRIDGE_RETURN_SECRET",
         "BRIDGE_RETURN_ORIGINS",
         "BRIDGE_RELAY_URL",
+        "BRIDGE_RELAY_SECRET",
+        "BRIDGE_RELAY_EVENTS",
         "BRIDGE_METRICS_TOKEN",
         "BRIDGE_ALLOW_INSECURE_ACS",
         "BRIDGE_LOG_FORMAT",
@@ -549,3 +557,19 @@ def test_check_config_changes_nothing(environ: dict[str, str], tmp_path: Path) -
         assert result.returncode == 0, result.stderr
     assert not database.exists()
     assert sorted(path.name for path in tmp_path.rglob("*")) == ["data"]  # no ./instance/ either
+
+
+def test_the_relay_is_signed_or_refused(environ: dict[str, str]) -> None:
+    """Every relayed message is signed (Standard Webhooks): a relay URL without the bridge's
+    secret cannot start; rotation lists several, and each signs."""
+    relay = {**environ, "BRIDGE_RELAY_URL": "https://partner.test/hook"}
+    with pytest.raises(ConfigError, match="^BRIDGE_RELAY_SECRET: must be set with"):
+        load_settings(relay)
+    old, new = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_" + "QUJD" * 8
+    settings = load_settings({**relay, "BRIDGE_RELAY_SECRET": f"{old} {new}"})
+    assert settings.relay_secrets == (old, new)
+    assert settings.relay_events == {"provider"}
+    both = load_settings(
+        {**relay, "BRIDGE_RELAY_SECRET": old, "BRIDGE_RELAY_EVENTS": "bridge provider"}
+    )
+    assert both.relay_events == {"provider", "bridge"}

@@ -5,6 +5,7 @@ systemd-analyze or promtool are installed, they check their files too."""
 
 from __future__ import annotations
 
+import base64
 import datetime
 import json
 import os
@@ -129,9 +130,9 @@ def example_environment(key_file: Path) -> dict[str, str]:
         match = _ENV_LINE.fullmatch(line)
         assert match, f"{ENV_FILE.name}:{number}: write KEY='value' (no ' or \\ inside)"
         values[match[1]] = match[2]
-    for name, value in values.items():
-        if "REPLACE" in value:
-            values[name] = value.replace(value.strip('["]'), secrets.token_urlsafe(32))
+    for name, value in values.items():  # as the README's first steps fill them in
+        random_base64 = base64.b64encode(secrets.token_bytes(32)).decode()
+        values[name] = re.sub(r"REPLACE-[A-Za-z0-9-]*", random_base64, value)
     values["BRIDGE_SG_PUBLIC_KEY"] = str(key_file)
     return values
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import sys
 import threading
 import time
@@ -13,12 +14,14 @@ from typing import Any
 
 import asyncpg
 import pytest
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
 
 from app.relay import next_attempt
 from app.signature import sign
 from app.store import Attempt, open_store
 
-from .conftest import Configured, Deployment, FakeClock
+from .conftest import RELAY_SECRET, Configured, Deployment, FakeClock
 from .partner import Partner, Received, recording_partner
 from .payloads import webhook
 from .postgres import PostgresServer
@@ -75,8 +78,11 @@ async def test_every_accepted_webhook_is_relayed_byte_for_byte_with_its_signatur
     assert received.headers["x-partner-sign"] == signature
     assert received.headers["content-type"] == "application/json"
     assert received.headers["x-bridge-attempt"] == "1"
-    assert received.headers["x-bridge-delivery-id"].isdigit()
+    assert received.headers["x-bridge-delivery-id"] == received.headers["webhook-id"]
+    assert re.fullmatch(r"msg_[0-9A-HJKMNP-TV-Z]{26}", received.headers["webhook-id"])
     assert received.path == "/smart-glocal"
+    # What a partner's Standard Webhooks library makes of it: the bytes, verified.
+    assert Webhook(RELAY_SECRET).verify(received.body, received.headers, json_parse=False) is None
 
 
 async def test_a_duplicate_is_not_relayed_again(
@@ -285,9 +291,10 @@ async def test_claims_stay_cheap_as_the_backlog_grows_on_postgresql(
                 count,
             )
             await admin.execute(
-                "INSERT INTO deliveries (webhook_id, session_id, type, received_at, signature,"
-                " state, attempts, next_attempt_at, retry_from) SELECT id, session_id, type,"
-                " 1e9, 'sig', 'pending', 0, 1e9, 1e9 FROM webhooks WHERE session_id LIKE $1",
+                "INSERT INTO deliveries (message_id, webhook_id, session_id, type, received_at,"
+                " signature, state, attempts, next_attempt_at, retry_from) SELECT 'msg_' || id,"
+                " id, session_id, type, 1e9, 'sig', 'pending', 0, 1e9, 1e9 FROM webhooks"
+                " WHERE session_id LIKE $1",
                 tag + "%",
             )
 
@@ -432,3 +439,66 @@ async def test_the_relay_goes_through_the_proxy_the_environment_names(
             (straight,) = await direct.arrived(1)
     assert straight.path == "/smart-glocal"
     assert len(partner_backend.received) == 1
+
+
+async def test_a_partner_verifies_every_message_with_the_standard_webhooks_library(
+    configured: Configured, partner_backend: Partner, clock: FakeClock
+) -> None:
+    """Signed with each secret while rotating (a partner holding either verifies); a tampered
+    body, id or timestamp fails; the id is the same on every attempt of one delivery."""
+    new_secret = "whsec_" + "QUJD" * 8
+    partner_backend.answer = lambda received: 500 if len(partner_backend.received) < 1 else 200
+    async with configured(
+        RELAY_URL=partner_backend.url, RELAY_SECRET=f"{RELAY_SECRET} {new_secret}"
+    ) as bridge:
+        await deliver(bridge, webhook("ready_to_confirm"))
+        await partner_backend.arrived(1)
+        clock.advance(5)  # past the first retry's pause
+        relay_of(bridge).wake()
+        first, second = await partner_backend.arrived(2)
+    assert first.headers["webhook-id"] == second.headers["webhook-id"]
+    assert [first.headers["x-bridge-attempt"], second.headers["x-bridge-attempt"]] == ["1", "2"]
+    assert len(second.headers["webhook-signature"].split(" ")) == 2
+    for secret in (RELAY_SECRET, new_secret):
+        assert Webhook(secret).verify(second.body, second.headers) == json.loads(second.body)
+    tampered = [
+        (second.body + b" ", second.headers),
+        (second.body, {**second.headers, "webhook-id": "msg_other"}),
+        (second.body, {**second.headers, "webhook-timestamp": str(int(time.time()) - 1)}),
+    ]
+    for body, headers in tampered:
+        with pytest.raises(WebhookVerificationError):
+            Webhook(RELAY_SECRET).verify(body, headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook("whsec_" + "WFla" * 8).verify(second.body, second.headers)
+
+
+async def test_two_bridges_and_a_fresh_start_never_give_one_id_twice(
+    configured: Configured, partner_backend: Partner, tmp_path: Any, clock: FakeClock
+) -> None:
+    """A second bridge with a database of its own (a move to PostgreSQL, a restored backup,
+    staging beside production) relaying to the same partner, and a bridge whose retention
+    emptied its tables: every message id the partner sees is new to it."""
+    flow = ["ready_to_confirm", "action_required", "payment_finished"]
+    databases = [None, f"sqlite:///{tmp_path}/second.sqlite3"]
+    for number, database in enumerate(databases):
+        settings = {"RELAY_URL": partner_backend.url, "RETENTION_DAYS": 1}
+        async with configured(
+            **settings, **({"DATABASE_URL": database} if database else {})
+        ) as bridge:
+            for second, kind in enumerate(flow):
+                stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(clock.now - 60 + second))
+                await deliver(bridge, webhook(kind, updated_at=stamp))
+            await partner_backend.arrived(3 + 4 * number)
+            if number == 0:  # then retention empties this one, which goes on relaying
+                for _ in range(50):
+                    if not (await bridge.app.extensions["bridge"].store.relay_backlog())[0]:
+                        break
+                    await asyncio.sleep(0.05)
+                clock.advance(2 * 86_400)
+                assert await bridge.app.extensions["bridge"].forget_old() > 0
+                stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(clock.now))
+                await deliver(bridge, webhook("payment_refunded", "ps_2", updated_at=stamp))
+                await partner_backend.arrived(4)
+    ids = [received.headers["webhook-id"] for received in partner_backend.received]
+    assert len(ids) == 7 and len(set(ids)) == 7, ids

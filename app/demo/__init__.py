@@ -12,6 +12,7 @@ Payments run Smart Glocal's documented confirm-first order, one-stage or two-sta
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import errno
 import logging
@@ -70,6 +71,7 @@ async def serve_demo(
                 api_key=f"demo-{secrets.token_urlsafe(24)}",
                 provider_key=key.public_key(),
                 return_secret=secrets.token_urlsafe(32),
+                relay_secret="whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),
             )
             bridge = _bridge_app(site, Path(folder), partner)
             provider = Provider(key, f"{site.bridge_url}/webhooks/smart-glocal")
@@ -122,6 +124,7 @@ def _bridge_app(site: Site, folder: Path, partner: Credentials) -> Quart:
         "RETURN_URL": site.return_url,  # the outcome pages lead back to the shop
         "RETURN_SECRET": partner.return_secret,  # ... signed, so the shop needs no cookie
         "RELAY_URL": site.relay_url,  # every accepted webhook goes on to the shop's backend
+        "RELAY_SECRET": partner.relay_secret,  # ... signed by the bridge (Standard Webhooks)
     }
     return create_app(config, environ={})  # "nothing configured" holds in a configured shell
 

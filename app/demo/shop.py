@@ -87,6 +87,7 @@ class Credentials:
     api_key: str  # for the bridge's partner API (Bearer)
     provider_key: RSAPublicKey  # the provider's public key: checks X-PARTNER-SIGN
     return_secret: str  # the bridge's BRIDGE_RETURN_SECRET: checks the return's sig
+    relay_secret: str  # the bridge's BRIDGE_RELAY_SECRET: checks what the relay sends
 
 
 @dataclass(slots=True)

@@ -16,6 +16,7 @@ from typing import Any
 from .. import lifecycle
 from ..changes import ChangeFeed
 from ..config import DB_POOL_MAX, DB_POOL_MIN, DB_TIMEOUT
+from ..ids import message_id
 from ..lifecycle import Session, Status
 from ..provider import MalformedWebhookError, parse_webhook
 
@@ -59,14 +60,15 @@ class Event:
 class RelayJob:
     """A delivery claimed for one attempt; ``claim`` proves the claim when its outcome is told."""
 
-    id: int
+    id: int  # the row's, for the claim
+    message_id: str  # the partner's: X-Bridge-Delivery-Id and webhook-id
     session_id: str
     type: str
     received_at: float
     retry_from: float
     attempts: int
     body: bytes
-    signature: str
+    signature: str | None  # the provider's X-PARTNER-SIGN; None for the bridge's own events
     claim: float
 
 
@@ -74,7 +76,7 @@ class RelayJob:
 class DeliveryRecord:
     """A delivery as the deliveries API lists it."""
 
-    id: int
+    id: str  # its message id
     session_id: str
     type: str
     received_at: float
@@ -194,7 +196,7 @@ class Store(abc.ABC):
         """Deliveries in ``state``, newest first."""
 
     @abc.abstractmethod
-    async def retry_delivery(self, delivery_id: int, now: float) -> bool | None:
+    async def retry_delivery(self, delivery_id: str, now: float) -> bool | None:
         """Put a failed delivery back in line: ``True``; ``False`` when it is not failed;
         ``None`` when there is no such delivery."""
 
@@ -361,8 +363,9 @@ def session_from_row(row: Mapping[str, Any] | tuple[Any, ...] | None) -> Session
 INSERT_EVENT = "INSERT INTO events (session_id, at, kind, detail) VALUES (?, ?, ?, ?)"
 SELECT_EVENTS = "SELECT session_id, at, kind, detail FROM events WHERE session_id = ? ORDER BY id"
 INSERT_DELIVERY = (
-    "INSERT INTO deliveries (webhook_id, session_id, type, received_at, signature, state,"
-    " attempts, next_attempt_at, retry_from) VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?)"
+    "INSERT INTO deliveries (message_id, webhook_id, session_id, type, received_at, signature,"
+    " body, state, attempts, next_attempt_at, retry_from)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)"
 )
 # Due, unclaimed (or its claim lapsed), and the oldest pending one of its session. That last
 # test is a subquery in id order, so that a plan without sorts (see PostgresStore) reads a few
@@ -375,7 +378,8 @@ CLAIM_DELIVERIES = (
     " AND d.id = (SELECT e.id FROM deliveries e WHERE e.session_id = d.session_id"
     " AND e.state = 'pending' ORDER BY e.id LIMIT 1)"
     " ORDER BY d.id LIMIT ?{lock})"
-    " RETURNING id, webhook_id, session_id, type, received_at, retry_from, attempts, signature"
+    " RETURNING id, webhook_id, session_id, type, received_at, retry_from, attempts, signature,"
+    " message_id, body"
 )
 # A delivery's body is its own session's webhook, whatever happened to the rows around it.
 SELECT_BODY = "SELECT body FROM webhooks WHERE id = ? AND session_id = ?"
@@ -386,14 +390,14 @@ FINISH_ATTEMPT = (
     " WHERE id = ? AND claimed_until = ?"
 )
 LIST_DELIVERIES = (
-    "SELECT id, session_id, type, received_at, state, attempts, last_attempt_at, last_status"
-    " FROM deliveries WHERE state = ? ORDER BY id DESC LIMIT ?"
+    "SELECT message_id, session_id, type, received_at, state, attempts, last_attempt_at,"
+    " last_status FROM deliveries WHERE state = ? ORDER BY id DESC LIMIT ?"
 )
 RETRY_DELIVERY = (
     "UPDATE deliveries SET state = 'pending', next_attempt_at = ?, retry_from = ?"
-    " WHERE id = ? AND state = 'failed'"
+    " WHERE message_id = ? AND state = 'failed'"
 )
-DELIVERY_EXISTS = "SELECT 1 FROM deliveries WHERE id = ?"
+DELIVERY_EXISTS = "SELECT 1 FROM deliveries WHERE message_id = ?"
 RELAY_BACKLOG = "SELECT count(*), min(received_at) FROM deliveries WHERE state = 'pending'"
 # A body stays while any delivery of it does: a failed one may be put back in line.
 FORGET_WEBHOOKS = (
@@ -469,7 +473,7 @@ def attempt_event(attempt: Attempt) -> Event:
         attempt.at,
         "relay",
         {
-            "delivery_id": attempt.job.id,
+            "delivery_id": attempt.job.message_id,
             "type": attempt.job.type,
             "attempt": attempt.job.attempts + 1,
             "http_status": attempt.http_status,
@@ -488,9 +492,22 @@ def log_missing_body(row: tuple[Any, ...] | Mapping[str, Any]) -> None:
 
 
 def relay_job(row: tuple[Any, ...], body: bytes, claim: float) -> RelayJob:
-    delivery_id, _webhook_id, session_id, kind, received_at, retry_from, attempts, signature = row
+    """A claimed row of :data:`CLAIM_DELIVERIES`, with its body (its own, or its webhook's)."""
+    (
+        delivery_id,
+        _webhook_id,
+        session_id,
+        kind,
+        received_at,
+        retry_from,
+        attempts,
+        signature,
+        message_id,
+        _own_body,
+    ) = row
     return RelayJob(
         id=delivery_id,
+        message_id=message_id,
         session_id=session_id,
         type=kind,
         received_at=received_at,
@@ -507,14 +524,16 @@ def delivery_record(row: Mapping[str, Any] | tuple[Any, ...]) -> DeliveryRecord:
 
 
 def delivery_row(webhook_id: int, delivery: Delivery) -> tuple[Any, ...]:
-    """The values of :data:`INSERT_DELIVERY`: due at once."""
+    """The values of :data:`INSERT_DELIVERY` for a provider's webhook: due at once."""
     received = delivery.received_at
     return (
+        message_id(received),
         webhook_id,
         delivery.session_id,
         delivery.type,
         received,
         delivery.relay_signature,
+        None,
         received,
         received,
     )

@@ -147,6 +147,17 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE webhooks ADD COLUMN meaning BYTEA;
     CREATE INDEX webhooks_by_meaning ON webhooks (session_id, meaning);
     """,
+    # A delivery's id for the partner is a random message id, unique beyond this database
+    # (app/ids.py); one of the bridge's own events carries its own body and no webhook.
+    """
+    ALTER TABLE deliveries ADD COLUMN message_id TEXT;
+    UPDATE deliveries SET message_id = 'msg_' || replace(gen_random_uuid()::text, '-', '');
+    ALTER TABLE deliveries ALTER COLUMN message_id SET NOT NULL;
+    CREATE UNIQUE INDEX deliveries_by_message ON deliveries (message_id);
+    ALTER TABLE deliveries ALTER COLUMN webhook_id DROP NOT NULL;
+    ALTER TABLE deliveries ALTER COLUMN signature DROP NOT NULL;
+    ALTER TABLE deliveries ADD COLUMN body BYTEA;
+    """,
 )
 _DATED = 3  # the migration that added the provider's clock: sessions are dated after it
 
@@ -358,7 +369,9 @@ class PostgresStore(Store):
                 rows = await db.fetch(_CLAIM_DELIVERIES, until, now, now, limit)
                 jobs = []
                 for row in rows:
-                    body = await db.fetchval(_SELECT_BODY, row["webhook_id"], row["session_id"])
+                    body = row["body"]
+                    if body is None:  # the provider's webhook, not one of the bridge's events
+                        body = await db.fetchval(_SELECT_BODY, row["webhook_id"], row["session_id"])
                     if body is None:
                         await db.execute(_FAIL_DELIVERY, row["id"])
                         log_missing_body(tuple(row))
@@ -382,7 +395,7 @@ class PostgresStore(Store):
         rows = await self._run(lambda db: db.fetch(_LIST_DELIVERIES, state, limit))
         return [delivery_record(tuple(row)) for row in rows]
 
-    async def retry_delivery(self, delivery_id: int, now: float) -> bool | None:
+    async def retry_delivery(self, delivery_id: str, now: float) -> bool | None:
         async def work(db: asyncpg.Connection) -> bool | None:
             if await db.execute(_RETRY_DELIVERY, now, now, delivery_id) != "UPDATE 0":
                 return True

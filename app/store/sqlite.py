@@ -164,7 +164,9 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # Row ids are never used twice (AUTOINCREMENT): retention deletes the newest rows of a
     # quiet period too, and a delivery or history entry naming an old id must never meet
-    # another row under it. The webhooks' count starts past every id a delivery names, the
+    # another row under it. A delivery's id for the partner is a random message id, unique
+    # beyond this file (app/ids.py); one of the bridge's own events carries its own body and no
+    # webhook. The webhooks' count starts past every id a delivery names, the
     # deliveries' past every id the history names (retention deleted some of those).
     """
     CREATE TABLE webhooks_new (
@@ -200,21 +202,24 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX events_by_session ON events (session_id, id);
     CREATE TABLE deliveries_new (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
-        webhook_id INTEGER NOT NULL,
+        webhook_id INTEGER,
         session_id TEXT NOT NULL,
         type TEXT NOT NULL,
         received_at REAL NOT NULL,
-        signature TEXT NOT NULL,
+        signature TEXT,
         state TEXT NOT NULL,
         attempts INTEGER NOT NULL,
         next_attempt_at REAL NOT NULL,
         retry_from REAL NOT NULL,
         last_attempt_at REAL,
         last_status INTEGER,
-        claimed_until REAL
+        claimed_until REAL,
+        message_id TEXT NOT NULL UNIQUE,
+        body BLOB
     );
     INSERT INTO deliveries_new SELECT id, webhook_id, session_id, type, received_at, signature,
-        state, attempts, next_attempt_at, retry_from, last_attempt_at, last_status, claimed_until
+        state, attempts, next_attempt_at, retry_from, last_attempt_at, last_status, claimed_until,
+        'msg_' || lower(hex(randomblob(16))), NULL
         FROM deliveries;
     DROP TABLE deliveries;
     ALTER TABLE deliveries_new RENAME TO deliveries;
@@ -409,7 +414,11 @@ class SQLiteStore(Store):
             rows = db.execute(CLAIM_DELIVERIES.format(lock=""), (until, now, now, limit))
             jobs = []
             for row in rows.fetchall():
-                body = db.execute(SELECT_BODY, (row[1], row[2])).fetchone()
+                body = (
+                    (row[9],)
+                    if row[9] is not None
+                    else (db.execute(SELECT_BODY, (row[1], row[2])).fetchone())
+                )
                 if body is None:
                     db.execute(FAIL_DELIVERY, (row[0],))
                     log_missing_body(row)
@@ -428,7 +437,7 @@ class SQLiteStore(Store):
 
         return await self._transaction("", work)
 
-    async def retry_delivery(self, delivery_id: int, now: float) -> bool | None:
+    async def retry_delivery(self, delivery_id: str, now: float) -> bool | None:
         def work(db: sqlite3.Connection) -> bool | None:
             if db.execute(RETRY_DELIVERY, (now, now, delivery_id)).rowcount:
                 return True

@@ -22,7 +22,7 @@ from quart import Quart, Response, request
 
 from app import create_app
 
-from ..conftest import public_pem
+from ..conftest import RELAY_SECRET, public_pem
 from ..servers import Client as Bridge
 
 
@@ -131,6 +131,7 @@ def start_bridge(
         # The test webhooks carry fixed dates on the provider's clock (tests/payloads.py); the
         # bridge ignores one older than its retention period on the wall clock.
         "RETENTION_DAYS": 3650,
+        "RELAY_SECRET": RELAY_SECRET,
         **settings,
     }
     url = servers.serve(create_app(config, environ={}))
