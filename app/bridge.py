@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 
 from quart import current_app
 
-from . import lifecycle
+from . import events, lifecycle
 from .answers import Answers, Shown
 from .config import DAY, Settings, redacted_url
 from .lifecycle import Session
@@ -52,6 +52,8 @@ class Bridge:
     _pages_seen: dict[Shown, None] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self._relays("bridge"):
+            self.store.emit = events.emitted
         self.answers = Answers(
             self.store.changes, max_bytes=self.settings.kept_answers_mb * 1024 * 1024
         )
@@ -109,7 +111,7 @@ class Bridge:
             type=webhook.type,
             received_at=received_at,
             provider_updated_at=webhook.updated_at,
-            relay_signature=signature if self.relay is not None else None,
+            relay_signature=signature if self._relays("provider") else None,
             meaning=meaning,
         )
         timeout = self.settings.action_timeout
@@ -130,6 +132,9 @@ class Bridge:
         if self.relay is not None and not (changed.duplicate or changed.ignored):
             self.relay.wake()
         return changed
+
+    def _relays(self, kind: str) -> bool:
+        return self.relay is not None and kind in self.settings.relay_events
 
     def outdated(self, webhook: Webhook) -> bool:
         """Whether a webhook is older, by the provider's clock, than what retention keeps."""

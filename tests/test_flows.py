@@ -8,8 +8,10 @@ duplicate), as the provider's retries would: that must change nothing anyone see
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from html.parser import HTMLParser
@@ -19,6 +21,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 from .conftest import Configured, Deployment, FakeClock, read_twice
+from .partner import Partner, recording_partner
 from .payloads import redirect, webhook
 
 SESSION = "ps_3230"
@@ -355,16 +358,29 @@ FLOWS = [
 CASES = [pytest.param(flow, id=flow.name) for flow in FLOWS]
 
 
+@pytest.fixture
+def partner_backend() -> Iterator[Partner]:
+    with recording_partner() as backend:
+        yield backend
+
+
 @pytest.mark.parametrize("late", [False, True], ids=["in-order", "late-redeliveries"])
 @pytest.mark.parametrize("flow", CASES)
-async def test_flow(configured: Configured, clock: FakeClock, flow: Flow, late: bool) -> None:
-    async with configured(RETURN_URL=RETURN_URL) as bridge:
+async def test_flow(
+    configured: Configured, clock: FakeClock, flow: Flow, late: bool, partner_backend: Partner
+) -> None:
+    """Besides what everyone sees, the partner's backend gets the bridge's own events: one
+    ``session.updated`` per change of the status, reason or next action it reads, in order,
+    with those values, and none for a late copy that changes nothing."""
+    relay = {"RELAY_URL": partner_backend.url, "RELAY_EVENTS": "bridge"}
+    async with configured(RETURN_URL=RETURN_URL, **relay) as bridge:
         journey = Journey(bridge, clock, flow)
         await journey.start()
         journey.expect(await journey.observe(), NOTHING_YET)
+        read = [("pending", None, None)]
         for event, sees in flow.steps:
             await journey.perform(event)
-            journey.expect(await journey.observe(), sees)
+            journey.expect(seen := await journey.observe(), sees)
             if late:
                 clock.advance(1)  # so that a re-delivery applied anew would show in the times
                 before = await journey.observe()
@@ -372,6 +388,20 @@ async def test_flow(configured: Configured, clock: FakeClock, flow: Flow, late: 
                 after = await journey.observe()
                 assert after == before
                 journey.expect(after, sees)
+            now = (seen.session["status"], seen.session["reason"], seen.session["next_action"])
+            if now != read[-1]:
+                read.append(now)
+        arrived = await partner_backend.arrived(len(read) - 1)
+        await asyncio.sleep(0.1)  # nothing more comes
+    events = [json.loads(item.body) for item in partner_backend.received]
+    assert [event["type"] for event in events] == ["session.updated"] * (len(read) - 1)
+    told = [
+        (event["data"]["status"], event["data"]["reason"], event["data"]["next_action"])
+        for event in events
+    ]
+    assert told == read[1:]
+    assert {event["data"]["session_id"] for event in events} == {SESSION}
+    assert all("x-partner-sign" not in item.headers for item in arrived)
 
 
 # -- the journey ----------------------------------------------------------------------------------

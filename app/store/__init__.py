@@ -11,7 +11,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import lifecycle
 from ..changes import ChangeFeed
@@ -20,7 +20,12 @@ from ..ids import message_id
 from ..lifecycle import Session, Status
 from ..provider import MalformedWebhookError, parse_webhook
 
+if TYPE_CHECKING:
+    from ..events import Outgoing
+
 Update = Callable[[Session | None], Session | None]
+# What one change of a session sends to the partner, of the bridge's own events.
+Emit = Callable[[Session | None, Session | None], "list[Outgoing]"]
 log = logging.getLogger(__name__)
 
 
@@ -132,6 +137,20 @@ class Store(abc.ABC):
 
     def __init__(self) -> None:
         self.changes = ChangeFeed()
+        # Set when the relay sends the bridge's own events: each change's, recorded in its
+        # transaction.
+        self.emit: Emit | None = None
+
+    def emitted(self, changed: Changed) -> list[tuple[Any, ...]]:
+        """The :data:`INSERT_DELIVERY` values of the events a committed change sends."""
+        before, after = changed.before, changed.after
+        if self.emit is None or after is None or after == before:
+            return []
+        at = after.updated_at
+        return [
+            (message_id(at), None, after.id, event.type, at, None, event.body, at, at)
+            for event in self.emit(before, after)
+        ]
 
     @abc.abstractmethod
     async def open(self) -> None:

@@ -387,6 +387,7 @@ class SQLiteStore(Store):
                 changed = _change(db, session, update)
             if inserted is not None and delivery.relay_signature is not None:
                 db.execute(INSERT_DELIVERY, delivery_row(inserted[0], delivery))
+            db.executemany(INSERT_DELIVERY, self.emitted(changed))
             db.execute(INSERT_EVENT, event_row(webhook_event(delivery, changed)))
             return changed
 
@@ -397,6 +398,7 @@ class SQLiteStore(Store):
     ) -> Changed:
         def work(db: sqlite3.Connection) -> Changed:
             changed = _change(db, _select(db, session_id), update)
+            db.executemany(INSERT_DELIVERY, self.emitted(changed))
             if event is not None and changed.after != changed.before:
                 db.execute(INSERT_EVENT, event_row(event))
             return changed
