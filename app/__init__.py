@@ -23,6 +23,7 @@ from . import (
     logs,
     ops,
     pages,
+    probe,
     script,
     security,
     status,
@@ -106,6 +107,7 @@ def create_app(
     app.register_blueprint(status.bp)
     app.register_blueprint(ops.bp)
     app.register_blueprint(script.bp)
+    app.register_blueprint(probe.bp)
     app.asgi_app = Front(app.asgi_app, bridge, status.CORS)  # type: ignore[method-assign, assignment, arg-type]
     app.asgi_app = Telemetry(app, bridge.metrics)  # type: ignore[method-assign, assignment]
     _drop_flask_template_context(app)

@@ -1,4 +1,4 @@
-"""The ``redirect-bridge`` command: ``serve``, ``check-config`` and ``demo``."""
+"""The ``redirect-bridge`` command: ``serve``, ``check-config``, ``relay-test`` and ``demo``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,14 @@ import tempfile
 import click
 
 from . import assets, logs, server
-from .config import ConfigError, Settings, check_strength, described, load_settings
+from .config import (
+    ConfigError,
+    Settings,
+    check_strength,
+    described,
+    load_settings,
+    redacted_url,
+)
 
 
 @click.group()
@@ -94,6 +101,34 @@ def check_config() -> None:
     for warning in settings.warnings:
         click.echo(f"warning: {warning}")
     click.echo("\nredirect-bridge serve would start with these settings.")
+
+
+@main.command("relay-test")
+def relay_test() -> None:
+    """Send a signed test message to BRIDGE_RELAY_URL and show what it answered.
+
+    The message is signed and addressed as every relayed one is (Standard Webhooks, with
+    BRIDGE_RELAY_SECRET), so a partner checks its endpoint and its verification before the
+    first payment. Exits 0 when the partner answered 2xx, 1 otherwise, 2 on a configuration
+    error. Nothing is stored.
+    """
+    import asyncio
+
+    from .probe import send_test
+
+    settings = _check_settings()
+    if settings.relay_url is None:
+        click.echo("redirect-bridge: BRIDGE_RELAY_URL is not set: there is no relay", err=True)
+        sys.exit(2)
+    probed = asyncio.run(send_test(settings))
+    click.echo(f"sent relay.test {probed.message_id} to {redacted_url(probed.url)}")
+    if probed.status is None:
+        click.echo(f"no answer: {probed.error}")
+    else:
+        click.echo(f"answer: HTTP {probed.status}")
+        if probed.answer:
+            click.echo(probed.answer)
+    sys.exit(0 if probed.delivered else 1)
 
 
 @main.command()

@@ -42,6 +42,12 @@ def session_updated(before: Session | None, after: Session | None) -> Outgoing |
     return _event("session.updated", after.updated_at, data)
 
 
+def relay_test(now: float) -> Outgoing:
+    """What ``redirect-bridge relay-test`` sends: it changes nothing, and asks for nothing."""
+    message = "A test message from Redirect Bridge: if this verified, your endpoint is ready."
+    return _event("relay.test", now, {"message": message})
+
+
 EMITTED: tuple[Callable[[Session | None, Session | None], Outgoing | None], ...] = (
     session_updated,
 )

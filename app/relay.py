@@ -94,7 +94,7 @@ class Relay:
             # proxy the environment names is looked up here instead.
             trust_env=False,
         )
-        self._proxy = _proxy_for(self.url)
+        self._proxy = proxy_for(self.url)
         self._task = asyncio.create_task(self._run(), name="relay sender")
 
     async def stop(self) -> None:
@@ -235,7 +235,7 @@ def signed_headers(
     }
 
 
-def _proxy_for(url: str) -> str | None:
+def proxy_for(url: str) -> str | None:
     """The proxy ``HTTP_PROXY``, ``HTTPS_PROXY`` and ``NO_PROXY`` name for ``url``, if any (the
     credentials its own URL may carry are the operator's, for that proxy alone)."""
     parts = urlsplit(url)
