@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -122,6 +124,8 @@ def bridge(
     }
     if relay_url:
         env["BRIDGE_RELAY_URL"] = relay_url
+        # Signed as in production (Standard Webhooks): an HMAC per attempt.
+        env["BRIDGE_RELAY_SECRET"] = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
     return Server(run, name, command, env, port)
 
 
