@@ -3,8 +3,9 @@
 Two apps share one event loop: the bridge itself on ``port`` (fresh keys and secrets, a
 database in a temporary folder) and, on ``port + 1``, a shop, the provider that signs and sends
 webhooks, and the bank's 3-D Secure page (see :mod:`app.demo.shop`). The shop is deployed the
-recommended way: the provider sends to the bridge, which relays every webhook to the shop's
-backend (``BRIDGE_RELAY_URL``) and signs the customer's return (``BRIDGE_RETURN_SECRET``).
+recommended way: the provider sends to the bridge, which sends the shop's backend its own
+``session.updated`` events (``BRIDGE_RELAY_URL``, ``BRIDGE_RELAY_EVENTS=bridge``) and signs the
+customer's return (``BRIDGE_RETURN_SECRET``).
 Payments run Smart Glocal's documented confirm-first order, one-stage or two-stage (see
 :mod:`app.demo.simulated_provider`).
 """
@@ -69,11 +70,10 @@ async def serve_demo(
             key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
             partner = Credentials(
                 api_key=f"demo-{secrets.token_urlsafe(24)}",
-                provider_key=key.public_key(),
                 return_secret=secrets.token_urlsafe(32),
                 relay_secret="whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),
             )
-            bridge = _bridge_app(site, Path(folder), partner)
+            bridge = _bridge_app(site, Path(folder), partner, key.public_key())
             provider = Provider(key, f"{site.bridge_url}/webhooks/smart-glocal")
             shop = create_shop(site, provider, partner)
             servers = [_Server(_config(bridge)), _Server(_config(shop))]
@@ -110,8 +110,10 @@ async def _announce(ready: asyncio.Event, site: Site) -> None:
     )
 
 
-def _bridge_app(site: Site, folder: Path, partner: Credentials) -> Quart:
-    public_pem = partner.provider_key.public_bytes(
+def _bridge_app(
+    site: Site, folder: Path, partner: Credentials, provider_key: rsa.RSAPublicKey
+) -> Quart:
+    public_pem = provider_key.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     config = {
@@ -123,7 +125,8 @@ def _bridge_app(site: Site, folder: Path, partner: Credentials) -> Quart:
         "PUBLIC_URL": site.bridge_url,
         "RETURN_URL": site.return_url,  # the outcome pages lead back to the shop
         "RETURN_SECRET": partner.return_secret,  # ... signed, so the shop needs no cookie
-        "RELAY_URL": site.relay_url,  # every accepted webhook goes on to the shop's backend
+        "RELAY_URL": site.relay_url,  # the shop's backend hears of every change ...
+        "RELAY_EVENTS": "bridge",  # ... as session.updated, no provider payload to parse
         "RELAY_SECRET": partner.relay_secret,  # ... signed by the bridge (Standard Webhooks)
     }
     return create_app(config, environ={})  # "nothing configured" holds in a configured shell

@@ -1,12 +1,14 @@
 """The demo's second app: a shop (the partner), the provider's customer-facing side, and a bank.
 
-The shop is deployed the recommended way: the provider sends its webhooks to the bridge, which
-relays them to the shop's backend (``BRIDGE_RELAY_URL`` is ``/partner/webhooks`` here). The shop
-mints a token through the bridge's real API, starts the payment at the provider and sends the
-customer to ``pay_url``. Its backend checks every relayed webhook's ``X-PARTNER-SIGN`` with the
-provider's public key, acts once per ``X-Bridge-Delivery-Id``, and answers 200 at once: it
-confirms on ``ready_to_confirm``, captures on ``ready_to_capture``, closes the order on
-``payment_finished``. The bank (ACS) shows exactly what reached it, then lets the customer
+The shop is deployed the recommended way, the model a partner copies: the provider sends its
+webhooks to the bridge, which sends the shop's backend its own ``session.updated`` events
+(``BRIDGE_RELAY_URL`` is ``/partner/webhooks`` here, ``BRIDGE_RELAY_EVENTS`` is ``bridge``), so
+the shop parses no provider payload and needs no provider key. The shop mints a token through
+the bridge's real API, starts the payment at the provider and sends the customer to ``pay_url``.
+Its backend verifies every message with the ``standardwebhooks`` library and
+``BRIDGE_RELAY_SECRET``, acts once per ``webhook-id``, and answers 200 at once: it confirms on
+``next_action: "confirm"``, captures on ``"capture"``, closes the order on a final ``status``,
+each once per session. The bank (ACS) shows exactly what reached it, then lets the customer
 approve or decline. The bridge sends the customer back to the shop's result page with a signed
 return, which the shop checks (``sig`` and ``ts``) before it believes the status it carries.
 """
@@ -26,23 +28,28 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl, quote, urlencode
 
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from quart import Quart, abort, redirect, render_template, request
+from standardwebhooks import Webhook, WebhookVerificationError
 from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers.response import Response
 
 from .. import assets
-from ..signature import HEADER, verify
 from . import simulated_provider as sg
 from .simulated_provider import Provider, Session
 
 log = logging.getLogger(__name__)
 
 RESULT_PATH = "/result"  # the shop's page the bridge sends customers back to
-RELAY_PATH = "/partner/webhooks"  # the shop's backend endpoint the bridge relays webhooks to
+RELAY_PATH = "/partner/webhooks"  # the shop's backend endpoint the bridge sends events to
 RETURN_MAX_AGE = 300.0  # seconds a signed return stays believable (README's default)
 PANEL_ROWS = 8  # the newest deliveries the partner's panel shows (they fit its frame)
 FINAL = frozenset({"succeeded", "failed", "canceled", "error", "refunded"})
+CLOSED = {  # what the shop does with an order whose session reached a final status
+    "succeeded": "order paid: fulfilled",
+    "refunded": "order refunded: fulfilment reversed",
+}
+NOT_PAID = "order not paid: closed"  # failed, canceled, error
+NOTHING_TO_DO = {"action_required": "nothing to do (the bridge shows the customer the bank)"}
 METHODS = {
     "post": "3-D Secure 1: the bank gets a POST form (PaReq, MD, TermUrl)",
     "get": "A GET redirect: the bank gets everything in its query string",
@@ -76,7 +83,7 @@ class Site:
 
     @property
     def relay_url(self) -> str:
-        """The bridge's ``BRIDGE_RELAY_URL``: the shop backend's webhook endpoint."""
+        """The bridge's ``BRIDGE_RELAY_URL``: the shop backend's endpoint for its events."""
         return f"{self.shop_url}{RELAY_PATH}"
 
 
@@ -85,21 +92,22 @@ class Credentials:
     """What the shop's backend is configured with, as a real partner's would be."""
 
     api_key: str  # for the bridge's partner API (Bearer)
-    provider_key: RSAPublicKey  # the provider's public key: checks X-PARTNER-SIGN
     return_secret: str  # the bridge's BRIDGE_RETURN_SECRET: checks the return's sig
     relay_secret: str  # the bridge's BRIDGE_RELAY_SECRET: checks what the relay sends
 
 
 @dataclass(slots=True)
 class Received:
-    """One relayed webhook as the shop's backend received it, and what it did about it."""
+    """One event as the shop's backend received it from the bridge, and what it did about it."""
 
     at: str  # the shop's clock, ISO 8601
-    type: str
+    type: str  # session.updated
     session_id: str
-    delivery_id: str  # X-Bridge-Delivery-Id
+    status: str
+    next_action: str | None
+    delivery_id: str  # webhook-id
     attempt: str  # X-Bridge-Attempt
-    repeat: bool  # a delivery id seen before: answered 200, not acted on again
+    repeat: bool  # a webhook-id seen before: answered 200, not acted on again
     done: str | None = None  # what the shop did in response, once it has
 
 
@@ -139,8 +147,10 @@ class _Shop:
         self.site = site
         self.provider = provider
         self.credentials = credentials
-        self.received: list[Received] = []  # every relayed webhook, in the order it came
-        self._delivery_ids: set[str] = set()
+        self.received: list[Received] = []  # every event, in the order it came
+        self._signed = Webhook(credentials.relay_secret)
+        self._message_ids: set[str] = set()  # webhook-ids seen: each is acted on once
+        self._steps: set[tuple[str, str]] = set()  # (session, step) done: the order's state
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def home(self) -> str:
@@ -166,33 +176,46 @@ class _Shop:
         return redirect(token["pay_url"], 303)
 
     async def webhook(self) -> tuple[dict[str, str], int]:
-        """The shop backend's webhook endpoint (``BRIDGE_RELAY_URL``): the provider's bytes and
-        signature, relayed by the bridge. Checked, recorded, answered at once; acted on later."""
+        """The shop backend's endpoint (``BRIDGE_RELAY_URL``): the bridge's own events, signed
+        as Standard Webhooks specify. Verified, recorded, answered at once; acted on later."""
         body = await request.get_data(cache=False, as_text=False, parse_form_data=False)
-        if not verify([self.credentials.provider_key], body, request.headers.get(HEADER)):
-            log.warning("shop: refused a webhook with a bad or missing %s", HEADER)
-            return {"error": "bad signature"}, 401
-        delivery_id = request.headers.get("X-Bridge-Delivery-Id", "")
-        fields = _webhook_fields(body)
-        if not delivery_id or fields is None:
-            return {"error": "not a relayed webhook"}, 400
-        kind, session_id, payment_status = fields
+        try:  # the exact bytes, and webhook-id, webhook-timestamp (5 minutes), webhook-signature
+            event = self._signed.verify(body, dict(request.headers.items()))
+        except WebhookVerificationError as error:
+            log.warning("shop: refused a message the bridge did not sign: %s", error)
+            return {"error": "bad signature"}, 400
+        except ValueError:  # signed, but no JSON
+            event = None
+        if not isinstance(event, dict):
+            return {"error": "not an event"}, 400
+        if event.get("type") != "session.updated":
+            # A newer bridge may send types this shop does not know. Anything but a 2xx would be
+            # retried for days and hold up the session's later events: take it, do nothing.
+            log.info("shop: ignored a %r message", event.get("type"))
+            return {"status": "ignored"}, 200
+        data = _session_updated(event.get("data"))
+        if data is None:
+            return {"error": "not a session.updated event"}, 400
+        session_id, status, next_action = data
+        message_id = request.headers["webhook-id"]
         received = Received(
             at=datetime.now(UTC).isoformat(timespec="milliseconds"),
-            type=kind,
+            type=event["type"],
             session_id=session_id,
-            delivery_id=delivery_id,
+            status=status,
+            next_action=next_action,
+            delivery_id=message_id,
             attempt=request.headers.get("X-Bridge-Attempt", ""),
-            repeat=delivery_id in self._delivery_ids,
+            repeat=message_id in self._message_ids,
         )
         self.received.append(received)
-        if not received.repeat:  # at least once: a delivery may come again, it is acted on once
-            self._delivery_ids.add(delivery_id)
-            self._background(self._act(received, payment_status))
+        if not received.repeat:  # at least once: a message may come again, it is acted on once
+            self._message_ids.add(message_id)
+            self._background(self._act(received))
         return {"status": "received"}, 200
 
     async def partner(self) -> str:
-        """The partner's side: what the shop's backend received from the relay, newest last."""
+        """The partner's side: the events the shop's backend received, newest last."""
         return await render_template(
             "demo/partner.html",
             received=self.received[-PANEL_ROWS:],
@@ -210,7 +233,7 @@ class _Shop:
         answer = await self._session_answer(session.id)
         status = answer["status"] if answer else "unknown"
         received = [item for item in self.received if item.session_id == session.id]
-        fulfilled = any(item.type == "payment_finished" and item.done for item in received)
+        closed = any(item.status == status and item.done for item in received)
         return await render_template(
             "demo/result.html",
             session=session,
@@ -218,7 +241,7 @@ class _Shop:
             returned=returned,
             claimed=None if returned else request.args.get("status"),
             received=received,
-            settled=status in FINAL and fulfilled,  # else the page updates by itself
+            settled=status in FINAL and closed,  # else the page updates by itself
         )
 
     async def bank(self) -> str:
@@ -255,26 +278,34 @@ class _Shop:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.provider.stop()
 
-    async def _act(self, received: Received, payment_status: str | None) -> None:
-        """The shop's backend answers what the webhook asks: ``session/confirm`` and
-        ``session/capture`` at the provider; the order closed on ``payment_finished``."""
-        session_id = received.session_id
+    async def _act(self, received: Received) -> None:
+        """What the session asks of the shop's backend, each step once per session: on
+        ``next_action``, ``session/confirm`` or ``session/capture`` at the provider; on a final
+        ``status``, the order closed. Nothing else needs it: the bridge shows the customer the
+        bank."""
+        session_id, status = received.session_id, received.status
+        step = received.next_action or (status if status in FINAL else None)
+        if step is None:
+            received.done = NOTHING_TO_DO.get(status, "nothing to do")
+        elif (session_id, step) in self._steps:  # a later change that asks the same again
+            received.done = f"nothing to do: {step} done before"
+        else:
+            self._steps.add((session_id, step))
+            received.done = self._step(session_id, step)
+        log.info("shop: %s %s for %s: %s", received.type, status, session_id, received.done)
+
+    def _step(self, session_id: str, step: str) -> str:
         try:
-            if received.type == "ready_to_confirm":
+            if step == "confirm":
                 called = self.provider.confirm(session_id)
-                received.done = "called session/confirm" if called else "session/confirm refused"
-            elif received.type == "ready_to_capture":
+            elif step == "capture":
                 called = self.provider.capture(session_id)
-                received.done = "called session/capture" if called else "session/capture refused"
-            elif received.type == "payment_finished":
-                paid = payment_status == "succeeded"
-                received.done = "order paid: fulfilled" if paid else "order not paid: closed"
             else:
-                received.done = "nothing to do (the bridge shows the customer the bank)"
+                return CLOSED.get(step, NOT_PAID)
         except Exception:
-            log.exception("shop: acting on %s for %s failed", received.type, session_id)
-            received.done = "failed (see the log)"
-        log.info("shop: %s for %s: %s", received.type, session_id, received.done)
+            log.exception("shop: %s for %s failed", step, session_id)
+            return "failed (see the log)"
+        return f"called session/{step}" if called else f"session/{step} refused"
 
     def _background(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
@@ -337,19 +368,15 @@ class _Shop:
         }
 
 
-def _webhook_fields(body: bytes) -> tuple[str, str, str | None] | None:
-    """A webhook's type, session id and last payment's status, or ``None`` if it has no type
-    or session id."""
-    try:
-        webhook = json.loads(body)
-        kind, session = webhook["type"], webhook["session"]
-        session_id, payments = session["id"], session.get("acquiring_payments") or [{}]
-        payment_status = payments[-1].get("status")
-    except (ValueError, TypeError, KeyError, AttributeError, IndexError):
+def _session_updated(data: Any) -> tuple[str, str, str | None] | None:
+    """A ``session.updated`` event's session id, status and next action, or ``None``."""
+    if not isinstance(data, dict):
         return None
-    if not isinstance(kind, str) or not isinstance(session_id, str):
+    session_id, status = data.get("session_id"), data.get("status")
+    next_action = data.get("next_action")
+    if not isinstance(session_id, str) or not isinstance(status, str):
         return None
-    return kind, session_id, payment_status if isinstance(payment_status, str) else None
+    return session_id, status, next_action if isinstance(next_action, str) else None
 
 
 def _sent(redirect: Mapping[str, Any]) -> dict[str, str]:
