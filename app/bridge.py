@@ -86,7 +86,9 @@ class Bridge:
         if self.relay is not None:
             await self.relay.start()
             # Its userinfo and query may carry the partner's credentials.
-            log.info("relaying every accepted webhook to %s", redacted_url(self.relay.url))
+            relayed = {"provider": "every accepted webhook", "bridge": "the bridge's events"}
+            what = " and ".join(relayed[kind] for kind in sorted(self.settings.relay_events))
+            log.info("relaying %s to %s", what, redacted_url(self.relay.url))
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="sweep")
 
     async def stop(self) -> None:
