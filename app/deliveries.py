@@ -1,24 +1,54 @@
-"""The relay's deliveries for the partner: list them by state, put a failed one back in line."""
+"""The relay's deliveries for the partner: list them page by page, put failed ones back in
+line (one and the earlier failed ones of its session, or all of them after an outage)."""
 
 from __future__ import annotations
 
-from typing import Literal
+import base64
+import json
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
-from quart import Blueprint, Response
-from quart_schema import document_response, validate_querystring
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from quart import Blueprint, Response, request
+from quart_schema import document_request, document_response, validate_querystring
 
 from .api import partner_only
 from .bridge import bridge
 from .errors import APIError, ErrorAnswer
+from .provider import SESSION_ID_PATTERN, is_session_id
 from .schemas import iso, json_answer
 
 bp = Blueprint("deliveries", __name__, url_prefix="/api/v1/relay/deliveries")
-LISTED = 500  # the newest this many of a state
+PAGE = 100  # deliveries a page holds unless the partner asks for another number
+LONGEST_PAGE = 500
+# A cursor is the last listed row's id as 8 bytes, big-endian, in unpadded base64url: opaque
+# to the partner, and the pattern holds exactly the ids below 2**63 (PostgreSQL's BIGINT,
+# SQLite's INTEGER), so every cursor it allows is a place in the list (the 11th character
+# carries 4 bits, the first's top one is 0).
+CURSOR_PATTERN = "^[A-Za-f][A-Za-z0-9_-]{9}[AEIMQUYcgkosw048]$"
+
+
+def _session_id(text: str) -> str:
+    if not is_session_id(text):
+        raise ValueError("a session id is 1-256 printable characters, no spaces")
+    return text
+
+
+SessionId = Annotated[
+    str, AfterValidator(_session_id), Field(json_schema_extra={"pattern": SESSION_ID_PATTERN})
+]
 
 
 class DeliveriesQuery(BaseModel):
-    state: Literal["pending", "failed", "delivered"] = "pending"
+    state: Literal["pending", "failed", "delivered"] | None = Field(
+        default=None, description="Only deliveries in this state; every state when absent"
+    )
+    session_id: SessionId | None = Field(default=None, description="Only this session's")
+    limit: int = Field(default=PAGE, ge=1, le=LONGEST_PAGE, description="Deliveries a page holds")
+    cursor: str | None = Field(
+        default=None,
+        pattern=CURSOR_PATTERN,
+        description="The previous page's next_cursor: the page after it",
+    )
 
 
 class DeliveryAnswer(BaseModel):
@@ -33,7 +63,24 @@ class DeliveryAnswer(BaseModel):
 
 
 class DeliveriesAnswer(BaseModel):
-    deliveries: list[DeliveryAnswer] = Field(description=f"Newest first, at most {LISTED}")
+    deliveries: list[DeliveryAnswer] = Field(description="Newest first, at most limit")
+    next_cursor: str | None = Field(
+        description="Pass it as cursor for the next page, older deliveries; null on the last"
+    )
+
+
+class RetryRequest(BaseModel):
+    """The body of a retry of every failed delivery; none (or an empty one) is ``{}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    session_id: SessionId | None = Field(
+        default=None, description="Only this session's failed deliveries; every session's if absent"
+    )
+
+
+class RequeuedAnswer(BaseModel):
+    requeued: int = Field(description="Failed deliveries put back in line")
 
 
 @bp.get("")
@@ -43,10 +90,20 @@ class DeliveriesAnswer(BaseModel):
 @document_response(ErrorAnswer, 400)
 @document_response(ErrorAnswer, 401)
 async def deliveries(query_args: DeliveriesQuery) -> Response:
-    """Deliveries to the partner's backend in one state, newest first."""
-    records = await bridge().store.deliveries(query_args.state, LISTED)
+    """Deliveries to the partner's backend, newest first, a page at a time: every state, or
+    the one named, of every session or the one named. Pages follow one another by
+    next_cursor, so deliveries that arrive meanwhile never push one into the next page twice."""
+    limit = query_args.limit
+    records = await bridge().store.deliveries(
+        query_args.state,
+        limit + 1,  # one more tells whether there is a next page
+        session_id=query_args.session_id,
+        before=None if query_args.cursor is None else _row_id(query_args.cursor),
+    )
+    page = records[:limit]
     return json_answer(
         DeliveriesAnswer(
+            next_cursor=_cursor(page[-1].row_id) if len(records) > limit else None,
             deliveries=[
                 DeliveryAnswer(
                     id=record.id,
@@ -58,8 +115,8 @@ async def deliveries(query_args: DeliveriesQuery) -> Response:
                     last_attempt_at=iso(record.last_attempt_at),
                     last_status=record.last_status,
                 )
-                for record in records
-            ]
+                for record in page
+            ],
         )
     )
 
@@ -70,13 +127,66 @@ async def deliveries(query_args: DeliveriesQuery) -> Response:
 @document_response(ErrorAnswer, 404)
 @document_response(ErrorAnswer, 409)
 async def retry(delivery_id: str) -> Response:
-    """Put a failed delivery back in line (202); it is tried again as a new one would be."""
+    """Put a failed delivery back in line (202), with every earlier failed delivery of its
+    session, which go first: the session's deliveries reach the partner in the order received.
+    Each is tried again as a new one would be."""
     retried = await bridge().store.retry_delivery(delivery_id, bridge().clock())
     if retried is None:
         raise APIError(404, "unknown_delivery", "no such delivery")
     if not retried:
         raise APIError(409, "delivery_not_failed", "only a failed delivery can be retried")
+    _wake_the_relay()
+    return json_answer({"status": "queued"}, 202)
+
+
+@bp.post("/retry")
+@partner_only
+@document_request(RetryRequest)
+@document_response(RequeuedAnswer, 202)
+@document_response(ErrorAnswer, 400)
+@document_response(ErrorAnswer, 401)
+@document_response(ErrorAnswer, 422)
+async def retry_all() -> Response:
+    """Put every failed delivery back in line, or every one of the session named: after an
+    outage of the partner's backend, one call, and each session's deliveries reach it in the
+    order received."""
+    wanted = await _retry_request()
+    requeued = await bridge().store.retry_failed(bridge().clock(), wanted.session_id)
+    if requeued:
+        _wake_the_relay()
+    return json_answer(RequeuedAnswer(requeued=requeued), 202)
+
+
+def _wake_the_relay() -> None:
     relay = bridge().relay
     if relay is not None:
         relay.wake()
-    return json_answer({"status": "queued"}, 202)
+
+
+async def _retry_request() -> RetryRequest:
+    """The body of a retry of every failed delivery: none (or only whitespace) is ``{}``."""
+    body = await request.get_data(cache=False, as_text=False, parse_form_data=False)
+    if not body.strip():
+        return RetryRequest()
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise APIError(400, "invalid_json", "the body is not JSON") from None
+    try:
+        return RetryRequest.model_validate(document, strict=True)
+    except ValidationError as error:
+        where = "; ".join(
+            f"{'.'.join(map(str, item['loc'])) or 'body'}: {item['msg']}"
+            for item in error.errors(include_url=False)
+        )
+        message = f'the body is {{}} or {{"session_id": "..."}} ({where})'
+        raise APIError(422, "invalid_request", message) from None
+
+
+def _cursor(row_id: int) -> str:
+    return base64.urlsafe_b64encode(row_id.to_bytes(8, "big")).decode().rstrip("=")
+
+
+def _row_id(cursor: str) -> int:
+    """The row a cursor names (:data:`CURSOR_PATTERN` has refused any other with a 400)."""
+    return int.from_bytes(base64.urlsafe_b64decode(cursor + "="), "big")

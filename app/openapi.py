@@ -38,6 +38,7 @@ _EXTRA_ANSWERS: dict[str, dict[int, Any]] = {
     "history.events": {429: _NOT_NOW},
     "deliveries.deliveries": {429: _NOT_NOW},
     "deliveries.retry": {202: {"description": "Back in line"}, 429: _NOT_NOW},
+    "deliveries.retry_all": {429: _NOT_NOW},
 }
 
 

@@ -15,6 +15,7 @@ ROUTES = {
     ("/api/v1/relay/deliveries", "GET"),
     ("/api/v1/relay/test", "POST"),
     ("/api/v1/relay/deliveries/<delivery_id>/retry", "POST"),
+    ("/api/v1/relay/deliveries/retry", "POST"),
     ("/api/v1/status/<token>", "GET"),
     ("/api/v1/status/<token>/events", "GET"),
     ("/pay/<token>", "GET"),

@@ -89,6 +89,7 @@ class DeliveryRecord:
     attempts: int
     last_attempt_at: float | None
     last_status: int | None
+    row_id: int  # its row's: the order of receipt, where the next page starts
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,13 +212,25 @@ class Store(abc.ABC):
         the claim was lost meanwhile."""
 
     @abc.abstractmethod
-    async def deliveries(self, state: str, limit: int) -> list[DeliveryRecord]:
-        """Deliveries in ``state``, newest first."""
+    async def deliveries(
+        self,
+        state: str | None,
+        limit: int,
+        *,
+        session_id: str | None = None,
+        before: int | None = None,
+    ) -> list[DeliveryRecord]:
+        """Deliveries newest first: in ``state`` and of ``session_id`` when given, and older
+        than the row ``before`` (a :attr:`DeliveryRecord.row_id`) when given."""
 
     @abc.abstractmethod
     async def retry_delivery(self, delivery_id: str, now: float) -> bool | None:
-        """Put a failed delivery back in line: ``True``; ``False`` when it is not failed;
-        ``None`` when there is no such delivery."""
+        """Put a failed delivery back in line, with every earlier failed one of its session:
+        ``True``; ``False`` when it is not failed; ``None`` when there is no such delivery."""
+
+    @abc.abstractmethod
+    async def retry_failed(self, now: float, session_id: str | None = None) -> int:
+        """Put every failed delivery (of ``session_id``, when given) back in line; how many."""
 
     @abc.abstractmethod
     async def relay_backlog(self) -> tuple[int, float | None]:
@@ -408,14 +421,26 @@ FINISH_ATTEMPT = (
     " last_status = ?, next_attempt_at = ?, claimed_until = NULL"
     " WHERE id = ? AND claimed_until = ?"
 )
+# Newest first by row id, so that a page follows the one before it by the last row's id (see
+# :func:`listing`): deliveries that arrive meanwhile are newer, and no page shows one twice.
 LIST_DELIVERIES = (
     "SELECT message_id, session_id, type, received_at, state, attempts, last_attempt_at,"
-    " last_status FROM deliveries WHERE state = ? ORDER BY id DESC LIMIT ?"
+    " last_status, id FROM deliveries{where} ORDER BY id DESC LIMIT ?"
 )
+# A failed delivery back in line, and with it every earlier failed one of its session: the
+# relay sends a session's oldest pending delivery first, so those go first, in their order.
 RETRY_DELIVERY = (
     "UPDATE deliveries SET state = 'pending', next_attempt_at = ?, retry_from = ?"
-    " WHERE message_id = ? AND state = 'failed'"
+    " WHERE id IN (SELECT e.id FROM deliveries d JOIN deliveries e"
+    " ON e.session_id = d.session_id AND e.id <= d.id AND e.state = 'failed'"
+    " WHERE d.message_id = ? AND d.state = 'failed')"
 )
+# Every failed delivery back in line; ``{session}`` is empty, or narrows it to one session.
+RETRY_FAILED = (
+    "UPDATE deliveries SET state = 'pending', next_attempt_at = ?, retry_from = ?"
+    " WHERE state = 'failed'{session}"
+)
+OF_SESSION = " AND session_id = ?"
 DELIVERY_EXISTS = "SELECT 1 FROM deliveries WHERE message_id = ?"
 RELAY_BACKLOG = "SELECT count(*), min(received_at) FROM deliveries WHERE state = 'pending'"
 # A body stays while any delivery of it does: a failed one may be put back in line.
@@ -540,6 +565,18 @@ def relay_job(row: tuple[Any, ...], body: bytes, claim: float) -> RelayJob:
 
 def delivery_record(row: Mapping[str, Any] | tuple[Any, ...]) -> DeliveryRecord:
     return DeliveryRecord(*tuple(row))
+
+
+def listing(
+    state: str | None, session_id: str | None, before: int | None, limit: int
+) -> tuple[str, tuple[Any, ...]]:
+    """The statement of :data:`LIST_DELIVERIES` with only the tests asked for, and its values.
+    Each form reads an index newest first: the rows' ids, ``deliveries_by_state`` or
+    ``deliveries_by_session`` (a ``(? IS NULL OR ...)`` test would keep the planners from it)."""
+    tests = {"state = ?": state, "session_id = ?": session_id, "id < ?": before}
+    given = {test: value for test, value in tests.items() if value is not None}
+    where = f" WHERE {' AND '.join(given)}" if given else ""
+    return LIST_DELIVERIES.format(where=where), (*given.values(), limit)
 
 
 def delivery_row(webhook_id: int, delivery: Delivery) -> tuple[Any, ...]:

@@ -30,9 +30,10 @@ from . import (
     INSERT_DELIVERY,
     INSERT_EVENT,
     INSERT_WEBHOOK,
-    LIST_DELIVERIES,
+    OF_SESSION,
     RELAY_BACKLOG,
     RETRY_DELIVERY,
+    RETRY_FAILED,
     SAME_MEANING,
     SELECT_BODY,
     SELECT_EVENTS,
@@ -60,6 +61,7 @@ from . import (
     event_row,
     forgotten_event,
     forgotten_from_row,
+    listing,
     log_missing_body,
     numbered,
     provider_clock,
@@ -158,6 +160,11 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE deliveries ALTER COLUMN signature DROP NOT NULL;
     ALTER TABLE deliveries ADD COLUMN body BYTEA;
     """,
+    # A session's deliveries in every state, newest first (the listing by session, and a
+    # retry's earlier failed ones); deliveries_of_session holds only the pending ones.
+    """
+    CREATE INDEX deliveries_by_session ON deliveries (session_id, id);
+    """,
 )
 _DATED = 3  # the migration that added the provider's clock: sessions are dated after it
 
@@ -172,8 +179,9 @@ _INSERT_DELIVERY = numbered(INSERT_DELIVERY)
 _CLAIM_DELIVERIES = numbered(CLAIM_DELIVERIES.format(lock=" FOR UPDATE SKIP LOCKED"))
 _SELECT_BODY = numbered(SELECT_BODY)
 _FINISH_ATTEMPT = numbered(FINISH_ATTEMPT)
-_LIST_DELIVERIES = numbered(LIST_DELIVERIES)
 _RETRY_DELIVERY = numbered(RETRY_DELIVERY)
+_RETRY_FAILED = numbered(RETRY_FAILED.format(session=""))
+_RETRY_FAILED_OF_SESSION = numbered(RETRY_FAILED.format(session=OF_SESSION))
 _DELIVERY_EXISTS = numbered(DELIVERY_EXISTS)
 _FORGET_WEBHOOKS = numbered(FORGET_WEBHOOKS)
 _FORGET_DELIVERIES = numbered(FORGET_DELIVERIES)
@@ -395,9 +403,26 @@ class PostgresStore(Store):
 
         return await self._run(work)
 
-    async def deliveries(self, state: str, limit: int) -> list[DeliveryRecord]:
-        rows = await self._run(lambda db: db.fetch(_LIST_DELIVERIES, state, limit))
-        return [delivery_record(tuple(row)) for row in rows]
+    async def deliveries(
+        self,
+        state: str | None,
+        limit: int,
+        *,
+        session_id: str | None = None,
+        before: int | None = None,
+    ) -> list[DeliveryRecord]:
+        sql, values = listing(state, session_id, before, limit)
+
+        async def work(db: asyncpg.Connection) -> list[asyncpg.Record]:
+            async with db.transaction():
+                # Planned for the values each time: a generic plan, made for any state, reads
+                # every row's id newest first and filters by state, the whole table for a rare
+                # state such as failed; planned for 'failed', it reads deliveries_by_state.
+                await db.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+                rows: list[asyncpg.Record] = await db.fetch(numbered(sql), *values)
+                return rows
+
+        return [delivery_record(tuple(row)) for row in await self._run(work)]
 
     async def retry_delivery(self, delivery_id: str, now: float) -> bool | None:
         async def work(db: asyncpg.Connection) -> bool | None:
@@ -406,6 +431,14 @@ class PostgresStore(Store):
             return False if await db.fetchval(_DELIVERY_EXISTS, delivery_id) else None
 
         return await self._run(work)
+
+    async def retry_failed(self, now: float, session_id: str | None = None) -> int:
+        async def work(db: asyncpg.Connection) -> str:
+            if session_id is None:
+                return str(await db.execute(_RETRY_FAILED, now, now))
+            return str(await db.execute(_RETRY_FAILED_OF_SESSION, now, now, session_id))
+
+        return int((await self._run(work)).split()[-1])
 
     async def relay_backlog(self) -> tuple[int, float | None]:
         row = await self._run(lambda db: db.fetchrow(RELAY_BACKLOG))

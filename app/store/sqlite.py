@@ -46,9 +46,10 @@ from . import (
     INSERT_DELIVERY,
     INSERT_EVENT,
     INSERT_WEBHOOK,
-    LIST_DELIVERIES,
+    OF_SESSION,
     RELAY_BACKLOG,
     RETRY_DELIVERY,
+    RETRY_FAILED,
     SAME_MEANING,
     SELECT_BODY,
     SELECT_EVENTS,
@@ -76,6 +77,7 @@ from . import (
     event_row,
     forgotten_event,
     forgotten_from_row,
+    listing,
     log_missing_body,
     provider_clock,
     relay_job,
@@ -233,6 +235,11 @@ MIGRATIONS: tuple[str, ...] = (
         '$.delivery_id') AS INTEGER)) FROM events WHERE kind = 'relay'), 0))
         WHERE name = 'deliveries';
     """,
+    # A session's deliveries in every state, newest first (the listing by session, and a
+    # retry's earlier failed ones); deliveries_of_session holds only the pending ones.
+    """
+    CREATE INDEX deliveries_by_session ON deliveries (session_id, id);
+    """,
 )
 _DATED = 4  # the migration that added the provider's clock: sessions are dated after it
 # The most writes one transaction commits together.
@@ -346,8 +353,16 @@ class SQLiteStore(Store):
     async def events(self, session_id: str) -> list[Event]:
         return [event_from_row(row) for row in await self._read(SELECT_EVENTS, (session_id,))]
 
-    async def deliveries(self, state: str, limit: int) -> list[DeliveryRecord]:
-        return [delivery_record(row) for row in await self._read(LIST_DELIVERIES, (state, limit))]
+    async def deliveries(
+        self,
+        state: str | None,
+        limit: int,
+        *,
+        session_id: str | None = None,
+        before: int | None = None,
+    ) -> list[DeliveryRecord]:
+        rows = await self._read(*listing(state, session_id, before, limit))
+        return [delivery_record(row) for row in rows]
 
     async def relay_backlog(self) -> tuple[int, float | None]:
         [(count, oldest)] = await self._read(RELAY_BACKLOG)
@@ -444,6 +459,15 @@ class SQLiteStore(Store):
             if db.execute(RETRY_DELIVERY, (now, now, delivery_id)).rowcount:
                 return True
             return False if db.execute(DELIVERY_EXISTS, (delivery_id,)).fetchone() else None
+
+        return await self._transaction("", work)
+
+    async def retry_failed(self, now: float, session_id: str | None = None) -> int:
+        def work(db: sqlite3.Connection) -> int:
+            if session_id is None:
+                return db.execute(RETRY_FAILED.format(session=""), (now, now)).rowcount
+            retry = RETRY_FAILED.format(session=OF_SESSION)
+            return db.execute(retry, (now, now, session_id)).rowcount
 
         return await self._transaction("", work)
 
