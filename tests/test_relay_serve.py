@@ -34,14 +34,16 @@ def partner_backend() -> Iterator[Partner]:
 
 def settings(database_url: str, key: rsa.RSAPrivateKey, partner: Partner, **more: str) -> Any:
     return environment(
-        DATABASE_URL=database_url,
-        SECRET_KEY="relay-serve-secret-0123456789-0123456789",
-        SG_PUBLIC_KEY=public_pem(key),
-        API_KEYS=json.dumps([API_KEY]),
-        RELAY_URL=partner.url,
-        RELAY_MAX_DELAY="1",  # retries come within a second
-        RELAY_MAX_AGE="600",  # and nothing fails for good here
-        **more,
+        **{
+            "DATABASE_URL": database_url,
+            "SECRET_KEY": "relay-serve-secret-0123456789-0123456789",
+            "SG_PUBLIC_KEY": public_pem(key),
+            "API_KEYS": json.dumps([API_KEY]),
+            "RELAY_URL": partner.url,
+            "RELAY_MAX_DELAY": "1",  # retries come within a second
+            "RELAY_MAX_AGE": "600",  # and nothing fails for good unless told
+            **more,
+        }
     )
 
 
@@ -275,3 +277,52 @@ async def test_no_delivery_is_ever_in_flight_twice(
     assert {str(row[0]): row[1] for row in recorded} == {
         delivery_id: len(items) for delivery_id, items in attempts.items()
     }
+
+
+async def test_after_an_outage_one_call_brings_every_session_back_in_order(
+    database_url: str, provider_key: rsa.RSAPrivateKey, partner_backend: Partner, tmp_path: Path
+) -> None:
+    """The partner is down until every delivery has failed for good; then one call puts them
+    all back in line, and each session's reach it in the order received, across two instances
+    of two workers each."""
+    answers = Answers(partner_backend)
+    answers.policy = lambda received: 503
+    environ = settings(
+        database_url, provider_key, partner_backend, RELAY_TIMEOUT="1", RELAY_MAX_AGE="3"
+    )
+    servers = [
+        Served(environ, workers=2, log=tmp_path / f"serve-{number}.log").start()
+        for number in range(2)
+    ]
+    try:
+        clients = [Client(server.url, provider_key, API_KEY) for server in servers]
+        sessions = [f"ps_outage_{number}" for number in range(8)]
+        burst = Burst(clients, sessions, per_session=4)
+        burst.join()
+        assert len(burst.answered) == 32
+        deadline = time.monotonic() + 60
+        while dict(
+            await query(database_url, "SELECT state, count(*) FROM deliveries GROUP BY state")
+        ) != {"failed": 32}:
+            assert time.monotonic() < deadline, "the deliveries did not all fail"
+            await asyncio.sleep(0.2)
+        answers.policy = lambda received: 200
+        retried_at = time.monotonic()
+        authorised = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+        status, _, body = clients[1].call(
+            "POST", "/api/v1/relay/deliveries/retry", b"{}", authorised
+        )
+        assert (status, json.loads(body)) == (202, {"requeued": 32})
+        states = await settled(database_url, 32, timeout=40)
+    finally:
+        for server in servers:
+            server.stop()
+    assert states == {"delivered": 32}
+    received = list(partner_backend.received)
+    assert_bytes_and_signature(received, burst)
+    assert_one_at_a_time_in_order([item for item in received if item.started >= retried_at])
+    delivered: dict[str, list[int]] = defaultdict(list)
+    for item in sorted(received, key=lambda item: item.started):
+        if answers.to(item) == 200:
+            delivered[whose(item)[0]].append(whose(item)[1])
+    assert delivered == {session_id: [0, 1, 2, 3] for session_id in sessions}
