@@ -26,6 +26,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -43,6 +44,8 @@ CONNECTIONS = 16  # to the partner at once, and so deliveries claimed at a time
 LOOK_AGAIN = 1.0  # seconds between looks for due deliveries (other processes', retries)
 BACKLOG_EVERY = 5.0  # seconds between counts of the pending deliveries, for the metrics
 ANSWER_READ_BYTES = 64 * 1024  # of a partner's answer, read and dropped; a longer one closes
+# The answers whose Retry-After asks for a pause (RFC 9110: too many requests, unavailable).
+PAUSING = frozenset({429, 503})
 
 
 def next_attempt(
@@ -53,13 +56,33 @@ def next_attempt(
     max_delay: float,
     max_age: float,
     jitter: float,
+    at_least: float = 0.0,
 ) -> float | None:
     """When to try again after ``attempts`` failed ones (``jitter`` in [0, 1) spreads the
-    retries of many deliveries), or ``None`` when that would be past ``max_age`` since the
-    delivery was received (or put back in line). Pure."""
+    retries of many deliveries), no sooner than ``at_least`` seconds from ``now`` (the pause
+    the partner asked for, within ``max_delay`` too), or ``None`` when that would be past
+    ``max_age`` since the delivery was received (or put back in line). Pure."""
     delay = min(max_delay, FIRST_DELAY * 2 ** min(attempts - 1, 32)) * (0.5 + jitter / 2)
-    later = now + delay
+    later = now + max(delay, min(at_least, max_delay))
     return later if later <= retry_from + max_age else None
+
+
+def retry_after(status: int | None, value: str | None, now: float) -> float:
+    """The pause in seconds a partner's answer asks for: its ``Retry-After`` on a 429 or 503,
+    delta seconds or an HTTP date (all three forms RFC 9110 names), against ``now``; 0 when it
+    asks for none or says something else. Pure."""
+    if status not in PAUSING or value is None:
+        return 0.0
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(value) if len(value) <= 12 else 1e12  # longer: as long as there is
+    try:
+        moment = parsedate_to_datetime(value)
+    except (ValueError, TypeError, OverflowError, IndexError):
+        return 0.0
+    if moment.tzinfo is None:  # asctime's form, which is GMT
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, moment.timestamp() - now)
 
 
 class Relay:
@@ -151,7 +174,7 @@ class Relay:
             await asyncio.gather(*self._in_flight, return_exceptions=True)
 
     async def _attempt(self, job: RelayJob) -> None:
-        status = await self._post(job)
+        status, pause = await self._post(job)
         now = self._clock()
         if status is not None and 200 <= status < 300:
             attempt = Attempt(job, now, status, "delivered", now)
@@ -164,6 +187,7 @@ class Relay:
                 max_delay=settings.relay_max_delay,
                 max_age=settings.relay_max_age,
                 jitter=random.random(),
+                at_least=retry_after(status, pause, now),
             )
             attempt = Attempt(job, now, status, "pending" if later else "failed", later or now)
         self._metrics.relay_attempt(attempt.state)
@@ -183,8 +207,10 @@ class Relay:
                 status or "none",
             )
 
-    async def _post(self, job: RelayJob) -> int | None:
-        """The partner's answer's status code, or ``None`` when there was no answer in time."""
+    async def _post(self, job: RelayJob) -> tuple[int | None, str | None]:
+        """The partner's answer's status code (``None`` when there was no answer in time) and
+        its ``Retry-After``. A redirect is an answer like any other that is not 2xx: never
+        followed (the partner's URL is the one configured, and the body goes nowhere else)."""
         assert self._client is not None
         # The wall clock, not the bridge's: the partner checks it against its own.
         headers = signed_headers(self._signers, job.message_id, job.body, time.time())
@@ -208,9 +234,9 @@ class Relay:
                     read += len(chunk)
                     if read > ANSWER_READ_BYTES:
                         break
-                return answer.status
+                return answer.status, answer.headers.get("Retry-After")
         except (aiohttp.ClientError, OSError, TimeoutError):
-            return None
+            return None, None
 
     async def _count_backlog(self) -> None:
         now = time.monotonic()

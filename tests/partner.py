@@ -24,10 +24,12 @@ class Received:
 
 @dataclass
 class Partner:
-    """``answer(received)`` gives the status code; ``delay`` holds each answer that long."""
+    """``answer(received)`` gives the status code and ``headers(received)`` the answer's headers;
+    ``delay`` holds each answer that long."""
 
     url: str = ""
     answer: Callable[[Received], int] = lambda received: 200
+    headers: Callable[[Received], dict[str, str]] = lambda received: {}
     delay: float = 0.0
     received: list[Received] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -76,6 +78,8 @@ def recording_partner() -> Iterator[Partner]:
             status = partner.answer(pending)
             partner.record(pending)
             self.send_response(status)
+            for name, value in partner.headers(pending).items():
+                self.send_header(name, value)
             self.send_header("Content-Length", "0")
             self.end_headers()
 

@@ -1,5 +1,5 @@
 """A partner recovering from an outage: the deliveries listed and paged, failed ones put back in
-line in their sessions' order."""
+line in their sessions' order, and a partner that asks for a pause (Retry-After) given it."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ import base64
 import json
 import re
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from email.utils import format_datetime
 from typing import Any, TypeVar
 
 import asyncpg
 import pytest
 
+from app.relay import next_attempt, retry_after
 from app.store import OF_SESSION, RETRY_DELIVERY, RETRY_FAILED, listing, numbered, open_store
 
 from .conftest import Configured, Deployment, FakeClock
@@ -453,3 +456,127 @@ async def test_the_retry_all_body(
             assert await answer.get_json() == {"requeued": 0}
         else:
             assert set((await answer.get_json())["error"]) == {"code", "message"}
+
+
+# -- Retry-After and redirects ---------------------------------------------------------------
+
+
+async def next_attempt_of(database_url: str) -> tuple[float, float, str]:
+    [(due, last, state)] = await query(
+        database_url, "SELECT next_attempt_at, last_attempt_at, state FROM deliveries"
+    )
+    return due, last, state
+
+
+@pytest.mark.parametrize(
+    ("status", "header", "pause"),
+    [
+        (503, "120", 120.0),
+        (429, "300", 300.0),
+        (503, "date+200", 200.0),
+        (429, "99999999", 600.0),  # at most BRIDGE_RELAY_MAX_DELAY
+    ],
+)
+async def test_a_partner_that_asks_for_a_pause_gets_it(
+    configured: Configured,
+    partner_backend: Partner,
+    clock: FakeClock,
+    database_url: str,
+    status: int,
+    header: str,
+    pause: float,
+) -> None:
+    if header.startswith("date+"):
+        moment = datetime.fromtimestamp(clock.now + int(header[5:]), UTC)
+        header = format_datetime(moment, usegmt=True)
+    partner_backend.answer = lambda received: status if len(partner_backend.received) < 1 else 200
+    partner_backend.headers = lambda received: {"Retry-After": header}
+    async with configured(RELAY_URL=partner_backend.url, RELAY_MAX_AGE=3600) as bridge:
+        await send(bridge, "ps_1", "ready_to_confirm", 1)
+        await partner_backend.arrived(1)
+        await until(lambda: _attempted(database_url), "the first attempt on record")
+        due, last, state = await next_attempt_of(database_url)
+        assert state == "pending"
+        assert due - last == pytest.approx(pause, abs=1.0)
+        clock.advance(pause - 5)  # well past the usual pause, not past the one asked for
+        relay_of(bridge).wake()
+        await asyncio.sleep(0.3)
+        assert len(partner_backend.received) == 1
+        clock.advance(10)
+        relay_of(bridge).wake()
+        await partner_backend.arrived(2)
+
+
+async def _attempted(database_url: str) -> bool:
+    [(attempts,)] = await query(database_url, "SELECT attempts FROM deliveries")
+    return bool(attempts)
+
+
+async def test_a_pause_asked_for_past_the_maximum_age_fails_the_delivery(
+    configured: Configured, partner_backend: Partner, database_url: str
+) -> None:
+    partner_backend.answer = lambda received: 503
+    partner_backend.headers = lambda received: {"Retry-After": "500"}
+    async with configured(RELAY_URL=partner_backend.url, RELAY_MAX_AGE=300) as bridge:
+        await send(bridge, "ps_1", "ready_to_confirm", 1)
+        (failed,) = await until(lambda: in_state(bridge, "failed"), "failed for good")
+        assert failed.attempts == 1 and failed.last_status == 503
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+async def test_a_redirect_is_a_failure_and_never_followed(
+    configured: Configured, partner_backend: Partner, clock: FakeClock, status: int
+) -> None:
+    with recording_partner() as elsewhere:
+        partner_backend.answer = lambda received: status
+        partner_backend.headers = lambda received: {"Location": elsewhere.url}
+        async with configured(RELAY_URL=partner_backend.url, RELAY_MAX_AGE=600) as bridge:
+            await send(bridge, "ps_1", "ready_to_confirm", 1)
+            await partner_backend.arrived(1)
+            (pending,) = await until(
+                lambda: attempted_pending(bridge), "the first attempt on record"
+            )
+            assert pending.last_status == status and pending.attempts == 1
+            clock.advance(5)  # past the first pause: tried again, at the same URL
+            relay_of(bridge).wake()
+            await partner_backend.arrived(2)
+            await asyncio.sleep(0.2)
+        assert elsewhere.received == []
+
+
+@pytest.mark.parametrize(
+    ("status", "value", "seconds"),
+    [
+        (503, "120", 120.0),
+        (429, " 7 ", 7.0),
+        (503, "0", 0.0),
+        (503, "Fri, 15 Jan 2027 08:02:00 GMT", 120.0),  # IMF-fixdate
+        (503, "Friday, 15-Jan-27 08:02:00 GMT", 120.0),  # RFC 850
+        (503, "Fri Jan 15 08:02:00 2027", 120.0),  # asctime
+        (503, "Fri, 15 Jan 2027 07:00:00 GMT", 0.0),  # past
+        (503, "soon", 0.0),
+        (503, "-5", 0.0),
+        (503, "1.5", 0.0),
+        (503, "١٢٠", 0.0),  # digits, but not ASCII ones
+        (503, "9" * 5000, 1e12),  # longer than int() takes: as long as there is
+        (503, None, 0.0),
+        (500, "120", 0.0),  # only a 429 or 503 asks for a pause
+        (200, "120", 0.0),
+        (None, "120", 0.0),
+    ],
+)
+def test_retry_after_is_read_as_http_says(
+    status: int | None, value: str | None, seconds: float
+) -> None:
+    now = datetime(2027, 1, 15, 8, 0, tzinfo=UTC).timestamp()
+    assert retry_after(status, value, now) == seconds
+
+
+def test_a_pause_asked_for_is_kept_within_the_longest_pause_and_the_maximum_age() -> None:
+    common = {"retry_from": 0.0, "now": 100.0, "max_delay": 600.0, "jitter": 0.0}
+    assert next_attempt(attempts=1, max_age=10**6, at_least=120.0, **common) == 220.0
+    assert next_attempt(attempts=1, max_age=10**6, at_least=10**9, **common) == 700.0
+    assert next_attempt(attempts=1, max_age=10**6, at_least=0.0, **common) == 100.5
+    # The usual pause is longer than the one asked for: it stands.
+    assert next_attempt(attempts=11, max_age=10**6, at_least=10.0, **common) == 400.0
+    assert next_attempt(attempts=1, max_age=200.0, at_least=120.0, **common) is None
