@@ -190,13 +190,17 @@ class Relay:
                 at_least=retry_after(status, pause, now),
             )
             attempt = Attempt(job, now, status, "pending" if later else "failed", later or now)
-        self._metrics.relay_attempt(attempt.state)
         try:
             recorded = await self._store.finish_attempt(attempt)
         except StorageUnavailableError:  # the claim lapses and the delivery is tried again
+            recorded = False
             log.warning("relay delivery %s: its outcome could not be stored", job.message_id)
+        # An outcome not on record is no outcome: the delivery is tried again (here or by the
+        # process that took its claim), so it is pending; failed pages someone (the alerts).
+        self._metrics.relay_attempt(attempt.state if recorded else "pending")
+        if not recorded:
             return
-        if recorded and attempt.state == "failed":
+        if attempt.state == "failed":
             log.error(
                 "relay delivery %s (%s, session %s) failed for good after %d attempts;"
                 " last answer %s",

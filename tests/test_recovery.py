@@ -580,3 +580,38 @@ def test_a_pause_asked_for_is_kept_within_the_longest_pause_and_the_maximum_age(
     # The usual pause is longer than the one asked for: it stands.
     assert next_attempt(attempts=11, max_age=10**6, at_least=10.0, **common) == 400.0
     assert next_attempt(attempts=1, max_age=200.0, at_least=120.0, **common) is None
+
+
+# -- failed for good, as the alert counts it -------------------------------------------------
+
+
+@pytest.mark.parametrize("outcome", ["claim lost", "storage unavailable"])
+async def test_only_a_failure_on_record_counts_as_failed_for_good(
+    configured: Configured, partner_backend: Partner, outcome: str
+) -> None:
+    """bridge_relay_attempts_total{outcome="failed"} pages someone (docs/deploy's alerts): an
+    attempt whose outcome was not recorded (its claim lost to another process, the storage
+    away) is tried again, so it counts as pending, not as failed for good."""
+    from app.store import StorageUnavailableError
+
+    partner_backend.answer = lambda received: 503
+    partner_backend.headers = lambda received: {"Retry-After": "3"}  # past the maximum age
+    async with configured(
+        RELAY_URL=partner_backend.url, RELAY_TIMEOUT=1, RELAY_MAX_AGE=2
+    ) as bridge:
+        store = bridge.app.extensions["bridge"].store
+        told: list[Any] = []
+
+        async def not_recorded(attempt: Any) -> bool:
+            told.append(attempt)
+            if outcome == "storage unavailable":
+                raise StorageUnavailableError("gone")
+            return False
+
+        store.finish_attempt = not_recorded
+        await send(bridge, "ps_1", "ready_to_confirm", 1)
+        await until(lambda: asyncio.sleep(0, told), "an attempt told")
+        assert told[0].state == "failed"
+        text = await (await bridge.client.get("/metrics")).get_data(as_text=True)
+        assert 'bridge_relay_attempts_total{outcome="failed"} 0.0' in text
+        assert 'bridge_relay_attempts_total{outcome="pending"} 1.0' in text
