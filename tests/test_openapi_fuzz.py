@@ -165,6 +165,7 @@ def test_every_documented_operation_passes_every_check(bridge: Bridge) -> None:
         "GET /api/v1/relay/deliveries",
         "POST /api/v1/relay/deliveries/{delivery_id}/retry",
         "POST /api/v1/relay/deliveries/retry",
+        "POST /api/v1/relay/test",
         "GET /api/v1/status/{token}",
         "GET /api/v1/status/{token}/events",
     }
