@@ -433,8 +433,12 @@ def _absolute_url(raw: str) -> str:
         parts = urlsplit(raw)
     except ValueError:  # brackets around no IPv6 address, and the like
         raise ValueError("does not parse as a URL") from None
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError("expected an absolute http(s) URL")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected an absolute http(s) URL with a host")
+    try:
+        parts.port  # noqa: B018 - read for its check
+    except ValueError:
+        raise ValueError("its port is not a number from 0 to 65535") from None
     return raw
 
 

@@ -71,8 +71,21 @@ async def send_test(settings: Settings) -> Probed:
             text = body[:SHOWN_BYTES].decode("utf-8", "replace")
             return Probed(settings.relay_url, sent_id, answer.status, text, None)
     except (aiohttp.ClientError, OSError, TimeoutError) as error:
-        reason = str(error) or type(error).__name__
-        return Probed(settings.relay_url, sent_id, None, "", reason)
+        return Probed(settings.relay_url, sent_id, None, "", _why(error, settings))
+
+
+def _why(error: BaseException, settings: Settings) -> str:
+    """What went wrong, in words that carry no credential: aiohttp's own messages name URLs
+    whole, the proxy's userinfo and the relay URL's query included."""
+    if isinstance(error, TimeoutError):
+        return f"no answer within {settings.relay_timeout:g} s (BRIDGE_RELAY_TIMEOUT)"
+    if isinstance(error, aiohttp.ClientHttpProxyError):
+        return f"the proxy answered {error.status} {error.message}"
+    if isinstance(error, aiohttp.ClientConnectorError):
+        return f"cannot connect to {error.host}:{error.port} ({error.os_error.strerror})"
+    if isinstance(error, aiohttp.ClientResponseError):
+        return f"{error.status} {error.message}"
+    return type(error).__name__
 
 
 class ProbeAnswer(BaseModel):

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from app.config import ConfigError, check_strength, described, load_settings
 
-from .conftest import public_pem
+from .conftest import RELAY_SECRET, public_pem
 from .servers import Served, environment
 
 PEM_KEY = "-----BEGIN PUBLIC KEY-----"
@@ -573,3 +573,14 @@ def test_the_relay_is_signed_or_refused(environ: dict[str, str]) -> None:
         {**relay, "BRIDGE_RELAY_SECRET": old, "BRIDGE_RELAY_EVENTS": "bridge provider"}
     )
     assert both.relay_events == {"provider", "bridge"}
+
+
+@pytest.mark.parametrize(
+    "url", ["https://u:p@partner.example:99999/h", "http://u:p@:80/h", "https://:8443/h"]
+)
+def test_a_url_with_no_host_or_an_impossible_port_is_refused(
+    environ: dict[str, str], url: str
+) -> None:
+    """Such a relay URL would fail every delivery quietly for days."""
+    with pytest.raises(ConfigError, match="^BRIDGE_RELAY_URL: "):
+        load_settings({**environ, "BRIDGE_RELAY_URL": url, "BRIDGE_RELAY_SECRET": RELAY_SECRET})

@@ -92,3 +92,22 @@ def test_the_command_checks_the_endpoint_before_the_first_payment(
     without = {name: value for name, value in settings.items() if name != "RELAY_URL"}
     off = relay_test(without)
     assert off.returncode == 2 and "BRIDGE_RELAY_URL is not set" in off.stderr
+
+
+async def test_what_went_wrong_names_no_credential(
+    configured: Configured, partner_backend: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The error of a test message goes to any partner key's holder and to a terminal: the
+    proxy's credentials and the relay URL's userinfo and query stay out of it."""
+    proxy = partner_backend.url.removesuffix("/smart-glocal").replace("://", "://op:PROXYPASS@")
+    monkeypatch.setenv("HTTPS_PROXY", proxy)
+    monkeypatch.setenv("https_proxy", proxy)
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    relay = "https://user:URLPASS@partner.invalid/hook?token=URLTOKEN"
+    async with configured(RELAY_URL=relay) as bridge:
+        answer = await bridge.client.post("/api/v1/relay/test", headers=bridge.partner.headers)
+        said = await answer.get_json()
+    assert said["delivered"] is False and said["error"]
+    for secret in ("PROXYPASS", "URLPASS", "URLTOKEN"):
+        assert secret not in said["error"], said["error"]
