@@ -750,3 +750,52 @@ async def test_a_delivery_never_borrows_another_sessions_body(
     assert [(job.session_id, job.body) for job in jobs] == [("ps_0", b'{"n": 0}')]
     failed = await store.deliveries("failed", 10)
     assert [record.session_id for record in failed] == ["ps_1"]
+
+
+async def test_a_delivery_from_before_message_ids_keeps_the_id_it_was_sent_with(
+    database_url: str,
+) -> None:
+    """A delivery whose attempts went out as X-Bridge-Delivery-Id 38 before the upgrade is 38
+    after it: the partner deduplicates by it and may hold it to retry."""
+    every = migrations(database_url)
+    earlier = every[: next(n for n, script in enumerate(every) if "message_id" in script)]
+    webhook_row = (
+        "INSERT INTO webhooks (id, digest, session_id, type, received_at, body)"
+        " VALUES (7, {}, 'ps_1', 'ready_to_confirm', 10.0, {})"
+    )
+    delivery_row = (
+        "INSERT INTO deliveries (id, webhook_id, session_id, type, received_at, signature, state,"
+        " attempts, next_attempt_at, retry_from) VALUES (38, 7, 'ps_1', 'ready_to_confirm', 10.0,"
+        " 'signed', 'pending', 2, 10.0, 10.0)"
+    )
+    if database_url.startswith("sqlite"):
+        with contextlib.closing(sqlite3.connect(database_url.removeprefix("sqlite:///"))) as db:
+            for script in earlier:
+                db.executescript(script)
+            db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+            versions = [(number,) for number in range(1, len(earlier) + 1)]
+            db.executemany("INSERT INTO schema_version VALUES (?)", versions)
+            db.execute(webhook_row.format("x'01'", "x'7b7d'"))
+            db.execute(delivery_row)
+            db.commit()
+    else:
+        import asyncpg
+
+        pg = await asyncpg.connect(database_url)
+        for script in earlier:
+            await pg.execute(script)
+        await pg.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        for number in range(1, len(earlier) + 1):
+            await pg.execute("INSERT INTO schema_version VALUES ($1)", number)
+        await pg.execute(webhook_row.format("'\\x01'::bytea", "'{}'::bytea"))
+        await pg.execute(delivery_row)
+        await pg.close()
+    store = open_store(database_url)
+    await store.open()
+    try:
+        [job] = await store.claim_deliveries(20.0, 30.0, 10)
+        [record] = await store.deliveries("pending", 10)
+    finally:
+        await store.close()
+    assert (job.message_id, job.attempts, job.body) == ("38", 2, b"{}")
+    assert record.id == "38"

@@ -150,10 +150,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX webhooks_by_meaning ON webhooks (session_id, meaning);
     """,
     # A delivery's id for the partner is a random message id, unique beyond this database
-    # (app/ids.py); one of the bridge's own events carries its own body and no webhook.
+    # (app/ids.py); one recorded before keeps the id its attempts went out with. One of the
+    # bridge's own events carries its own body and no webhook.
     """
     ALTER TABLE deliveries ADD COLUMN message_id TEXT;
-    UPDATE deliveries SET message_id = 'msg_' || replace(gen_random_uuid()::text, '-', '');
+    UPDATE deliveries SET message_id = id::text;
     ALTER TABLE deliveries ALTER COLUMN message_id SET NOT NULL;
     CREATE UNIQUE INDEX deliveries_by_message ON deliveries (message_id);
     ALTER TABLE deliveries ALTER COLUMN webhook_id DROP NOT NULL;

@@ -167,8 +167,8 @@ MIGRATIONS: tuple[str, ...] = (
     # Row ids are never used twice (AUTOINCREMENT): retention deletes the newest rows of a
     # quiet period too, and a delivery or history entry naming an old id must never meet
     # another row under it. A delivery's id for the partner is a random message id, unique
-    # beyond this file (app/ids.py); one of the bridge's own events carries its own body and no
-    # webhook. The webhooks' count starts past every id a delivery names, the
+    # beyond this file (app/ids.py); one recorded before keeps the id its attempts went out
+    # with. One of the bridge's own events carries its own body and no webhook. The webhooks' count starts past every id a delivery names, the
     # deliveries' past every id the history names (retention deleted some of those).
     """
     CREATE TABLE webhooks_new (
@@ -221,7 +221,7 @@ MIGRATIONS: tuple[str, ...] = (
     );
     INSERT INTO deliveries_new SELECT id, webhook_id, session_id, type, received_at, signature,
         state, attempts, next_attempt_at, retry_from, last_attempt_at, last_status, claimed_until,
-        'msg_' || lower(hex(randomblob(16))), NULL
+        CAST(id AS TEXT), NULL
         FROM deliveries;
     DROP TABLE deliveries;
     ALTER TABLE deliveries_new RENAME TO deliveries;
