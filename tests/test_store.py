@@ -799,3 +799,26 @@ async def test_a_delivery_from_before_message_ids_keeps_the_id_it_was_sent_with(
         await store.close()
     assert (job.message_id, job.attempts, job.body) == ("38", 2, b"{}")
     assert record.id == "38"
+
+
+async def test_an_event_is_due_when_the_change_was_recorded(
+    store: Store, database_url: str
+) -> None:
+    """A timeout the sweep records late is dated, for the relay, when it was recorded (its body
+    says when the window ended): a backlog gauge and the relay's maximum age count from then."""
+    from app import events
+
+    store.emit = events.emitted
+    await store.update_session("ps_1", lambda session: new_session("ps_1", 10.0))
+    ended = Session(
+        id="ps_1",
+        status=Status.CANCELED,
+        reason="action_timeout",
+        created_at=10.0,
+        updated_at=100.0,
+    )
+    await store.update_session("ps_1", lambda session: ended, Event("ps_1", 900.0, "timeout", {}))
+    rows = await query(
+        database_url, "SELECT received_at, next_attempt_at, retry_from FROM deliveries"
+    )
+    assert rows == [(900.0, 900.0, 900.0)]

@@ -142,12 +142,12 @@ class Store(abc.ABC):
         # transaction.
         self.emit: Emit | None = None
 
-    def emitted(self, changed: Changed) -> list[tuple[Any, ...]]:
-        """The :data:`INSERT_DELIVERY` values of the events a committed change sends."""
+    def emitted(self, changed: Changed, at: float) -> list[tuple[Any, ...]]:
+        """The :data:`INSERT_DELIVERY` values of the events a change recorded ``at`` sends (the
+        bridge's clock: a timeout the sweep records late is due from then)."""
         before, after = changed.before, changed.after
         if self.emit is None or after is None or after == before:
             return []
-        at = after.updated_at
         return [
             (message_id(at), None, after.id, event.type, at, None, event.body, at, at)
             for event in self.emit(before, after)
@@ -502,6 +502,13 @@ def forgotten_event(row: Mapping[str, Any] | tuple[Any, ...], now: float) -> tup
     return event_row(
         Event(session_id, now, FORGOTTEN, {"provider_updated_at": provider_updated_at})
     )
+
+
+def recorded_at(changed: Changed, event: Event | None) -> float:
+    """When an update was recorded: its history event's time, else the session's own."""
+    if event is not None:
+        return event.at
+    return changed.after.updated_at if changed.after is not None else 0.0
 
 
 def forgotten_from_row(row: Mapping[str, Any] | tuple[Any, ...] | None) -> Forgotten | None:

@@ -65,6 +65,7 @@ from . import (
     log_missing_body,
     numbered,
     provider_clock,
+    recorded_at,
     relay_job,
     session_from_row,
     session_row,
@@ -339,7 +340,7 @@ class PostgresStore(Store):
                 changed = await _change(db, session, update)
             if inserted is not None and delivery.relay_signature is not None:
                 await db.execute(_INSERT_DELIVERY, *delivery_row(inserted, delivery))
-            if emitted := self.emitted(changed):
+            if emitted := self.emitted(changed, delivery.received_at):
                 await db.executemany(_INSERT_DELIVERY, emitted)
             await db.execute(_INSERT_EVENT, *event_row(webhook_event(delivery, changed)))
             return changed
@@ -352,7 +353,7 @@ class PostgresStore(Store):
         async def work(db: asyncpg.Connection) -> Changed:
             await _lock(db, session_id)
             changed = await _change(db, await _select(db, session_id), update)
-            if emitted := self.emitted(changed):
+            if emitted := self.emitted(changed, recorded_at(changed, event)):
                 await db.executemany(_INSERT_DELIVERY, emitted)
             if event is not None and changed.after != changed.before:
                 await db.execute(_INSERT_EVENT, *event_row(event))

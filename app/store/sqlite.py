@@ -80,6 +80,7 @@ from . import (
     listing,
     log_missing_body,
     provider_clock,
+    recorded_at,
     relay_job,
     session_from_row,
     session_row,
@@ -168,8 +169,9 @@ MIGRATIONS: tuple[str, ...] = (
     # quiet period too, and a delivery or history entry naming an old id must never meet
     # another row under it. A delivery's id for the partner is a random message id, unique
     # beyond this file (app/ids.py); one recorded before keeps the id its attempts went out
-    # with. One of the bridge's own events carries its own body and no webhook. The webhooks' count starts past every id a delivery names, the
-    # deliveries' past every id the history names (retention deleted some of those).
+    # with. One of the bridge's own events carries its own body and no webhook. The webhooks'
+    # count starts past every id a delivery names, the deliveries' past every id the history
+    # names (retention deleted some of those).
     """
     CREATE TABLE webhooks_new (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -402,7 +404,7 @@ class SQLiteStore(Store):
                 changed = _change(db, session, update)
             if inserted is not None and delivery.relay_signature is not None:
                 db.execute(INSERT_DELIVERY, delivery_row(inserted[0], delivery))
-            db.executemany(INSERT_DELIVERY, self.emitted(changed))
+            db.executemany(INSERT_DELIVERY, self.emitted(changed, delivery.received_at))
             db.execute(INSERT_EVENT, event_row(webhook_event(delivery, changed)))
             return changed
 
@@ -413,7 +415,7 @@ class SQLiteStore(Store):
     ) -> Changed:
         def work(db: sqlite3.Connection) -> Changed:
             changed = _change(db, _select(db, session_id), update)
-            db.executemany(INSERT_DELIVERY, self.emitted(changed))
+            db.executemany(INSERT_DELIVERY, self.emitted(changed, recorded_at(changed, event)))
             if event is not None and changed.after != changed.before:
                 db.execute(INSERT_EVENT, event_row(event))
             return changed
