@@ -30,7 +30,7 @@ def partner_backend() -> Iterator[Partner]:
         yield backend
 
 
-async def test_the_readmes_receiver_takes_each_message_once_and_refuses_a_forgery(
+async def test_the_readmes_receiver_knows_each_message_again_and_refuses_a_forgery(
     configured: Configured,
     partner_backend: Partner,
     clock: FakeClock,
@@ -48,10 +48,11 @@ async def test_the_readmes_receiver_takes_each_message_once_and_refuses_a_forger
         bridge.app.extensions["bridge"].relay.wake()
         received = await partner_backend.arrived(3)
     messages = [receive(item.body, item.headers) for item in received]
-    assert messages[0]["type"] == "ready_to_confirm"
-    assert messages[1] is None  # the retry of the first, handled already
-    assert messages[2]["type"] == "session.updated"
-    assert messages[2]["data"]["next_action"] == "confirm"
+    assert messages[0][1]["type"] == "ready_to_confirm"
+    assert messages[1] == messages[0]  # the retry of the first: its id says it is no news
+    assert messages[2][1]["type"] == "session.updated"
+    assert messages[2][1]["data"]["next_action"] == "confirm"
+    assert len({message_id for message_id, _ in messages}) == 2
     forged = dict(received[2].headers, **{"webhook-id": "msg_forged"})
     with pytest.raises(WebhookVerificationError):
         receive(received[2].body, forged)
