@@ -822,3 +822,20 @@ async def test_an_event_is_due_when_the_change_was_recorded(
         database_url, "SELECT received_at, next_attempt_at, retry_from FROM deliveries"
     )
     assert rows == [(900.0, 900.0, 900.0)]
+
+
+async def test_a_delivery_put_back_waits_for_its_sessions_one_in_flight(store: Store) -> None:
+    """The session's first delivery failed and the second is at the partner when the first is
+    put back in line: the first waits until that attempt is over, never two at once."""
+    for number in range(2):
+        body = f'{{"n": {number}}}'.encode()
+        await store.record_webhook(relayed(body, "ps_1", 10.0 + number), pending("ps_1"))
+    [first] = await store.claim_deliveries(20.0, 30.0, 10)
+    assert await store.finish_attempt(Attempt(first, 21.0, 500, "failed", 21.0))
+    [second] = await store.claim_deliveries(22.0, 40.0, 10)
+    assert second.body == b'{"n": 1}'
+    assert await store.retry_delivery(first.message_id, 23.0)
+    assert await store.claim_deliveries(24.0, 50.0, 10) == []  # the second is still out
+    assert await store.finish_attempt(Attempt(second, 25.0, 200, "delivered", 25.0))
+    [again] = await store.claim_deliveries(26.0, 60.0, 10)
+    assert again.message_id == first.message_id

@@ -399,16 +399,19 @@ INSERT_DELIVERY = (
     " body, state, attempts, next_attempt_at, retry_from)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)"
 )
-# Due, unclaimed (or its claim lapsed), and the oldest pending one of its session. That last
-# test is a subquery in id order, so that a plan without sorts (see PostgresStore) reads a few
-# index entries per candidate; as NOT EXISTS, PostgreSQL could make it an anti-join comparing
-# every candidate with every pending delivery.
+# Due, unclaimed (or its claim lapsed), the oldest pending one of its session, and none of its
+# session's at the partner now (a later one may be, when an earlier one was put back in line
+# meanwhile). Both session tests are subqueries (in id order, an aggregate), so that a plan
+# without sorts (see PostgresStore) reads a few index entries per candidate; as NOT EXISTS,
+# PostgreSQL could make them an anti-join comparing every candidate with every pending delivery.
 CLAIM_DELIVERIES = (
     "UPDATE deliveries SET claimed_until = ? WHERE id IN ("
     " SELECT d.id FROM deliveries d WHERE d.state = 'pending' AND d.next_attempt_at <= ?"
     " AND (d.claimed_until IS NULL OR d.claimed_until < ?)"
     " AND d.id = (SELECT e.id FROM deliveries e WHERE e.session_id = d.session_id"
     " AND e.state = 'pending' ORDER BY e.id LIMIT 1)"
+    " AND coalesce((SELECT max(c.claimed_until) FROM deliveries c"
+    " WHERE c.session_id = d.session_id AND c.state = 'pending'), 0) < ?"
     " ORDER BY d.id LIMIT ?{lock})"
     " RETURNING id, webhook_id, session_id, type, received_at, retry_from, attempts, signature,"
     " message_id, body"

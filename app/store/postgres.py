@@ -380,7 +380,7 @@ class PostgresStore(Store):
                 await db.execute(
                     "SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL enable_sort = off"
                 )
-                rows = await db.fetch(_CLAIM_DELIVERIES, until, now, now, limit)
+                rows = await db.fetch(_CLAIM_DELIVERIES, until, now, now, now, limit)
                 jobs = []
                 for row in rows:
                     body = row["body"]

@@ -430,7 +430,7 @@ class SQLiteStore(Store):
 
     async def claim_deliveries(self, now: float, until: float, limit: int) -> list[RelayJob]:
         def work(db: sqlite3.Connection) -> list[RelayJob]:
-            rows = db.execute(CLAIM_DELIVERIES.format(lock=""), (until, now, now, limit))
+            rows = db.execute(CLAIM_DELIVERIES.format(lock=""), (until, now, now, now, limit))
             jobs = []
             for row in rows.fetchall():
                 body = (
