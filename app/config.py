@@ -378,8 +378,8 @@ def _relay_secrets(raw: str) -> tuple[str, ...]:
         raise ValueError("must not be empty")
     for secret in secrets:
         key = secret.removeprefix(RELAY_SECRET_PREFIX)
-        try:
-            decoded = base64.b64decode(key, validate=True)
+        try:  # padded or not, as the libraries take it
+            decoded = base64.b64decode(key + "=" * (-len(key) % 4), validate=True)
         except ValueError:
             decoded = b""
         if not secret.startswith(RELAY_SECRET_PREFIX) or len(decoded) < MIN_RELAY_SECRET_BYTES:

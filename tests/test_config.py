@@ -584,3 +584,12 @@ def test_a_url_with_no_host_or_an_impossible_port_is_refused(
     """Such a relay URL would fail every delivery quietly for days."""
     with pytest.raises(ConfigError, match="^BRIDGE_RELAY_URL: "):
         load_settings({**environ, "BRIDGE_RELAY_URL": url, "BRIDGE_RELAY_SECRET": RELAY_SECRET})
+
+
+def test_an_unpadded_relay_secret_is_taken_as_the_libraries_take_it(
+    environ: dict[str, str],
+) -> None:
+    """The Standard Webhooks libraries decode a secret without its base64 padding too."""
+    unpadded = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo"  # 26 bytes, no "="
+    relay = {"BRIDGE_RELAY_URL": "https://partner.test/hook", "BRIDGE_RELAY_SECRET": unpadded}
+    assert load_settings({**environ, **relay}).relay_secrets == (unpadded,)
