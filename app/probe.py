@@ -23,7 +23,7 @@ from .config import Settings
 from .errors import APIError, ErrorAnswer
 from .events import relay_test
 from .ids import message_id
-from .relay import ANSWER_READ_BYTES, proxy_for, signed_headers
+from .relay import ANSWER_READ_BYTES, message_headers, proxy_for
 from .schemas import json_answer
 
 SHOWN_BYTES = 2048  # of the partner's answer, enough to read an error message
@@ -53,8 +53,7 @@ async def send_test(settings: Settings) -> Probed:
     now = time.time()
     event, sent_id = relay_test(now), message_id(now)
     signers = [Webhook(secret) for secret in settings.relay_secrets]
-    headers = signed_headers(signers, sent_id, event.body, now)
-    headers |= {"X-Bridge-Delivery-Id": sent_id, "X-Bridge-Attempt": "1"}
+    headers = message_headers(signers, sent_id, event.body, attempt=1)
     timeout = aiohttp.ClientTimeout(total=settings.relay_timeout)
     try:
         async with (

@@ -216,12 +216,9 @@ class Relay:
         its ``Retry-After``. A redirect is an answer like any other that is not 2xx: never
         followed (the partner's URL is the one configured, and the body goes nowhere else)."""
         assert self._client is not None
-        # The wall clock, not the bridge's: the partner checks it against its own.
-        headers = signed_headers(self._signers, job.message_id, job.body, time.time())
-        headers["X-Bridge-Delivery-Id"] = job.message_id
-        headers["X-Bridge-Attempt"] = str(job.attempts + 1)
-        if job.signature is not None:  # the provider's webhook: its signature, unchanged
-            headers["X-PARTNER-SIGN"] = job.signature
+        headers = message_headers(
+            self._signers, job.message_id, job.body, job.attempts + 1, job.signature
+        )
         try:
             async with (
                 asyncio.timeout(self._settings.relay_timeout),
@@ -251,18 +248,29 @@ class Relay:
         self._metrics.relay_backlog(pending, 0.0 if oldest is None else self._clock() - oldest)
 
 
-def signed_headers(
-    signers: Sequence[Webhook], message_id: str, body: bytes, now: float
+def message_headers(
+    signers: Sequence[Webhook],
+    message_id: str,
+    body: bytes,
+    attempt: int,
+    provider_signature: str | None = None,
 ) -> dict[str, str]:
-    """A message's headers as Standard Webhooks specify them: its id, the time of this attempt,
-    and one ``v1,…`` signature per secret (several while rotating)."""
-    moment = datetime.fromtimestamp(int(now), UTC)
-    return {
+    """A relayed message's headers: Standard Webhooks' (its id, the time of this attempt, one
+    ``v1,…`` signature per secret while rotating), the bridge's own id and attempt, and the
+    provider's ``X-PARTNER-SIGN`` unchanged on a provider's webhook."""
+    now = int(time.time())  # the wall clock, not the bridge's: the partner checks it with its own
+    moment = datetime.fromtimestamp(now, UTC)
+    headers = {
         "Content-Type": "application/json",
         "webhook-id": message_id,
-        "webhook-timestamp": str(int(now)),
+        "webhook-timestamp": str(now),
         "webhook-signature": " ".join(signer.sign(message_id, moment, body) for signer in signers),
+        "X-Bridge-Delivery-Id": message_id,
+        "X-Bridge-Attempt": str(attempt),
     }
+    if provider_signature is not None:
+        headers["X-PARTNER-SIGN"] = provider_signature
+    return headers
 
 
 def proxy_for(url: str) -> str | None:
