@@ -200,6 +200,10 @@ async def test_a_replay_older_than_retention_is_ignored_and_reopens_nothing(
             )
             await bridge.provider.send(finished)
             await backend.arrived(2)
+            for _ in range(100):  # the partner has both: their outcomes are stored too
+                if not (await core.store.relay_backlog())[0]:
+                    break
+                await asyncio.sleep(0.02)
             clock.advance(31 * 86_400)
             assert await core.forget_old() > 0
             assert await core.session("ps_1") is None
