@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from functools import wraps
 from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from quart import Blueprint, Response, request
 from quart_schema import document_request, document_response, security_scheme
 
@@ -32,6 +32,7 @@ from .schemas import (
 bp = Blueprint("api", __name__, url_prefix="/api/v1/sessions")
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+M = TypeVar("M", bound=BaseModel)
 
 
 def partner_only(view: F) -> F:
@@ -114,23 +115,27 @@ async def read_session(session_id: str) -> Response:
 
 
 async def _token_request() -> TokenRequest:
-    """The body of a token request: none (or only whitespace) is ``{}``."""
+    return await optional_body(TokenRequest, '{"return_url": "https://..."} or nothing')
+
+
+async def optional_body(model: type[M], shape: str) -> M:
+    """A JSON body of ``model``; none (or only whitespace) is ``model()``. ``shape`` says what
+    the body may be, in the 422's message."""
     body = await request.get_data(cache=False, as_text=False, parse_form_data=False)
     if not body.strip():
-        return TokenRequest()
+        return model()
     try:
         document = json.loads(body)
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         raise APIError(400, "invalid_json", "the body is not JSON") from None
     try:
-        return TokenRequest.model_validate(document, strict=True)
+        return model.model_validate(document, strict=True)
     except ValidationError as error:
         where = "; ".join(
             f"{'.'.join(map(str, item['loc'])) or 'body'}: {item['msg']}"
             for item in error.errors(include_url=False)
         )
-        message = f'the body is {{"return_url": "https://..."}} or nothing ({where})'
-        raise APIError(422, "invalid_request", message) from None
+        raise APIError(422, "invalid_request", f"the body is {shape} ({where})") from None
 
 
 def _return_url(wanted: TokenRequest) -> str | None:

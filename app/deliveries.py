@@ -4,14 +4,13 @@ line (one and the earlier failed ones of its session, or all of them after an ou
 from __future__ import annotations
 
 import base64
-import json
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
-from quart import Blueprint, Response, request
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from quart import Blueprint, Response
 from quart_schema import document_request, document_response, validate_querystring
 
-from .api import partner_only
+from .api import optional_body, partner_only
 from .bridge import bridge
 from .errors import APIError, ErrorAnswer
 from .provider import SESSION_ID_PATTERN, is_session_id
@@ -164,23 +163,7 @@ def _wake_the_relay() -> None:
 
 
 async def _retry_request() -> RetryRequest:
-    """The body of a retry of every failed delivery: none (or only whitespace) is ``{}``."""
-    body = await request.get_data(cache=False, as_text=False, parse_form_data=False)
-    if not body.strip():
-        return RetryRequest()
-    try:
-        document = json.loads(body)
-    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
-        raise APIError(400, "invalid_json", "the body is not JSON") from None
-    try:
-        return RetryRequest.model_validate(document, strict=True)
-    except ValidationError as error:
-        where = "; ".join(
-            f"{'.'.join(map(str, item['loc'])) or 'body'}: {item['msg']}"
-            for item in error.errors(include_url=False)
-        )
-        message = f'the body is {{}} or {{"session_id": "..."}} ({where})'
-        raise APIError(422, "invalid_request", message) from None
+    return await optional_body(RetryRequest, '{} or {"session_id": "..."}')
 
 
 def _cursor(row_id: int) -> str:
