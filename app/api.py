@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import hmac
-import json
-from collections.abc import Awaitable, Callable
-from functools import wraps
-from typing import Any, TypeVar
-
-from pydantic import BaseModel, ValidationError
 from quart import Blueprint, Response, request
-from quart_schema import document_request, document_response, security_scheme
+from quart_schema import document_request, document_response
 
 from . import lifecycle
-from .bridge import bridge
+from .auth import partner_only
+from .bodies import optional_body
+from .current import bridge
 from .errors import APIError, ErrorAnswer
-from .limits import refuse
 from .links import external, pay_path, return_path, status_path
 from .provider import is_session_id
 from .returns import ReturnURLRefusedError, allowed_return_url
@@ -30,28 +24,6 @@ from .schemas import (
 )
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1/sessions")
-
-F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
-M = TypeVar("M", bound=BaseModel)
-
-
-def partner_only(view: F) -> F:
-    """Bearer keys from ``BRIDGE_API_KEYS``, compared in constant time."""
-
-    @wraps(view)
-    async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        guesses, address = bridge().key_guesses, request.remote_addr or ""
-        refuse(guesses.waiting(address))  # a guesser waits, whatever key comes next
-        scheme, _, key = request.headers.get("Authorization", "").partition(" ")
-        matched = False
-        for candidate in bridge().settings.api_keys:  # no early exit: every key is compared
-            matched |= hmac.compare_digest(candidate.encode(), key.strip().encode())
-        if scheme.lower() != "bearer" or not matched:
-            guesses.over(address)
-            raise APIError(401, "unauthorized", "a valid partner API key is required")
-        return await view(*args, **kwargs)
-
-    return security_scheme([{"partnerKey": []}])(wrapper)  # type: ignore[return-value]
 
 
 @bp.post("/<session_id>/tokens")
@@ -116,26 +88,6 @@ async def read_session(session_id: str) -> Response:
 
 async def _token_request() -> TokenRequest:
     return await optional_body(TokenRequest, '{"return_url": "https://..."} or nothing')
-
-
-async def optional_body(model: type[M], shape: str) -> M:
-    """A JSON body of ``model``; none (or only whitespace) is ``model()``. ``shape`` says what
-    the body may be, in the 422's message."""
-    body = await request.get_data(cache=False, as_text=False, parse_form_data=False)
-    if not body.strip():
-        return model()
-    try:
-        document = json.loads(body)
-    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
-        raise APIError(400, "invalid_json", "the body is not JSON") from None
-    try:
-        return model.model_validate(document, strict=True)
-    except ValidationError as error:
-        where = "; ".join(
-            f"{'.'.join(map(str, item['loc'])) or 'body'}: {item['msg']}"
-            for item in error.errors(include_url=False)
-        )
-        raise APIError(422, "invalid_request", f"the body is {shape} ({where})") from None
 
 
 def _return_url(wanted: TokenRequest) -> str | None:

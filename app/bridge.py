@@ -14,8 +14,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from quart import current_app
-
 from . import events, lifecycle
 from .answers import Answers, Shown
 from .config import DAY, Settings, redacted_url
@@ -254,9 +252,3 @@ class Bridge:
                     log.info("retention: deleted %d old webhook bodies and sessions", forgotten)
             except Exception:  # the next round tries again; reads infer timeouts meanwhile
                 log.exception("the sweep failed")
-
-
-def bridge() -> Bridge:
-    """The running app's :class:`Bridge`."""
-    running: Bridge = current_app.extensions["bridge"]
-    return running

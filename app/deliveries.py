@@ -10,8 +10,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from quart import Blueprint, Response
 from quart_schema import document_request, document_response, validate_querystring
 
-from .api import optional_body, partner_only
-from .bridge import bridge
+from .auth import partner_only
+from .bodies import optional_body
+from .current import bridge
 from .errors import APIError, ErrorAnswer
 from .provider import SESSION_ID_PATTERN, is_session_id
 from .schemas import iso, json_answer

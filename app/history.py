@@ -9,8 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from quart import Blueprint, Response
 from quart_schema import document_response
 
-from .api import partner_only
-from .bridge import bridge
+from .auth import partner_only
+from .current import bridge
 from .errors import APIError, ErrorAnswer
 from .schemas import iso, json_answer
 from .store import Event

@@ -19,7 +19,7 @@ from quart import Quart, abort, current_app, request
 from quart.wrappers import BaseRequestWebsocket
 from werkzeug.routing import Map, RequestRedirect
 
-from .bridge import bridge
+from .current import bridge
 
 _NO_HOST = "bridge.invalid"  # the host redirects are matched on (.invalid: never a real one)
 

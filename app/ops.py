@@ -11,7 +11,7 @@ from quart import Blueprint, Response, current_app, request
 from quart_schema import hide
 
 from . import assets
-from .bridge import bridge
+from .current import bridge
 
 log = logging.getLogger(__name__)
 bp = Blueprint("ops", __name__)

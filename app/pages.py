@@ -12,7 +12,7 @@ from quart_schema import hide
 
 from . import lifecycle
 from .actions import BankStep, Elsewhere, QRCode, RefusedActionError, customer_action
-from .bridge import bridge
+from .current import bridge
 from .errors import found
 from .lifecycle import Session, Status
 from .links import external, local, pay_path, status_path

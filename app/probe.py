@@ -17,9 +17,9 @@ from quart import Blueprint, Response
 from quart_schema import document_response
 from standardwebhooks import Webhook
 
-from .api import partner_only
-from .bridge import bridge
+from .auth import partner_only
 from .config import Settings
+from .current import bridge
 from .errors import APIError, ErrorAnswer
 from .events import relay_test
 from .ids import message_id

@@ -19,9 +19,10 @@ from werkzeug.http import parse_etags
 
 from . import lifecycle
 from .answers import Built
-from .bridge import Bridge, bridge
+from .bridge import Bridge
 from .changes import settle
 from .cors import allow_any_origin, always_headers
+from .current import bridge
 from .errors import ErrorAnswer, found
 from .links import external, pay_path
 from .schemas import StatusAnswer, StatusQuery, etag_of, status_body

@@ -9,7 +9,7 @@ from quart import Blueprint, Response, request
 from quart_schema import document_response
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from .bridge import bridge
+from .current import bridge
 from .errors import APIError, ErrorAnswer
 from .provider import MalformedWebhookError, meaning, parse_webhook
 from .schemas import WebhookAnswer
