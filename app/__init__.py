@@ -27,12 +27,14 @@ from . import (
     script,
     security,
     status,
+    telemetry,
     webhooks,
 )
 from .bridge import Bridge
 from .config import load_settings
 from .front import Front
 from .openapi import BridgeOpenAPI
+from .scope import ASGIApp
 from .telemetry import Telemetry
 
 __version__ = "0.1.0"
@@ -108,8 +110,9 @@ def create_app(
     app.register_blueprint(ops.bp)
     app.register_blueprint(script.bp)
     app.register_blueprint(probe.bp)
-    app.asgi_app = Front(app.asgi_app, bridge, status.CORS)  # type: ignore[method-assign, assignment, arg-type]
-    app.asgi_app = Telemetry(app, bridge.metrics)  # type: ignore[method-assign, assignment]
+    telemetry.init_app(app)
+    _wrap(app, lambda inner: Front(inner, bridge, status.CORS))
+    _wrap(app, lambda inner: Telemetry(inner, bridge.metrics))  # the outermost
     _drop_flask_template_context(app)
     app.before_serving(bridge.start)
     app.before_serving(_freeze_startup_objects)
@@ -121,6 +124,14 @@ def serve_app() -> Any:
     """What ``redirect-bridge serve`` runs: :func:`create_app`'s ASGI callable itself. Calling
     the Quart object only calls this, and its frame would stay with every held long-poll."""
     return create_app().asgi_app
+
+
+def _wrap(app: Quart, layer: Callable[[ASGIApp], ASGIApp]) -> None:
+    """Put ``layer`` around the app's ASGI callable, as Quart documents middleware
+    (``app.asgi_app = Middleware(app.asgi_app)``). Quart types scopes and messages as
+    hypercorn's closed dicts; the layers, plain mappings."""
+    inner: ASGIApp = app.asgi_app  # type: ignore[assignment]
+    app.asgi_app = layer(inner)  # type: ignore[assignment, method-assign]
 
 
 def _answer_responses_as_they_are(app: Quart) -> None:

@@ -11,7 +11,7 @@ import tempfile
 
 import click
 
-from . import assets, logs, server
+from . import assets, changes, logs, server
 from .config import (
     ConfigError,
     Settings,
@@ -78,7 +78,7 @@ def serve(host: str, port: int, workers: int | None, max_connections: int) -> No
         # reconnect to another instance or to this one restarted.
         timeout_graceful_shutdown=5,
         # Heads bounded in size and time, connections per worker bounded (app/server.py).
-        **server.options(fitting),
+        **server.options(fitting, on_shutdown=changes.drain_all),
     )
 
 

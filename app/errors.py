@@ -1,15 +1,22 @@
-"""One error type for the JSON API, and one place that turns errors into answers."""
+"""One error type for the JSON API, and one place that turns errors into answers: the
+refusals the domain raises (:func:`refusal`, used within Quart and by :mod:`app.front` below
+it alike), and the HTTP errors of Quart and werkzeug."""
 
 from __future__ import annotations
 
+import json
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
-from quart import Quart, Response, abort, jsonify, render_template, request
+from quart import Quart, Response, abort, render_template, request
 from quart_schema import RequestSchemaValidationError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, NotFound
 
+from .limits import TooManyRequestsError
+from .statuses import InvalidWaitError, UnknownTokenError
 from .store import StorageUnavailableError
+
+STORAGE_RETRY_AFTER = "5"  # seconds
 
 _CODES = {
     400: "bad_request",
@@ -45,6 +52,28 @@ class APIError(Exception):
         self.message = message
         self.headers = headers or {}
 
+    @property
+    def body(self) -> bytes:
+        return error_json(self.code, self.message)
+
+    def response(self) -> Response:
+        return Response(self.body, self.status, self.headers, content_type="application/json")
+
+
+def refusal(error: Exception) -> APIError | None:
+    """The JSON API's answer to a refusal the domain raised; ``None`` for any other error."""
+    if isinstance(error, UnknownTokenError):
+        return APIError(404, _CODES[404], NotFound.description)
+    if isinstance(error, InvalidWaitError):
+        return APIError(400, "invalid_request", str(error))
+    if isinstance(error, TooManyRequestsError):
+        headers = {"Retry-After": str(error.retry_after)}
+        return APIError(429, _CODES[429], str(error), headers)
+    if isinstance(error, StorageUnavailableError):  # nothing was written; try again
+        message = "the storage cannot be reached; try again"
+        return APIError(503, "storage_unavailable", message, {"Retry-After": STORAGE_RETRY_AFTER})
+    return None
+
 
 T = TypeVar("T")
 
@@ -60,29 +89,38 @@ def error_body(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
 
+def error_json(code: str, message: str) -> bytes:
+    """:func:`error_body` as JSON, written as Quart's ``jsonify`` writes it."""
+    document = json.dumps(error_body(code, message), separators=(",", ":"), sort_keys=True)
+    return f"{document}\n".encode()
+
+
 def init_app(app: Quart) -> None:
     @app.errorhandler(APIError)
-    async def api_error(error: APIError) -> tuple[Response, int]:
-        response = jsonify(error_body(error.code, error.message))
-        response.headers.update(error.headers)
-        return response, error.status
+    async def api_error(error: APIError) -> Response:
+        return error.response()
 
     @app.errorhandler(RequestSchemaValidationError)
-    async def invalid_request(error: RequestSchemaValidationError) -> tuple[Response, int]:
-        return jsonify(error_body("invalid_request", _validation_message(error))), 400
+    async def invalid_request(error: RequestSchemaValidationError) -> Response:
+        return APIError(400, "invalid_request", _validation_message(error)).response()
 
-    @app.errorhandler(StorageUnavailableError)
-    async def storage_unavailable(error: StorageUnavailableError) -> tuple[Response | str, int]:
-        # Nothing was written; the provider retries a webhook answered 503.
-        app.logger.warning("storage unavailable: %s", error)
-        headers = {"Retry-After": "5"}
+    async def refused(error: Exception) -> Response:
+        answer = refusal(error)
+        assert answer is not None
+        if isinstance(error, StorageUnavailableError):  # the provider retries a webhook on 503
+            app.logger.warning("storage unavailable: %s", error)
         if request.path.startswith("/pay/"):
-            page = await render_template("errors/http.html", status=503)
-            return Response(page, status=503, headers=headers, content_type="text/html"), 503
-        body = error_body("storage_unavailable", "the storage cannot be reached; try again")
-        response = jsonify(body)
-        response.headers.update(headers)
-        return response, 503
+            page = await render_template("errors/http.html", status=answer.status)
+            return Response(page, answer.status, answer.headers, content_type="text/html")
+        return answer.response()
+
+    for refused_by_the_domain in (
+        UnknownTokenError,
+        InvalidWaitError,
+        TooManyRequestsError,
+        StorageUnavailableError,
+    ):
+        app.register_error_handler(refused_by_the_domain, refused)
 
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> tuple[Response | str, int]:
@@ -90,8 +128,8 @@ def init_app(app: Quart) -> None:
         if request.path.startswith("/pay/"):
             return await render_template("errors/http.html", status=status), status
         code = _CODES.get(status, "http_error")
-        response = jsonify(error_body(code, error.description or ""))
-        for name, value in error.get_headers():  # Retry-After on a 429, Allow on a 405
+        response = APIError(status, code, error.description or "").response()
+        for name, value in error.get_headers():  # Allow on a 405
             if name.lower() != "content-type":
                 response.headers[name] = value
         return response, status

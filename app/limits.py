@@ -1,8 +1,8 @@
 """Rate limits (429 with ``Retry-After``): the status API per token, minting per partner key.
 
 GCRA (the generic cell rate algorithm): ``per_minute`` requests may come at once, then one
-every ``60 / per_minute`` seconds. Checked only in the two views it guards: quart-rate-limiter
-did the same with hooks on every request of every route, a tenth of the status route's time.
+every ``60 / per_minute`` seconds. Checked only where a limit guards (a library of hooks would
+run on every request of every route).
 Limits live in each process: with ``--workers N`` a client may get up to N times the limit,
 which still stops a runaway client. Keys are what a view has verified (a token that checked
 out, a partner key, a client address), never what a client merely sent, and a limiter keeps at
@@ -15,10 +15,16 @@ import math
 import time
 from collections.abc import Callable
 
-from .errors import APIError
-
 PERIOD = 60.0
 KEYS = 100_000
+
+
+class TooManyRequestsError(Exception):
+    """Over a limit: come back in ``retry_after`` seconds (whole, at least 1)."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__("too many requests; try again later")
+        self.retry_after = math.ceil(wait)
 
 
 class RateLimiter:
@@ -62,16 +68,11 @@ class RateLimiter:
             self._arrivals = dict(keep)
 
     def check(self, key: str) -> None:
-        """Count one request for ``key``; a 429 ``APIError`` when it is over the limit."""
+        """Count one request for ``key``; :class:`TooManyRequestsError` when it is over."""
         refuse(self.over(key))
 
 
 def refuse(wait: float) -> None:
-    """A 429 ``APIError`` saying when to come back, unless ``wait`` is 0."""
+    """:class:`TooManyRequestsError` saying when to come back, unless ``wait`` is 0."""
     if wait:
-        raise APIError(
-            429,
-            "too_many_requests",
-            "too many requests; try again later",
-            headers={"Retry-After": str(math.ceil(wait))},
-        )
+        raise TooManyRequestsError(wait)

@@ -1,9 +1,8 @@
 """Links to the bridge's own customer routes, from ``BRIDGE_PUBLIC_URL`` or the request.
 
-Built as strings rather than with ``url_for``: werkzeug's URL building was a tenth of the
-status route's time, and these paths are the routes' own (``tests/test_links.py`` holds
-them to ``url_for``). Tokens are URL-safe by construction; quoting keeps any other string a
-single path segment.
+Built as strings from :mod:`app.routes` rather than with ``url_for``, whose URL building is
+costly for links made on every answer (``tests/test_links.py`` holds them to ``url_for``).
+Tokens are URL-safe by construction; quoting keeps any other string a single path segment.
 
 ``BRIDGE_PUBLIC_URL`` may carry a path (``https://shop.example/bridge``) that a proxy strips
 before the request reaches the app: browsers find every route under it, so local links and
@@ -19,25 +18,19 @@ from quart import Quart, abort, current_app, request
 from quart.wrappers import BaseRequestWebsocket
 from werkzeug.routing import Map, RequestRedirect
 
+from . import routes
 from .current import bridge
 
 _NO_HOST = "bridge.invalid"  # the host redirects are matched on (.invalid: never a real one)
 
 
-def pay_path(token: str) -> str:
-    return f"/pay/{quote(token, safe='')}"
-
-
-def return_path(token: str) -> str:
-    return f"{pay_path(token)}/return"
+pay_path = routes.PAY.path
+return_path = routes.RETURN.path
+status_path = routes.STATUS.path
 
 
 def static_path(filename: str) -> str:
     return f"{current_app.static_url_path}/{quote(filename)}"
-
-
-def status_path(token: str) -> str:
-    return f"/api/v1/status/{quote(token, safe='')}"
 
 
 def external(path: str) -> str:

@@ -99,6 +99,13 @@ class Metrics:
             ["route", "outcome"],
             registry=self.registry,
         )
+        self.fast_path_faults = Counter(
+            "bridge_fast_path_faults",
+            "Status and page requests the layer below Quart failed on (logged), answered by"
+            " the app instead: a fault of the bridge's, never a customer's",
+            ["route"],
+            registry=self.registry,
+        )
         self._children: dict[tuple[Any, ...], Any] = {}
         self._start_at_zero()
 
@@ -116,6 +123,8 @@ class Metrics:
             _child(self._children, self.transitions, status.value)
         for outcome in ("delivered", "pending", "failed"):
             _child(self._children, self.relay_attempts, outcome)
+        for route in ("status", "page"):
+            _child(self._children, self.fast_path_faults, route)
 
     def exposition(self) -> bytes:
         """The text a scrape gets: every worker's metrics when there are several."""
@@ -148,6 +157,9 @@ class Metrics:
 
     def kept_answer(self, route: str, outcome: str) -> None:
         _child(self._children, self.kept_answers, route, outcome).inc()
+
+    def fast_path_fault(self, route: str) -> None:
+        _child(self._children, self.fast_path_faults, route).inc()
 
     def time_long_poll(self, seconds: float) -> None:
         self.long_polls.observe(seconds)

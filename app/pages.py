@@ -7,25 +7,34 @@ from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import urlencode
 
-from quart import Blueprint, Response, g, render_template, request
+from quart import Blueprint, Response, render_template, request
 from quart_schema import hide
 
-from . import lifecycle
+from . import lifecycle, routes
 from .actions import BankStep, Elsewhere, QRCode, RefusedActionError, customer_action
-from .current import bridge
+from .answers import Shown
+from .current import bridge, mark
 from .errors import found
+from .keeping import KeptPage, PageNote, VariesBy
 from .lifecycle import Session, Status
 from .links import external, local, pay_path, status_path
 from .returns import ReturnURLRefusedError, allowed_return_url, onward_url
 from .schemas import etag_of, status_body
-from .security import origin_matches
-from .telemetry import KEEP_PAGE, mark
+from .scope import PAGE
+from .security import Page, origin_matches
 
 log = logging.getLogger(__name__)
 bp = Blueprint("pages", __name__)
+# Every request input a customer page reads, besides its path: app.front sends a kept page
+# again only to requests alike in all of them. Reading another one means declaring it here.
+VARIES_BY = VariesBy(
+    query=True,  # ?lang=, ?embedder=, ?returned=
+    host=True,  # links made for the request's host when BRIDGE_PUBLIC_URL is not set
+    headers=("accept-language", "sec-fetch-dest"),  # the language; whether it is framed
+)
 
 
-@bp.get("/pay/<token>")
+@bp.get(routes.PAY.rule)
 @hide
 async def pay(token: str) -> Response:
     """``?returned=1``: the return page moving on by itself; shown as a return, not recorded
@@ -33,13 +42,13 @@ async def pay(token: str) -> Response:
     since = bridge().answers.ticket()  # before the read: a change after it is not kept
     session = found(await bridge().customer_session(token))
     response = await _page(token, session, returned=_arg("returned") == "1")
-    if g.get("keep") and request.method == "GET" and response.status_code == 200:
+    if isinstance(response, Page) and response.note.keep and request.method == "GET":
         # app.front keeps the page as it goes out, to send again until the session changes.
-        mark(KEEP_PAGE, (session.id, since, lifecycle.expires_at(session), g.shown))
+        mark(PAGE, KeptPage(response.note, since))
     return response
 
 
-@bp.route("/pay/<token>/return", methods=["GET", "POST"])
+@bp.route(routes.RETURN.rule, methods=["GET", "POST"])
 @hide
 async def came_back(token: str) -> Response:
     """The customer is back from the bank (whatever the bank posted is not read).
@@ -68,14 +77,13 @@ async def _page(token: str, session: Session, *, returned: bool) -> Response:
         # In a partner's iframe the outcome is shown (and told to the embedder), not the shop.
         framed = request.headers.get("Sec-Fetch-Dest") == "iframe"
         if onward is not None and not returned and not framed:
-            await _shown(session, "onward")  # sent on to the partner's return URL
+            await _shown(_view(session, "onward"))  # sent on to the partner's return URL
             return Response(status=303, headers={"Location": onward})
-        g.keep = onward is None  # a link to the shop carries the time it was made
-        return await _html("pay/outcome.html", onward=onward, **context)
-    g.keep = True
+        # A link to the shop carries the time it was made: that page is made every time.
+        return await _html("pay/outcome.html", keep=onward is None, onward=onward, **context)
     if session.status is Status.ACTION_REQUIRED and not session.customer_returned:
         return await _action_page(session, context)
-    return await _html("pay/waiting.html", **context)
+    return await _html("pay/waiting.html", keep=True, **context)
 
 
 async def _action_page(session: Session, context: dict[str, Any]) -> Response:
@@ -88,25 +96,46 @@ async def _action_page(session: Session, context: dict[str, Any]) -> Response:
         log.warning("refused the bank instruction for session %s: %s", session.id, error)
         return await _html("pay/refused.html", 502, **context)
     if isinstance(action, QRCode):
-        return await _html("pay/qr.html", qr=action, **context)
+        return await _html("pay/qr.html", keep=True, qr=action, **context)
     if isinstance(action, Elsewhere):
-        return await _html("pay/elsewhere.html", **context)
+        return await _html("pay/elsewhere.html", keep=True, **context)
     assert isinstance(action, BankStep)
-    g.bank_origin = action.origin
-    return await _html("pay/bank.html", step=action, **context)
+    return await _html(
+        "pay/bank.html", keep=True, bank_origin=action.origin, step=action, **context
+    )
 
 
-async def _html(template: str, status: int = 200, **context: Any) -> Response:
-    """A page as a ``Response``, which goes out as it is (a string would be inspected by
-    quart-schema on its way out, for pydantic models it cannot be). The session's history
-    notes the step it shows, named after its template: bank, waiting, qr, elsewhere, outcome,
-    expired, refused."""
-    await _shown(context["session"], PurePosixPath(template).stem)
-    return Response(await render_template(template, **context), status)
+async def _html(
+    template: str,
+    status: int = 200,
+    *,
+    keep: bool = False,
+    bank_origin: str | None = None,
+    **context: Any,
+) -> Page:
+    """A page, with its note (:class:`app.keeping.PageNote`): ``keep`` when app.front may send
+    it again while its session stands still (a 200 only), ``bank_origin`` where its form may
+    post. The session's history notes the step it shows, named after its template: bank,
+    waiting, qr, elsewhere, outcome, expired, refused."""
+    session: Session = context["session"]
+    shown = _view(session, PurePosixPath(template).stem)
+    await _shown(shown)
+    page = Page(await render_template(template, **context), status)
+    page.note = PageNote(
+        VARIES_BY,
+        shown,
+        keep=keep and status == 200,
+        until=lifecycle.expires_at(session),
+        bank_origin=bank_origin,
+    )
+    return page
 
 
-async def _shown(session: Session, step: str) -> None:
-    g.shown = shown = (session.id, step, session.status.value, session.action_received_at)
+def _view(session: Session, step: str) -> Shown:
+    return (session.id, step, session.status.value, session.action_received_at)
+
+
+async def _shown(shown: Shown) -> None:
     if request.method != "HEAD":
         await bridge().page_shown(shown)
 

@@ -8,12 +8,20 @@ import re
 from collections.abc import Sequence
 
 from markupsafe import Markup
-from quart import Quart, Response, g, request
+from quart import Quart, Response, request
+
+from .keeping import PageNote
 
 # The one inline script every customer page carries (its settings travel in a JSON block,
 # which is data, not script): allowed by its hash, so a page's bytes are the same on every
 # answer and can be built once.
 PAGE_SCRIPT = "pay/page.js"
+
+
+class Page(Response):
+    """A customer page, with its note for the headers and for :mod:`app.front`."""
+
+    note: PageNote
 
 
 def script_hash(source: str) -> str:
@@ -95,8 +103,9 @@ def init_app(app: Quart, frame_ancestors: Sequence[str]) -> None:
             if response.mimetype == "application/json" and "Cache-Control" not in response.headers:
                 response.headers["Cache-Control"] = "no-store"  # session data, errors
             return response
+        bank_origin = response.note.bank_origin if isinstance(response, Page) else None
         csp = content_security_policy(
-            script=script, bank_origin=g.get("bank_origin"), frame_ancestors=frame_ancestors
+            script=script, bank_origin=bank_origin, frame_ancestors=frame_ancestors
         )
         return protect(response, csp, framed=bool(frame_ancestors))
 

@@ -17,6 +17,10 @@ half a head, or nothing at all, is never timed out. The protocol here adds what 
   comes slowly is cut off with its answer (Quart's ``BODY_TIMEOUT``, set in ``create_app``,
   bounds how long a route waits for a body before answering 408).
 
+Two things the app may use, offered without the server knowing the app: a stop calls the
+``on_shutdown`` hook ``serve`` passes in (so held long-polls answer at once), and every request's
+scope offers the :data:`HANG_UP` extension (see :mod:`app.scope`).
+
 It relies on uvicorn's ``HttpToolsProtocol`` internals: pyproject.toml bounds uvicorn's version,
 and tests/test_hostile_clients.py runs each attack against a real ``serve``, so an upgrade that
 breaks this fails there.
@@ -27,16 +31,19 @@ from __future__ import annotations
 import asyncio
 import http
 import resource
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from .changes import drain_all
-from .telemetry import HUNG_UP
+# An ASGI extension: a dict in ``scope["extensions"]``, where the app may leave a future under
+# ``"future"``; it is completed once the client hangs up before its answer is complete.
+HANG_UP = "redirect_bridge.hang_up"
 
 HEAD_MAX_BYTES = 32 * 1024  # nginx's default bound on a request's headers (4 buffers of 8 KB)
 HEAD_TIMEOUT = 5  # seconds; as long as uvicorn's keep-alive timeout
-MAX_CONNECTIONS = 12_000  # per worker: 10,000 long-polls (348 MB) and the requests waking them
+MAX_CONNECTIONS = 12_000  # per worker: 10,000 held long-polls and the requests waking them
 # A chunked body's framing takes up to 5 bytes for each byte of 1-byte chunks; more only with
 # chunk extensions or trailers.
 FRAMING_PER_BODY_BYTE = 8
@@ -61,12 +68,16 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     _lingering: asyncio.TimerHandle | None = None
     _dropped = 0
 
+    def __init__(self, *args: Any, on_shutdown: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._on_shutdown = on_shutdown
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._await_head()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """Timers stop; and a future the app left in the request's scope learns that its
+        """Timers stop; and a future the app left under :data:`HANG_UP` learns that its
         client hung up, so a held long-poll ends without a task of its own reading for it."""
         self._stop_head_deadline()
         if self._lingering is not None:
@@ -74,7 +85,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         cycle = self.cycle
         super().connection_lost(exc)
         if cycle is not None and not cycle.response_complete:
-            gone = cycle.scope.get(HUNG_UP)
+            gone = cycle.scope["extensions"][HANG_UP].get("future")
             if isinstance(gone, asyncio.Future) and not gone.done():
                 gone.set_result(None)
 
@@ -101,7 +112,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._head_begun = False
         self._stop_head_deadline()
-        self.scope[HUNG_UP] = None  # type: ignore[literal-required]  # see connection_lost
+        self.scope["extensions"] = {**self.scope.get("extensions", {}), HANG_UP: {}}
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
@@ -116,7 +127,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def shutdown(self) -> None:
         """The server is stopping: held long-polls and event streams answer now (uvicorn
         would cut them off when its graceful wait ends, as errors)."""
-        drain_all()
+        self._on_shutdown()
         super().shutdown()
 
     def on_response_complete(self) -> None:
@@ -179,10 +190,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.write_eof()
 
 
-def options(max_connections: int) -> dict[str, Any]:
-    """uvicorn's settings for ``serve``, with at most ``max_connections`` per worker."""
+def options(max_connections: int, on_shutdown: Callable[[], None]) -> dict[str, Any]:
+    """uvicorn's settings for ``serve``, with at most ``max_connections`` per worker;
+    ``on_shutdown`` is called (once per open connection) when a worker begins to stop."""
     return {
-        "http": BoundedHttpToolsProtocol,
+        "http": partial(BoundedHttpToolsProtocol, on_shutdown=on_shutdown),
         "ws": "none",  # the bridge has no WebSocket routes: no upgrade is taken
         "limit_concurrency": max_connections + 1,  # uvicorn counts the one refused
         "timeout_keep_alive": HEAD_TIMEOUT,
