@@ -39,7 +39,7 @@ async def create_token(session_id: str) -> Response:
     The body is optional: ``{"return_url": ...}`` sends this token's customer there instead of
     to BRIDGE_RETURN_URL.
     """
-    bridge().token_limit.check(request.headers.get("Authorization", ""))
+    bridge().count_minting(request.headers.get("Authorization", ""))
     if not is_session_id(session_id):
         raise APIError(
             422, "invalid_session_id", "a session id is 1-256 printable characters, no spaces"
@@ -69,7 +69,7 @@ async def read_session(session_id: str) -> Response:
     expires = lifecycle.expires_at(session)
     action = None
     if expires is not None and session.interaction is not None:
-        token = bridge().tokens.mint(session.id).token
+        token = bridge().token_for(session.id)
         action = ActionAnswer(
             type=session.interaction["type"], url=external(pay_path(token)), expires_at=iso(expires)
         )

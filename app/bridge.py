@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import hmac
 import logging
 import time
 from collections.abc import Callable
@@ -22,7 +23,15 @@ from .limits import RateLimiter
 from .metrics import Metrics
 from .provider import Webhook
 from .relay import Relay
-from .store import Changed, Delivery, Event, StorageUnavailableError, Store, open_store
+from .store import (
+    Changed,
+    Delivery,
+    DeliveryRecord,
+    Event,
+    StorageUnavailableError,
+    Store,
+    open_store,
+)
 from .tokens import Minted, Tokens
 
 log = logging.getLogger(__name__)
@@ -129,8 +138,8 @@ class Bridge:
             changed=changed.before != changed.after,
         )
         self._count_transition(changed)
-        if self.relay is not None and not (changed.duplicate or changed.ignored):
-            self.relay.wake()
+        if not (changed.duplicate or changed.ignored):
+            self._wake_the_relay()
         return changed
 
     def _relays(self, kind: str) -> bool:
@@ -141,6 +150,33 @@ class Bridge:
         horizon = self.clock() - self.settings.retention_days * DAY
         return webhook.updated_at is not None and webhook.updated_at < horizon
 
+    def count_webhook(self, kind: str | None, outcome: str) -> None:
+        """Count a webhook the bridge did not store: ``outcome`` is ``ignored`` or the code
+        it was refused with (``kind`` is ``None`` when it was refused before being read)."""
+        self.metrics.webhook(kind, outcome)
+
+    def partner_key_wait(self, address: str) -> float:
+        """Seconds a client at ``address`` waits before any key it sends is read again, or 0:
+        a guesser of partner keys gets a few a minute."""
+        return self.key_guesses.waiting(address)
+
+    def check_partner_key(self, authorization: str, address: str) -> bool:
+        """Whether an ``Authorization`` header carries a partner key (``Bearer``, one of
+        ``BRIDGE_API_KEYS``, compared in constant time); a wrong one counts against ``address``."""
+        scheme, _, key = authorization.partition(" ")
+        matched = False
+        for candidate in self.settings.api_keys:  # no early exit: every key is compared
+            matched |= hmac.compare_digest(candidate.encode(), key.strip().encode())
+        if scheme.lower() != "bearer" or not matched:
+            self.key_guesses.over(address)
+            return False
+        return True
+
+    def count_minting(self, partner: str) -> None:
+        """Count a token request of ``partner`` (its Authorization header); a 429
+        :class:`app.errors.APIError` once it is over ``BRIDGE_TOKEN_RATE_LIMIT``."""
+        self.token_limit.check(partner)
+
     async def mint_token(self, session_id: str, return_url: str | None = None) -> Minted:
         """A customer token; the session becomes known (``pending``) if nothing was heard yet."""
         now = self.clock()
@@ -148,6 +184,21 @@ class Bridge:
             session_id, lambda session: session or lifecycle.new_session(session_id, now)
         )
         return self.tokens.mint(session_id, return_url)
+
+    def token_for(self, session_id: str) -> str:
+        """A customer token for a session the bridge knows already: nothing is stored."""
+        return self.tokens.mint(session_id).token
+
+    def return_url_of(self, token: str) -> str | None:
+        """The return URL a customer token carries, as the partner gave it while minting it;
+        ``None`` for a token without one, or a bad token."""
+        grant = self.tokens.read(token)
+        return None if grant is None else grant.return_url
+
+    def answer_ticket(self) -> int:
+        """Take before reading a session for an answer to keep: what a change made stale since
+        is not kept (:meth:`app.answers.Answers.put`)."""
+        return self.answers.ticket()
 
     async def session(self, session_id: str) -> Session | None:
         """The session as it stands now, the action window applied."""
@@ -186,6 +237,56 @@ class Bridge:
         )
         assert changed.after is not None
         return lifecycle.at(changed.after, now)
+
+    async def events(self, session_id: str) -> list[Event] | None:
+        """The session's history, oldest first; ``None`` for a session the bridge does not know
+        (a known one with nothing in its history yet has an empty one)."""
+        history = await self.store.events(session_id)
+        if not history and await self.session(session_id) is None:
+            return None
+        return history
+
+    async def deliveries(
+        self,
+        state: str | None,
+        limit: int,
+        *,
+        session_id: str | None = None,
+        before: int | None = None,
+    ) -> list[DeliveryRecord]:
+        """The relay's deliveries, newest first: at most ``limit``, in ``state`` (every state
+        when ``None``), of ``session_id`` (every session's when ``None``), each listed before
+        the row ``before`` (from the newest when ``None``)."""
+        return await self.store.deliveries(state, limit, session_id=session_id, before=before)
+
+    async def retry_delivery(self, delivery_id: str) -> bool | None:
+        """Put a failed delivery back in line, with every earlier failed one of its session, and
+        wake the relay: ``True``; ``False`` when it is not failed; ``None`` when there is no such
+        delivery."""
+        retried = await self.store.retry_delivery(delivery_id, self.clock())
+        if retried:
+            self._wake_the_relay()
+        return retried
+
+    async def retry_failed(self, session_id: str | None = None) -> int:
+        """Put every failed delivery (of ``session_id``, when given) back in line, and wake the
+        relay if there was any; how many."""
+        requeued = await self.store.retry_failed(self.clock(), session_id)
+        if requeued:
+            self._wake_the_relay()
+        return requeued
+
+    def _wake_the_relay(self) -> None:
+        if self.relay is not None:
+            self.relay.wake()
+
+    async def ping(self) -> None:
+        """Raise unless the storage answers."""
+        await self.store.ping()
+
+    def exposition(self) -> bytes:
+        """The metrics as Prometheus text: every worker's when there are several."""
+        return self.metrics.exposition()
 
     async def sweep(self) -> int:
         """Record ``canceled`` / ``action_timeout`` for every window that has ended."""

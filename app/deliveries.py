@@ -94,7 +94,7 @@ async def deliveries(query_args: DeliveriesQuery) -> Response:
     the one named, of every session or the one named. Pages follow one another by
     next_cursor, so deliveries that arrive meanwhile never push one into the next page twice."""
     limit = query_args.limit
-    records = await bridge().store.deliveries(
+    records = await bridge().deliveries(
         query_args.state,
         limit + 1,  # one more tells whether there is a next page
         session_id=query_args.session_id,
@@ -130,12 +130,11 @@ async def retry(delivery_id: str) -> Response:
     """Put a failed delivery back in line (202), with every earlier failed delivery of its
     session, which go first: the session's deliveries reach the partner in the order received.
     Each is tried again as a new one would be."""
-    retried = await bridge().store.retry_delivery(delivery_id, bridge().clock())
+    retried = await bridge().retry_delivery(delivery_id)
     if retried is None:
         raise APIError(404, "unknown_delivery", "no such delivery")
     if not retried:
         raise APIError(409, "delivery_not_failed", "only a failed delivery can be retried")
-    _wake_the_relay()
     return json_answer({"status": "queued"}, 202)
 
 
@@ -151,16 +150,8 @@ async def retry_all() -> Response:
     outage of the partner's backend, one call, and each session's deliveries reach it in the
     order received."""
     wanted = await _retry_request()
-    requeued = await bridge().store.retry_failed(bridge().clock(), wanted.session_id)
-    if requeued:
-        _wake_the_relay()
+    requeued = await bridge().retry_failed(wanted.session_id)
     return json_answer(RequeuedAnswer(requeued=requeued), 202)
-
-
-def _wake_the_relay() -> None:
-    relay = bridge().relay
-    if relay is not None:
-        relay.wake()
 
 
 async def _retry_request() -> RetryRequest:

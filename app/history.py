@@ -41,8 +41,8 @@ class EventsAnswer(BaseModel):
 async def events(session_id: str) -> Response:
     """What happened to a session, oldest first: webhooks (duplicates too), customer pages,
     the return from the bank, the timeout, every relay attempt."""
-    history = await bridge().store.events(session_id)
-    if not history and await bridge().session(session_id) is None:
+    history = await bridge().events(session_id)
+    if history is None:
         raise APIError(404, "unknown_session", "no such session")
     return json_answer(EventsAnswer(events=[EventAnswer(**_fields(event)) for event in history]))
 

@@ -33,7 +33,7 @@ async def readyz() -> tuple[dict[str, str], int]:
         log.error("not ready: %s", error)
         return {"status": "unavailable"}, 503
     try:
-        await bridge().store.ping()
+        await bridge().ping()
     except Exception:
         log.exception("storage is not reachable")
         return {"status": "unavailable"}, 503
@@ -49,4 +49,4 @@ async def metrics() -> Response:
         given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         if not hmac.compare_digest(given.encode(), expected.encode()):
             return Response("a metrics token is required\n", 401, {"WWW-Authenticate": "Bearer"})
-    return Response(bridge().metrics.exposition(), content_type=CONTENT_TYPE_LATEST)
+    return Response(bridge().exposition(), content_type=CONTENT_TYPE_LATEST)

@@ -52,7 +52,7 @@ async def receive() -> Response:
     if bridge().outdated(webhook):
         # A replay of a body older than retention keeps: it could bring back a session (and
         # its bank form) that retention deleted. It changes nothing and is not relayed.
-        bridge().metrics.webhook(webhook.type, "ignored")
+        bridge().count_webhook(webhook.type, "ignored")
         log.info(
             "webhook ignored: %s for %s is older than the retention period",
             webhook.type,
@@ -69,7 +69,7 @@ async def receive() -> Response:
 
 
 def _refused(status: int, code: str, message: str) -> APIError:
-    bridge().metrics.webhook(None, code)
+    bridge().count_webhook(None, code)
     log.warning("webhook refused: %s", message)
     return APIError(status, code, message)
 
