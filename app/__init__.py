@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
-from quart import Quart, Response, has_request_context, request
+from quart import Quart, has_request_context, request
 from quart.wrappers import BaseRequestWebsocket
 from quart_schema import QuartSchema
 from werkzeug.routing import RequestRedirect
@@ -95,7 +95,6 @@ def create_app(
         security_schemes={"partnerKey": {"type": "http", "scheme": "bearer"}},
         openapi_provider_class=BridgeOpenAPI,
     )
-    _answer_responses_as_they_are(app)
     logs.init_app(settings.log_format)
     errors.init_app(app)
     security.init_app(app, settings.frame_ancestors)
@@ -134,23 +133,12 @@ def _wrap(app: Quart, layer: Callable[[ASGIApp], ASGIApp]) -> None:
     app.asgi_app = layer(inner)  # type: ignore[assignment, method-assign]
 
 
-def _answer_responses_as_they_are(app: Quart) -> None:
-    """quart-schema wraps ``make_response`` to turn pydantic models into JSON, and inspects
-    every answer to find them (4% of the status route's time). A ``Response`` needs none of it,
-    nor anything of Quart's own ``make_response``: it goes out as it is."""
-    convert = app.make_response
-
-    async def make_response(result: Any) -> Any:
-        return result if isinstance(result, Response) else await convert(result)
-
-    app.make_response = make_response  # type: ignore[method-assign]
-
-
 def _drop_flask_template_context(app: Quart) -> None:
     """Quart's blueprints inherit Flask's own template context processor. It reads Flask's
     context, which a Quart app never has, so it adds nothing; but it is a plain function, so
-    Quart ran it in a worker thread on every page rendered: a third of the page's time.
-    (Quart's own processor, the app's, gives templates ``g``, ``request`` and ``session``.)"""
+    Quart runs it in a worker thread on every page rendered (what that costs a page is in
+    docs/benchmarks.md). Quart's own processor, the app's, gives templates ``g``,
+    ``request`` and ``session``."""
     for name, processors in app.template_context_processors.items():
         if name is not None:
             processors[:] = [p for p in processors if p.__module__ != "flask.templating"]

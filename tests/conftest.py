@@ -83,10 +83,28 @@ def config(database_url: str, provider_key: rsa.RSAPrivateKey, clock: FakeClock)
 
 
 @pytest.fixture
-async def app(config: dict[str, Any], clock: FakeClock) -> AsyncIterator[Quart]:
+async def app(
+    config: dict[str, Any], clock: FakeClock, request: pytest.FixtureRequest
+) -> AsyncIterator[Quart]:
     application = create_app(config, clock=clock)
     async with application.test_app():  # runs start-up and shut-down
         yield application
+    no_fast_path_faults(application, request)
+
+
+def no_fast_path_faults(application: Quart, request: pytest.FixtureRequest) -> None:
+    """app.front answers what the app would, and leaves the app to answer when it fails: a
+    fault would go unseen but for its log line and its counter. Every test fails on one,
+    unless it is marked ``fast_path_fault`` (it makes one on purpose)."""
+    if request.node.get_closest_marker("fast_path_fault") is None:
+        faults = application.extensions["bridge"].metrics.fast_path_faults
+        counted = {
+            sample.labels["route"]: sample.value
+            for metric in faults.collect()
+            for sample in metric.samples
+            if sample.name.endswith("_total")
+        }
+        assert not any(counted.values()), f"app.front failed and the app answered: {counted}"
 
 
 @pytest.fixture
@@ -158,7 +176,10 @@ Configured = Callable[..., AbstractAsyncContextManager[Deployment]]
 
 @pytest.fixture
 def configured(
-    config: dict[str, Any], provider_key: rsa.RSAPrivateKey, clock: FakeClock
+    config: dict[str, Any],
+    provider_key: rsa.RSAPrivateKey,
+    clock: FakeClock,
+    request: pytest.FixtureRequest,
 ) -> Configured:
     """``async with configured(RETURN_URL=...) as bridge:`` for a test that changes settings."""
 
@@ -168,6 +189,7 @@ def configured(
         async with application.test_app():
             client = application.test_client()
             yield Deployment(application, client, Provider(client, provider_key), Partner(client))
+        no_fast_path_faults(application, request)
 
     return start
 
