@@ -39,7 +39,7 @@ VARIES_BY = VariesBy(
 async def pay(token: str) -> Response:
     """``?returned=1``: the return page moving on by itself; shown as a return, not recorded
     (a newer bank step must still reach the customer)."""
-    since = bridge().answers.ticket()  # before the read: a change after it is not kept
+    since = bridge().answer_ticket()  # before the read: a change after it is not kept
     session = found(await bridge().customer_session(token))
     response = await _page(token, session, returned=_arg("returned") == "1")
     if isinstance(response, Page) and response.note.keep and request.method == "GET":
@@ -185,11 +185,11 @@ def _onward(token: str, session: Session) -> str | None:
     when neither is set."""
     settings = bridge().settings
     base = settings.return_url
-    grant = bridge().tokens.read(token)  # remembered: the page's own lookup just verified it
-    if grant is not None and grant.return_url is not None:
+    wanted = bridge().return_url_of(token)  # remembered: the page's lookup just verified it
+    if wanted is not None:
         try:  # an origin taken off BRIDGE_RETURN_ORIGINS since the token was minted: not there
             base = allowed_return_url(
-                grant.return_url, return_url=settings.return_url, origins=settings.return_origins
+                wanted, return_url=settings.return_url, origins=settings.return_origins
             )
         except ReturnURLRefusedError:
             log.warning("session %s: the token's return URL is no longer allowed", session.id)
