@@ -14,7 +14,7 @@ class ChangeFeed:
     """Waiters subscribe before they read, so a change between read and wait is never missed."""
 
     def __init__(self) -> None:
-        # A list a session: most have one waiter, and a set is 216 bytes empty.
+        # A list a session: most have one waiter, and an empty set alone outweighs a list.
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._subscribers: list[Callable[[str | None], None]] = []
         self._alarms: dict[int, list[asyncio.Future[None]]] = {}  # tick -> waiters to wake
@@ -29,7 +29,7 @@ class ChangeFeed:
     def wake_by(self, waiter: asyncio.Future[None], seconds: float) -> None:
         """Complete ``waiter`` at most :data:`TICK` after ``seconds`` from now, unless it is
         done before: one timer a tick for every waiter whose time ends in it, not one each
-        (a timer is some 500 bytes, and 10,000 long-polls may be held)."""
+        (each timer is an object of the loop's, and thousands of long-polls may be held)."""
         loop = asyncio.get_running_loop()
         tick = math.ceil((loop.time() + seconds) / TICK)
         alarm = self._alarms.get(tick)

@@ -1,8 +1,8 @@
 """CORS for routes any origin may read: the customer status API, whose token is the credential.
 
 No cookies are involved, so the policy is the wildcard one and the same four headers on every
-answer, errors included. (quart-cors re-read and re-parsed its settings on every answer: a fifth
-of the status route's time under load, for headers that never change.)
+answer, errors included: made once, where quart-cors re-read and re-parsed its settings on
+every answer for headers that never change (its cost: docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from queue import SimpleQueue
 
 _REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
 # An id must be unique, not unpredictable: a random prefix per process and a counter cost
-# nothing, where uuid4 (os.urandom on every request) was a sixth of the status route's time.
+# nothing, where uuid4 reads os.urandom on every request.
 _PROCESS = secrets.token_hex(6)
 _NUMBERS = itertools.count(1)
 
@@ -69,8 +69,8 @@ def configure(style: str) -> None:
             logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
         )
     # Neither format names the thread, the process or the source line: don't look them up for
-    # every record (the logging HOWTO's "Optimization"; the caller's frame walk alone was a
-    # tenth of the webhook route).
+    # every record (the logging HOWTO's "Optimization": the caller's frame walk is the costly
+    # part).
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     logging._srcfile = None
     records: SimpleQueue[logging.LogRecord] = SimpleQueue()

@@ -50,7 +50,7 @@ class Telemetry:
 
 class _Timed:
     """``send``, timing the answer's start and echoing the request id (an object with slots,
-    not a closure: a held long-poll keeps it, and a closure's cells cost four times as much)."""
+    not a closure: a held long-poll keeps it, and a closure's cells take more memory)."""
 
     __slots__ = ("_send", "_scope", "_metrics", "_request_id", "_started")
 

@@ -1,4 +1,4 @@
-"""A run's tables against the issue's targets (in Markdown), and the machine it ran on."""
+"""A run's tables against the targets below (in Markdown), and the machine it ran on."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any
 from .common import RESULTS, Run
 from .routes import LABELS, ROUTES
 
-# The targets (issue 12), against the bare Quart twin in the same run, 64 connections.
+# The targets, against the bare Quart twin in the same run, 64 connections.
 RATIO = {"pay": 1.0, "status": 0.85, "webhook": 0.5}  # of the twin's rate; webhook: relay on
 P99_FACTOR = 1.5  # each route's p99 at most this times the twin's
 SERVER_RATIO = 2.0  # serve (uvicorn) against Quart's default Hypercorn, each route

@@ -620,7 +620,7 @@ async def view(response: Any) -> View:
 
 def onward(url: str) -> tuple[str, dict[str, str]]:
     """Where a customer is sent on, and the query it carries (``ts`` and ``sig``, which the
-    contract adds and which change with the time, left out)."""
+    bridge adds and which change with the time, left out)."""
     parts = urlsplit(url)
     query = {name: value for name, value in parse_qsl(parts.query) if name not in ("ts", "sig")}
     return parts._replace(query="").geturl(), query

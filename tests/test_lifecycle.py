@@ -146,8 +146,8 @@ CURRENT: dict[str, Session] = {
     "refunded": stored(Status.REFUNDED),
 }
 
-# -- the expected table, written out by hand from CONTRACT.md "Statuses" and lifecycle's docstring,
-# for a webhook newer by the provider's clock than the one the current status came from.
+# -- the expected table, written out by hand from the README's "How it flows" and lifecycle's
+# docstring, for a webhook newer by the provider's clock than the one the current status came from.
 # IGNORED: the webhook changes nothing and apply() hands back the very same object.
 
 IGNORED = None
@@ -405,7 +405,7 @@ def test_first_webhook_of_an_unknown_session(incoming: str) -> None:
     assert (result.id, result.created_at, result.updated_at) == (SESSION_ID, NOW, NOW)
 
 
-# -- target_of: the contract's mapping table ------------------------------------------------------
+# -- target_of: the README's mapping of webhooks to statuses -------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -764,8 +764,8 @@ CHARGEBACK_: tuple[str, dict[str, Any]] = (
     {"refunds": refunds(chargeback=True)},
 )
 
-# The orders of shared/reference/smart-glocal.md ("The orders webhooks come in") and the
-# contract's flows, with the endings the final-status rules add.
+# The orders Smart Glocal documents its webhooks to come in (the README's "The flows the bridge
+# follows"), with the endings the final-status rules add.
 DOCUMENTED = {
     "confirm first, 3-D Secure": sequence(CONFIRM, BANK, PAID),
     "confirm first, declined": sequence(CONFIRM, BANK, DECLINED_),

@@ -1,5 +1,5 @@
 """The return to the partner: ``session_id``, ``status``, ``ts`` and ``sig`` on the way back to
-the shop, and a token's own ``return_url`` (contract: "The return to the partner")."""
+the shop, and a token's own ``return_url`` (README: "Checking the return")."""
 
 from __future__ import annotations
 

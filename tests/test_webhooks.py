@@ -249,7 +249,7 @@ async def test_every_webhook_makes_its_session_known(provider: Provider, partner
         ("payment_refunded", {}, "refunded", None),
     ],
 )
-async def test_each_webhook_type_moves_the_session_as_the_contract_maps_it(
+async def test_each_webhook_type_moves_the_session_as_the_readme_maps_it(
     provider: Provider,
     partner: Partner,
     kind: str,
