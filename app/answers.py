@@ -6,7 +6,7 @@ answer, a rendered page) is kept here under the session and dropped on the sessi
 notice (:attr:`app.store.Store.changes`, which hears every process). A reader first awaits
 :meth:`app.store.Store.caught_up`, so nothing kept is older than the database.
 
-Bounded: at most :data:`MAX_ENTRIES` answers and ``BRIDGE_KEPT_ANSWERS_MB`` (64) of bodies and
+Bounded: at most :data:`MAX_ENTRIES` answers and ``BRIDGE_KEPT_ANSWERS_MB`` of bodies and
 headers per process, the least recently used session's answers leaving first.
 """
 
@@ -16,12 +16,10 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 
 from .changes import ChangeFeed
-from .config import KEPT_ANSWERS_MB
 
 # A page view as the history notes it: session, step, status, the bank action's time.
 Shown = tuple[str, str, str, float | None]
 MAX_ENTRIES = 50_000
-MAX_BYTES = KEPT_ANSWERS_MB * 1024 * 1024
 # Answers one session keeps: its pages vary by what a request chooses (language, frame, query,
 # host), so a customer could otherwise fill the memory with variants of one page.
 MAX_PER_SESSION = 16
@@ -49,9 +47,7 @@ class Answers:
     """``answers.get(session_id, key, now)``; ``answers.put(session_id, key, built, since)``
     with ``since`` taken by :meth:`ticket` before the session was read."""
 
-    def __init__(
-        self, feed: ChangeFeed, *, max_entries: int = MAX_ENTRIES, max_bytes: int = MAX_BYTES
-    ) -> None:
+    def __init__(self, feed: ChangeFeed, *, max_bytes: int, max_entries: int = MAX_ENTRIES) -> None:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self.entries = 0

@@ -208,7 +208,7 @@ def test_answers_are_bounded_by_count_and_by_bytes_the_least_recently_used_first
 
 def test_an_answer_built_while_its_session_changed_is_not_kept() -> None:
     feed = ChangeFeed()
-    answers = Answers(feed)
+    answers = Answers(feed, max_bytes=64_000)
     ticket = answers.ticket()
     feed.publish("s1")  # the session changed after it was read
     answers.put("s1", "k", built(10), ticket)
@@ -221,7 +221,7 @@ def test_an_answer_built_while_its_session_changed_is_not_kept() -> None:
 
 
 def test_an_answer_goes_stale_by_itself_at_its_time() -> None:
-    answers = Answers(ChangeFeed())
+    answers = Answers(ChangeFeed(), max_bytes=64_000)
     answers.put("s1", "k", built(10, until=100.0), answers.ticket())
     assert answers.get("s1", "k", 99.9) is not None
     assert answers.get("s1", "k", 100.0) is None
