@@ -71,6 +71,7 @@ class Front:
             return
         scope[ROUTE] = routes.STATUS.rule
         gone = _hang_up(scope, receive) if wait[1] else None
+        failure: Exception | None = None
         try:
             reply = await statuses.answer(
                 self._bridge,
@@ -81,26 +82,33 @@ class Front:
                 gone,
             )
         except Exception as error:
-            if gone is not None:
-                gone.cancel()  # before the app reads the request itself
-            refused = None if isinstance(error, StorageUnavailableError) else refusal(error)
-            if refused is None:  # the app tries once more, and answers or refuses itself
-                if not isinstance(error, StorageUnavailableError):
-                    self._fault("status")
-                if gone is not None:  # held already, maybe: the app answers at once
-                    scope["query_string"] = b""
-                await self._inner(scope, receive, send)
-                return
-            headers = [_JSON, *_encoded(refused.headers.items())]
-            headers += [*self._status_headers, _NOSNIFF, _NO_STORE]
-            await _send(send, refused.status, headers, refused.body)
-            return
+            failure = error
         if gone is not None:
-            gone.cancel()
+            gone.cancel()  # before the app reads the request, if it does
+        if failure is not None:
+            await self._status_failed(failure, scope, receive, send, held=gone is not None)
+            return
         if reply.held:
             scope[LONG_POLL] = True
         headers = [*_encoded(reply.headers), *self._status_headers, _NOSNIFF]
         await _send(send, reply.status, headers, reply.body)
+
+    async def _status_failed(
+        self, error: Exception, scope: Scope, receive: Receive, send: Send, *, held: bool
+    ) -> None:
+        """A refusal is answered here as the app answers it. Storage trouble goes to the app,
+        which tries once more; so does a fault, logged and counted."""
+        refused = None if isinstance(error, StorageUnavailableError) else refusal(error)
+        if refused is not None:
+            headers = [_JSON, *_encoded(refused.headers.items())]
+            headers += [*self._status_headers, _NOSNIFF, _NO_STORE]
+            await _send(send, refused.status, headers, refused.body)
+            return
+        if not isinstance(error, StorageUnavailableError):
+            self._fault("status", error)
+        if held:  # held already, maybe: the app answers at once
+            scope["query_string"] = b""
+        await self._inner(scope, receive, send)
 
     async def _page(self, scope: Scope, token: str, receive: Receive, send: Send) -> None:
         the_bridge = self._bridge
@@ -108,8 +116,8 @@ class Front:
             built = await self._kept(scope, token)
             if built is not None and built.shown is not None:
                 await the_bridge.page_shown(built.shown)  # storage trouble: logged, not raised
-        except Exception:
-            self._fault("page")
+        except Exception as error:
+            self._fault("page", error)
             built = None
         if built is None:
             await self._inner(scope, receive, self._keeping(scope, send))
@@ -160,9 +168,9 @@ class Front:
         self._bridge.answers.put(note.shown[0], note.varies_by.key(scope), built, kept.since)
         self._bridge.metrics.kept_answer("page", "built")
 
-    def _fault(self, route: str) -> None:
+    def _fault(self, route: str, error: Exception) -> None:
         """Something other than a refusal went wrong here: the app answers instead."""
-        log.exception("the fast path failed on the %s route; the app answers", route)
+        log.error("the fast path failed on the %s route; the app answers", route, exc_info=error)
         self._bridge.metrics.fast_path_fault(route)
 
     def _base_url(self, scope: Scope) -> str | None:

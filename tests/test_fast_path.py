@@ -107,7 +107,8 @@ async def test_a_fault_below_quart_is_logged_counted_and_answered_by_the_app(
     assert built.status_code == page.status_code == 200  # the app built it again
     assert faults(app, "status") == 1 and faults(app, "page") == 1
     logged = [record for record in caplog.records if record.name == "app.front"]
-    assert len(logged) == 2 and all(record.exc_info for record in logged)
+    assert len(logged) == 2
+    assert all(record.exc_info and record.exc_info[0] is RuntimeError for record in logged)
 
 
 async def test_storage_trouble_is_no_fault_the_app_tries_again(
