@@ -25,6 +25,7 @@ from prometheus_client.registry import Collector
 
 from .lifecycle import Status
 from .provider import WEBHOOK_TYPES
+from .store import DeliveryState
 
 # What the webhook route counts a refused delivery as (app/webhooks.py).
 WEBHOOK_REFUSALS = ("invalid_signature", "invalid_json", "not_a_webhook", "body_too_large")
@@ -121,8 +122,8 @@ class Metrics:
             _child(self._children, self.webhooks, "none", refusal)
         for status in Status:
             _child(self._children, self.transitions, status.value)
-        for outcome in ("delivered", "pending", "failed"):
-            _child(self._children, self.relay_attempts, outcome)
+        for state in DeliveryState:
+            _child(self._children, self.relay_attempts, state)
         for route in ("status", "page"):
             _child(self._children, self.fast_path_faults, route)
 
@@ -148,7 +149,7 @@ class Metrics:
             seconds
         )
 
-    def relay_attempt(self, outcome: str) -> None:
+    def relay_attempt(self, outcome: DeliveryState) -> None:
         _child(self._children, self.relay_attempts, outcome).inc()
 
     def relay_backlog(self, pending: int, oldest_seconds: float) -> None:

@@ -34,7 +34,7 @@ from standardwebhooks import Webhook
 
 from .config import Settings
 from .metrics import Metrics
-from .store import Attempt, RelayJob, StorageUnavailableError, Store
+from .store import Attempt, DeliveryState, RelayJob, StorageUnavailableError, Store
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ class Relay:
         status, pause = await self._post(job)
         now = self._clock()
         if status is not None and 200 <= status < 300:
-            attempt = Attempt(job, now, status, "delivered", now)
+            attempt = Attempt(job, now, status, DeliveryState.DELIVERED, now)
         else:
             settings = self._settings
             later = next_attempt(
@@ -189,7 +189,8 @@ class Relay:
                 jitter=random.random(),
                 at_least=retry_after(status, pause, now),
             )
-            attempt = Attempt(job, now, status, "pending" if later else "failed", later or now)
+            state = DeliveryState.PENDING if later else DeliveryState.FAILED
+            attempt = Attempt(job, now, status, state, later or now)
         try:
             recorded = await self._store.finish_attempt(attempt)
         except StorageUnavailableError:  # the claim lapses and the delivery is tried again
@@ -197,10 +198,10 @@ class Relay:
             log.warning("relay delivery %s: its outcome could not be stored", job.message_id)
         # An outcome not on record is no outcome: the delivery is tried again (here or by the
         # process that took its claim), so it is pending; failed pages someone (the alerts).
-        self._metrics.relay_attempt(attempt.state if recorded else "pending")
+        self._metrics.relay_attempt(attempt.state if recorded else DeliveryState.PENDING)
         if not recorded:
             return
-        if attempt.state == "failed":
+        if attempt.state == DeliveryState.FAILED:
             log.error(
                 "relay delivery %s (%s, session %s) failed for good after %d attempts;"
                 " last answer %s",

@@ -12,9 +12,9 @@ import pytest
 from app import lifecycle
 from app.answers import MAX_PER_SESSION, Answers, Built
 from app.changes import ChangeFeed
-from app.store import open_store
 
 from .conftest import FakeClock, Partner, Provider, read_twice, without_request_id
+from .database import open_store
 from .payloads import redirect
 
 

@@ -16,10 +16,10 @@ import asyncpg
 import pytest
 
 from app.relay import next_attempt, retry_after
-from app.store import OF_SESSION, RETRY_DELIVERY, RETRY_FAILED, listing, numbered, open_store
+from app.store import sql
 
 from .conftest import Configured, Deployment, FakeClock
-from .database import query
+from .database import open_store, query
 from .partner import Partner, recording_partner
 from .payloads import webhook
 from .test_relay import deliver, relay_of
@@ -251,44 +251,44 @@ async def test_every_listing_and_retry_reads_an_index(database_url: str) -> None
     )
     await query(database_url, "ANALYZE")
     listings = [
-        listing(state, session_id, before, 101)
+        sql.listing(state, session_id, before, 101)
         for state in (None, "pending", "failed", "delivered")
         for session_id in (None, "ps_77")
         for before in (None, 15_000)
     ]
     retries = [
-        (RETRY_DELIVERY, (2.0, 2.0, "msg_303")),
-        (RETRY_FAILED.format(session=""), (2.0, 2.0)),
-        (RETRY_FAILED.format(session=OF_SESSION), (2.0, 2.0, "ps_75")),
+        (sql.RETRY_DELIVERY, (2.0, 2.0, "msg_303")),
+        (sql.RETRY_FAILED, (2.0, 2.0)),
+        (sql.RETRY_FAILED_OF_SESSION, (2.0, 2.0, "ps_75")),
     ]
     # PostgreSQL plans each listing for its values (PostgresStore.deliveries); the retries may
     # run on a generic plan too.
     for statements, modes in ((listings, ["custom"]), (retries, ["custom", "generic"])):
-        for sql, values in statements:
-            for plan in await plans(database_url, sql, values, modes):
-                assert "Seq Scan" not in plan, (sql, plan)
-                if "WHERE" in sql:
-                    assert not re.search(r"^SCAN deliveries$", plan, re.M), (sql, plan)
+        for statement, values in statements:
+            for plan in await plans(database_url, statement, values, modes):
+                assert "Seq Scan" not in plan, (statement, plan)
+                if "WHERE" in statement:
+                    assert not re.search(r"^SCAN deliveries$", plan, re.M), (statement, plan)
                 one_session = re.search(r"\(session_id=\?|Index Cond: \(+session_id = ", plan)
-                assert one_session or "TEMP B-TREE" not in plan, (sql, plan)
+                assert one_session or "TEMP B-TREE" not in plan, (statement, plan)
                 for rows in re.findall(r"Sort  \(cost=\S+ rows=(\d+)", plan):
-                    assert int(rows) <= 1000, (sql, plan)
+                    assert int(rows) <= 1000, (statement, plan)
 
 
 async def plans(
-    database_url: str, sql: str, values: tuple[Any, ...], modes: list[str]
+    database_url: str, statement: str, values: tuple[Any, ...], modes: list[str]
 ) -> list[str]:
-    """How the database would run ``sql``: SQLite's plan; PostgreSQL's in each mode, as a
+    """How the database would run ``statement``: SQLite's plan; PostgreSQL's in each mode, as a
     prepared statement is planned (for the values given, or for any)."""
     if database_url.startswith("sqlite"):
-        found = await query(database_url, _inline("EXPLAIN QUERY PLAN " + sql, values))
+        found = await query(database_url, _inline("EXPLAIN QUERY PLAN " + statement, values))
         return ["\n".join(str(row[-1]) for row in found)]
     db = await asyncpg.connect(database_url)
     try:
         texts = []
         for mode in modes:
             await db.execute(f"SET plan_cache_mode = force_{mode}_plan")
-            await db.execute(f"PREPARE listing AS {numbered(sql)}")
+            await db.execute(f"PREPARE listing AS {sql.numbered(statement)}")
             arguments = ", ".join(_literal(value) for value in values)
             found = await db.fetch(f"EXPLAIN EXECUTE listing({arguments})")
             texts.append("\n".join(row[0] for row in found))
@@ -302,8 +302,8 @@ def _literal(value: Any) -> str:
     return f"'{value}'" if isinstance(value, str) else repr(value)
 
 
-def _inline(sql: str, values: tuple[Any, ...]) -> str:
-    head, *rest = sql.split("?")
+def _inline(statement: str, values: tuple[Any, ...]) -> str:
+    head, *rest = statement.split("?")
     return head + "".join(_literal(value) + text for value, text in zip(values, rest, strict=True))
 
 

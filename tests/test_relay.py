@@ -19,9 +19,10 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from app.relay import next_attempt
 from app.signature import sign
-from app.store import Attempt, open_store
+from app.store import Attempt
 
 from .conftest import RELAY_SECRET, Configured, Deployment, FakeClock
+from .database import open_store
 from .partner import Partner, Received, recording_partner
 from .payloads import webhook
 from .postgres import PostgresServer

@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 
+from app.config import DB_TIMEOUT
 from app.lifecycle import Session, Status, new_session
-from app.store import Attempt, Delivery, Event, StorageUnavailableError, Store, open_store
-from app.store import postgres as postgres_engine
+from app.store import Attempt, Delivery, Event, StorageUnavailableError, Store, migrations
 from app.store import sqlite as sqlite_engine
 from app.store.sqlite import SQLiteStore
 
-from .database import query
+from .database import at_old_version, old_version_before, open_store, query
 from .payloads import webhook
 
 
@@ -46,53 +46,30 @@ async def store(database_url: str) -> AsyncIterator[Store]:
     await opened.close()
 
 
-def migrations(database_url: str) -> tuple[str, ...]:
-    engine = sqlite_engine if database_url.startswith("sqlite") else postgres_engine
-    return engine.MIGRATIONS
-
-
 async def test_schema_is_created_and_upgrades_are_idempotent(database_url: str) -> None:
     for _ in range(2):
         store = open_store(database_url)
         await store.open()
         await store.close()
     versions = await query(database_url, "SELECT version FROM schema_version ORDER BY version")
-    assert versions == [(number,) for number in range(1, len(migrations(database_url)) + 1)]
+    assert versions == [(number,) for number in range(1, len(migrations.MIGRATIONS) + 1)]
 
 
 async def test_an_older_database_is_upgraded_in_place(database_url: str) -> None:
-    first = migrations(database_url)[0]
     # A database as version 1 left it, holding a session.
-    if database_url.startswith("sqlite"):
-        import sqlite3
-
-        with sqlite3.connect(database_url.removeprefix("sqlite:///")) as db:
-            db.executescript(first)
-            db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-            db.execute("INSERT INTO schema_version VALUES (1)")
-            db.execute(
-                "INSERT INTO sessions VALUES ('ps_old', 'succeeded', NULL, NULL, NULL, NULL,"
-                " NULL, '[]', 1.0, 2.0)"
-            )
-    else:
-        import asyncpg
-
-        db = await asyncpg.connect(database_url)
-        await db.execute(first)
-        await db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-        await db.execute("INSERT INTO schema_version VALUES (1)")
-        await db.execute(
-            "INSERT INTO sessions VALUES ('ps_old', 'succeeded', NULL, NULL, NULL, NULL,"
-            " NULL, '[]', 1.0, 2.0)"
-        )
-        await db.close()
+    await at_old_version(database_url, 1)
+    await query(
+        database_url,
+        "INSERT INTO sessions VALUES ('ps_old', 'succeeded', NULL, NULL, NULL, NULL,"
+        " NULL, '[]', 1.0, 2.0)",
+    )
     store = open_store(database_url)
     await store.open()
     session = await store.get_session("ps_old")
     await store.close()
     assert session is not None and session.status is Status.SUCCEEDED
     versions = await query(database_url, "SELECT version FROM schema_version ORDER BY version")
-    assert versions == [(number,) for number in range(1, len(migrations(database_url)) + 1)]
+    assert versions == [(number,) for number in range(1, len(migrations.MIGRATIONS) + 1)]
 
 
 def logged(kind: str, minute: int | None, **fields: Any) -> bytes:
@@ -102,6 +79,26 @@ def logged(kind: str, minute: int | None, **fields: Any) -> bytes:
     else:
         body["session"]["updated_at"] = f"2027-01-15T07:{minute:02}:00Z"
     return json.dumps(body).encode()
+
+
+async def store_undated(
+    database_url: str, session_id: str, status: str, bodies: list[bytes]
+) -> None:
+    """A session as the versions before the provider's clock stored it, and the webhooks it
+    logged."""
+    await query(
+        database_url,
+        "INSERT INTO sessions (session_id, status, payments, created_at, updated_at)"
+        " VALUES (?, ?, '[]', 1.0, 2.0)",
+        (session_id, status),
+    )
+    for body in bodies:
+        await query(
+            database_url,
+            "INSERT INTO webhooks (digest, session_id, type, received_at, body)"
+            " VALUES (?, ?, 'x', 1.0, ?)",
+            (hashlib.sha256(session_id.encode() + body).digest(), session_id, body),
+        )
 
 
 # Sessions as the version before the provider's clock left them, with the webhooks they logged.
@@ -122,41 +119,9 @@ UNDATED: dict[str, tuple[str, list[bytes]]] = {
 
 
 async def test_sessions_stored_before_the_providers_clock_are_dated(database_url: str) -> None:
-    engine = sqlite_engine if database_url.startswith("sqlite") else postgres_engine
-    earlier = engine.MIGRATIONS[: engine._DATED - 1]
-    insert_session = (
-        "INSERT INTO sessions (session_id, status, payments, created_at, updated_at)"
-        " VALUES ({}, {}, '[]', 1.0, 2.0)"
-    )
-    insert_webhook = (
-        "INSERT INTO webhooks (digest, session_id, type, received_at, body)"
-        " VALUES ({}, {}, 'x', 1.0, {})"
-    )
-    if database_url.startswith("sqlite"):
-        with sqlite3.connect(database_url.removeprefix("sqlite:///")) as db:
-            for script in earlier:
-                db.executescript(script)
-            db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-            db.execute("INSERT INTO schema_version VALUES (?)", (len(earlier),))
-            for session_id, (status, bodies) in UNDATED.items():
-                db.execute(insert_session.format("?", "?"), (session_id, status))
-                for body in bodies:
-                    digest = hashlib.sha256(session_id.encode() + body).digest()
-                    db.execute(insert_webhook.format("?", "?", "?"), (digest, session_id, body))
-    else:
-        import asyncpg
-
-        pg = await asyncpg.connect(database_url)
-        for script in earlier:
-            await pg.execute(script)
-        await pg.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-        await pg.execute("INSERT INTO schema_version VALUES ($1)", len(earlier))
-        for session_id, (status, bodies) in UNDATED.items():
-            await pg.execute(insert_session.format("$1", "$2"), session_id, status)
-            for body in bodies:
-                digest = hashlib.sha256(session_id.encode() + body).digest()
-                await pg.execute(insert_webhook.format("$1", "$2", "$3"), digest, session_id, body)
-        await pg.close()
+    await at_old_version(database_url, old_version_before(database_url, migrations.DATED))
+    for session_id, (status, bodies) in UNDATED.items():
+        await store_undated(database_url, session_id, status, bodies)
     store = open_store(database_url)
     await store.open()
     sessions = {session_id: await store.get_session(session_id) for session_id in UNDATED}
@@ -250,7 +215,9 @@ async def test_concurrent_deliveries_of_the_same_webhook_are_one(store: Store) -
 
 
 async def test_sqlite_commits_are_synchronous_full_in_wal(tmp_path: Path) -> None:
-    store = sqlite_engine.SQLiteStore(str(tmp_path / "nested" / "bridge.sqlite3"))
+    store = sqlite_engine.SQLiteStore(
+        str(tmp_path / "nested" / "bridge.sqlite3"), timeout=DB_TIMEOUT
+    )
     await store.open()
     writer = store._write()
     level = await store._in_writer(lambda: writer.execute("PRAGMA synchronous").fetchone())
@@ -263,7 +230,7 @@ async def test_sqlite_commits_are_synchronous_full_in_wal(tmp_path: Path) -> Non
 async def test_sqlite_commits_concurrent_writes_together(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = sqlite_engine.SQLiteStore(str(tmp_path / "bridge.sqlite3"))
+    store = sqlite_engine.SQLiteStore(str(tmp_path / "bridge.sqlite3"), timeout=DB_TIMEOUT)
     await store.open()
     batches: list[int] = []
     commit = sqlite_engine._commit
@@ -382,7 +349,7 @@ READS: dict[str, Callable[[Store], Any]] = {
 
 
 async def sqlite_store(path: Path) -> SQLiteStore:
-    store = SQLiteStore(str(path))
+    store = SQLiteStore(str(path), timeout=DB_TIMEOUT)
     await store.open()
     await store.update_session("ps_1", moved(Status.ACTION_REQUIRED), event_at(1.0))
     return store
@@ -478,7 +445,7 @@ async def test_one_failing_job_is_rolled_back_alone_and_its_batch_committed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "batch.sqlite3"
-    store = SQLiteStore(str(path))
+    store = SQLiteStore(str(path), timeout=DB_TIMEOUT)
     await store.open()
     batches: list[int] = []
     commit = sqlite_engine._commit
@@ -507,7 +474,7 @@ async def test_one_failing_job_is_rolled_back_alone_and_its_batch_committed(
     assert batches == [4]  # one transaction
     assert isinstance(outcomes[1], RuntimeError)
     assert isinstance(outcomes[2], sqlite3.Error | StorageUnavailableError)
-    reopened = SQLiteStore(str(path))
+    reopened = SQLiteStore(str(path), timeout=DB_TIMEOUT)
     await reopened.open()
     try:
         assert (await reopened.get_session("ps_a")) is not None
@@ -526,7 +493,10 @@ async def test_caught_up_publishes_what_another_connection_committed_before_the_
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "caught.sqlite3"
-    here, there = SQLiteStore(str(path)), SQLiteStore(str(path))
+    here, there = (
+        SQLiteStore(str(path), timeout=DB_TIMEOUT),
+        SQLiteStore(str(path), timeout=DB_TIMEOUT),
+    )
     await here.open()
     await there.open()
     heard: list[str | None] = []
@@ -551,11 +521,12 @@ async def test_caught_up_publishes_what_another_connection_committed_before_the_
 
 TWO_PROCESSES = """
 import asyncio, json, sys
+from app.config import DB_TIMEOUT
 from app.lifecycle import Session, Status
 from app.store.sqlite import SQLiteStore
 
 async def main(path, mine, theirs, count):
-    store = SQLiteStore(path)
+    store = SQLiteStore(path, timeout=DB_TIMEOUT)
     await store.open()
     heard = set()
     store.changes.subscribe(heard.add)
@@ -607,7 +578,7 @@ async def test_two_processes_writing_one_sqlite_file_hear_each_other_and_both_la
     ]
     assert [child.returncode for child in children] == [0, 0]
     assert heard == [count, count]  # each heard every change of the other
-    store = SQLiteStore(path)
+    store = open_store(f"sqlite:///{path}")
     await store.open()
     try:
         for prefix in ("ps_a", "ps_b"):
@@ -685,18 +656,14 @@ async def test_sqlite_ids_after_the_upgrade_start_past_every_id_the_history_name
 ) -> None:
     """A database from before ids were never reused: retention had deleted deliveries the
     kept history (and the partner) still name; the upgrade counts on past all of them."""
-    path = tmp_path / "old.sqlite3"
-    with contextlib.closing(sqlite3.connect(path)) as db:
-        for script in sqlite_engine.MIGRATIONS[:6]:
-            db.executescript(script)
-        db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-        db.executemany("INSERT INTO schema_version VALUES (?)", [(n,) for n in range(1, 7)])
-        db.execute(
-            "INSERT INTO events (session_id, at, kind, detail) VALUES"
-            " ('ps_1', 1.0, 'relay', '{\"delivery_id\": 9, \"attempt\": 1}')"
-        )
-        db.commit()
-    store = open_store(f"sqlite:///{path}")
+    url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
+    await at_old_version(url, 6)
+    await query(
+        url,
+        "INSERT INTO events (session_id, at, kind, detail) VALUES"
+        " ('ps_1', 1.0, 'relay', '{\"delivery_id\": 9, \"attempt\": 1}')",
+    )
+    store = open_store(url)
     await store.open()
     try:
         await store.record_webhook(relayed(b'{"n": 1}', "ps_1", 10.0), pending("ps_1"))
@@ -757,39 +724,24 @@ async def test_a_delivery_from_before_message_ids_keeps_the_id_it_was_sent_with(
 ) -> None:
     """A delivery whose attempts went out as X-Bridge-Delivery-Id 38 before the upgrade is 38
     after it: the partner deduplicates by it and may hold it to retry."""
-    every = migrations(database_url)
-    earlier = every[: next(n for n, script in enumerate(every) if "message_id" in script)]
-    webhook_row = (
-        "INSERT INTO webhooks (id, digest, session_id, type, received_at, body)"
-        " VALUES (7, {}, 'ps_1', 'ready_to_confirm', 10.0, {})"
+    message_ids = next(
+        number
+        for number, migration in enumerate(migrations.MIGRATIONS, start=1)
+        if "message_id" in migration.sqlite
     )
-    delivery_row = (
+    await at_old_version(database_url, old_version_before(database_url, message_ids))
+    await query(
+        database_url,
+        "INSERT INTO webhooks (id, digest, session_id, type, received_at, body)"
+        " VALUES (7, ?, 'ps_1', 'ready_to_confirm', 10.0, ?)",
+        (b"\x01", b"{}"),
+    )
+    await query(
+        database_url,
         "INSERT INTO deliveries (id, webhook_id, session_id, type, received_at, signature, state,"
         " attempts, next_attempt_at, retry_from) VALUES (38, 7, 'ps_1', 'ready_to_confirm', 10.0,"
-        " 'signed', 'pending', 2, 10.0, 10.0)"
+        " 'signed', 'pending', 2, 10.0, 10.0)",
     )
-    if database_url.startswith("sqlite"):
-        with contextlib.closing(sqlite3.connect(database_url.removeprefix("sqlite:///"))) as db:
-            for script in earlier:
-                db.executescript(script)
-            db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-            versions = [(number,) for number in range(1, len(earlier) + 1)]
-            db.executemany("INSERT INTO schema_version VALUES (?)", versions)
-            db.execute(webhook_row.format("x'01'", "x'7b7d'"))
-            db.execute(delivery_row)
-            db.commit()
-    else:
-        import asyncpg
-
-        pg = await asyncpg.connect(database_url)
-        for script in earlier:
-            await pg.execute(script)
-        await pg.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-        for number in range(1, len(earlier) + 1):
-            await pg.execute("INSERT INTO schema_version VALUES ($1)", number)
-        await pg.execute(webhook_row.format("'\\x01'::bytea", "'{}'::bytea"))
-        await pg.execute(delivery_row)
-        await pg.close()
     store = open_store(database_url)
     await store.open()
     try:

@@ -2,23 +2,23 @@
 
 The store knows rows and transactions, never rules: every change to a session is a pure
 function from :mod:`app.lifecycle`, run inside the store's transaction.
+
+Here are the interface and the values it speaks in; :mod:`.sql` holds the statements and row
+mappers both engines share, :mod:`.migrations` the schema's versions, and :mod:`.sqlite` and
+:mod:`.postgres` the engines.
 """
 
 from __future__ import annotations
 
 import abc
-import json
-import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from .. import lifecycle
 from ..changes import ChangeFeed
-from ..config import DB_POOL_MAX, DB_POOL_MIN, DB_TIMEOUT
 from ..ids import message_id
-from ..lifecycle import Session, Status
-from ..provider import MalformedWebhookError, parse_webhook
+from ..lifecycle import Session
 
 if TYPE_CHECKING:
     from ..events import Outgoing
@@ -26,11 +26,19 @@ if TYPE_CHECKING:
 Update = Callable[[Session | None], Session | None]
 # What one change of a session sends to the partner, of the bridge's own events.
 Emit = Callable[[Session | None, Session | None], "list[Outgoing]"]
-log = logging.getLogger(__name__)
 
 
 class StorageUnavailableError(Exception):
     """The storage cannot be reached now; the caller should answer 503 and be retried."""
+
+
+class DeliveryState(StrEnum):
+    """Where a relay delivery is: waiting for its next attempt, taken by the partner's backend,
+    or given up on after its last attempt (until someone puts it back in line)."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +93,7 @@ class DeliveryRecord:
     session_id: str
     type: str
     received_at: float
-    state: str
+    state: DeliveryState
     attempts: int
     last_attempt_at: float | None
     last_status: int | None
@@ -100,7 +108,7 @@ class Attempt:
     job: RelayJob
     at: float
     http_status: int | None
-    state: str
+    state: DeliveryState
     next_attempt_at: float
 
 
@@ -143,8 +151,8 @@ class Store(abc.ABC):
         self.emit: Emit | None = None
 
     def emitted(self, changed: Changed, at: float) -> list[tuple[Any, ...]]:
-        """The :data:`INSERT_DELIVERY` values of the events a change recorded ``at`` sends (the
-        bridge's clock: a timeout the sweep records late is due from then)."""
+        """The :data:`.sql.INSERT_DELIVERY` values of the events a change recorded ``at`` sends
+        (the bridge's clock: a timeout the sweep records late is due from then)."""
         before, after = changed.before, changed.after
         if self.emit is None or after is None or after == before:
             return []
@@ -254,14 +262,9 @@ class Store(abc.ABC):
         """Sessions whose action window has ended but whose status still says so."""
 
 
-def open_store(
-    database_url: str,
-    *,
-    pool_min: int = DB_POOL_MIN,
-    pool_max: int = DB_POOL_MAX,
-    timeout: float = DB_TIMEOUT,
-) -> Store:
-    """The store for a ``BRIDGE_DATABASE_URL``; the pool settings apply to PostgreSQL."""
+def open_store(database_url: str, *, pool_min: int, pool_max: int, timeout: float) -> Store:
+    """The store for a ``BRIDGE_DATABASE_URL``; the pool settings apply to PostgreSQL. Each is
+    the caller's, from :class:`app.config.Settings`, where their defaults live."""
     if database_url.startswith("sqlite:///"):
         from .sqlite import SQLiteStore
 
@@ -271,347 +274,3 @@ def open_store(
 
         return PostgresStore(database_url, pool_min=pool_min, pool_max=pool_max, timeout=timeout)
     raise ValueError(f"unsupported database URL scheme: {database_url.split(':', 1)[0]}")
-
-
-SESSION_COLUMNS = (
-    "session_id, status, reason, interaction, action_received_at, action_expires_at,"
-    " returned_at, payments, created_at, updated_at, provider_updated_at, next_action"
-)
-# The statements both engines run, with SQLite's ``?`` placeholders (see :func:`numbered`).
-INSERT_WEBHOOK = (
-    "INSERT INTO webhooks (digest, session_id, type, received_at, body, meaning)"
-    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING RETURNING id"
-)
-SAME_MEANING = "SELECT 1 FROM webhooks WHERE session_id = ? AND meaning = ? LIMIT 1"
-SELECT_SESSION = f"SELECT {SESSION_COLUMNS} FROM sessions WHERE session_id = ?"
-UPSERT_SESSION = (
-    f"INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT (session_id) DO UPDATE SET status = excluded.status,"
-    " reason = excluded.reason, interaction = excluded.interaction,"
-    " action_received_at = excluded.action_received_at,"
-    " action_expires_at = excluded.action_expires_at, returned_at = excluded.returned_at,"
-    " payments = excluded.payments, updated_at = excluded.updated_at,"
-    " provider_updated_at = excluded.provider_updated_at, next_action = excluded.next_action"
-)
-SESSIONS_DUE = (
-    "SELECT session_id FROM sessions WHERE status = ? AND action_expires_at <= ?"
-    " ORDER BY action_expires_at LIMIT ?"
-)
-
-
-# The migration that added the provider's clock (see :func:`provider_clock`).
-UNDATED_SESSIONS = (
-    "SELECT session_id, status FROM sessions"
-    " WHERE status IN ('pending', 'action_required', 'in_progress')"
-)
-SESSION_BODIES = "SELECT body FROM webhooks WHERE session_id = ? ORDER BY id"
-DATE_SESSION = (
-    "UPDATE sessions SET status = ?, provider_updated_at = ?, next_action = ? WHERE session_id = ?"
-)
-
-
-def provider_clock(status: str, bodies: list[bytes]) -> tuple[str, float | None, str | None]:
-    """For a session stored before the provider's clock was kept: its status, and the time and
-    next action of the newest logged webhook that asks for it. A hold the old version called
-    ``in_progress`` (from ``ready_to_capture``) becomes ``authorized``."""
-    asks_for = {Status(status)} | ({Status.AUTHORIZED} if status == Status.IN_PROGRESS else set())
-    newest: tuple[float, str, str | None] | None = None
-    for body in bodies:
-        try:
-            webhook = parse_webhook(json.loads(body), body)
-        except (ValueError, MalformedWebhookError):
-            continue
-        target = lifecycle.target_of(webhook)
-        when = webhook.updated_at
-        if target is None or target.status not in asks_for or when is None:
-            continue
-        if newest is None or when >= newest[0]:
-            newest = (when, target.status.value, webhook.next_action)
-    if newest is None:
-        return status, None, None
-    return newest[1], newest[0], newest[2]
-
-
-def numbered(sql: str) -> str:
-    """A statement's ``?`` placeholders as PostgreSQL's ``$1``, ``$2``, … (none of these
-    statements has a ``?`` anywhere else)."""
-    head, *rest = sql.split("?")
-    return head + "".join(f"${number}{text}" for number, text in enumerate(rest, start=1))
-
-
-def session_row(session: Session) -> tuple[Any, ...]:
-    """A session as the values of :data:`SESSION_COLUMNS`."""
-    return (
-        session.id,
-        session.status.value,
-        session.reason,
-        None if session.interaction is None else json.dumps(session.interaction),
-        session.action_received_at,
-        session.action_expires_at,
-        session.returned_at,
-        json.dumps(list(session.payments)),
-        session.created_at,
-        session.updated_at,
-        session.provider_updated_at,
-        session.next_action,
-    )
-
-
-def session_from_row(row: Mapping[str, Any] | tuple[Any, ...] | None) -> Session | None:
-    if row is None:
-        return None
-    (
-        session_id,
-        status,
-        reason,
-        interaction,
-        action_received_at,
-        action_expires_at,
-        returned_at,
-        payments,
-        created_at,
-        updated_at,
-        provider_updated_at,
-        next_action,
-    ) = tuple(row)
-    return Session(
-        id=session_id,
-        status=Status(status),
-        reason=reason,
-        interaction=None if interaction is None else json.loads(interaction),
-        action_received_at=action_received_at,
-        action_expires_at=action_expires_at,
-        returned_at=returned_at,
-        payments=tuple(json.loads(payments)),
-        created_at=created_at,
-        updated_at=updated_at,
-        provider_updated_at=provider_updated_at,
-        next_action=next_action,
-    )
-
-
-# -- history, relay and retention: the statements both engines run ----------------------------
-
-INSERT_EVENT = "INSERT INTO events (session_id, at, kind, detail) VALUES (?, ?, ?, ?)"
-SELECT_EVENTS = "SELECT session_id, at, kind, detail FROM events WHERE session_id = ? ORDER BY id"
-INSERT_DELIVERY = (
-    "INSERT INTO deliveries (message_id, webhook_id, session_id, type, received_at, signature,"
-    " body, state, attempts, next_attempt_at, retry_from)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)"
-)
-# Due, unclaimed (or its claim lapsed), the oldest pending one of its session, and none of its
-# session's at the partner now (a later one may be, when an earlier one was put back in line
-# meanwhile). Both session tests are subqueries (in id order, an aggregate), so that a plan
-# without sorts (see PostgresStore) reads a few index entries per candidate; as NOT EXISTS,
-# PostgreSQL could make them an anti-join comparing every candidate with every pending delivery.
-CLAIM_DELIVERIES = (
-    "UPDATE deliveries SET claimed_until = ? WHERE id IN ("
-    " SELECT d.id FROM deliveries d WHERE d.state = 'pending' AND d.next_attempt_at <= ?"
-    " AND (d.claimed_until IS NULL OR d.claimed_until < ?)"
-    " AND d.id = (SELECT e.id FROM deliveries e WHERE e.session_id = d.session_id"
-    " AND e.state = 'pending' ORDER BY e.id LIMIT 1)"
-    " AND coalesce((SELECT max(c.claimed_until) FROM deliveries c"
-    " WHERE c.session_id = d.session_id AND c.state = 'pending'), 0) < ?"
-    " ORDER BY d.id LIMIT ?{lock})"
-    " RETURNING id, webhook_id, session_id, type, received_at, retry_from, attempts, signature,"
-    " message_id, body"
-)
-# A delivery's body is its own session's webhook, whatever happened to the rows around it.
-SELECT_BODY = "SELECT body FROM webhooks WHERE id = ? AND session_id = ?"
-FAIL_DELIVERY = "UPDATE deliveries SET state = 'failed', claimed_until = NULL WHERE id = ?"
-FINISH_ATTEMPT = (
-    "UPDATE deliveries SET state = ?, attempts = attempts + 1, last_attempt_at = ?,"
-    " last_status = ?, next_attempt_at = ?, claimed_until = NULL"
-    " WHERE id = ? AND claimed_until = ?"
-)
-# Newest first by row id, so that a page follows the one before it by the last row's id (see
-# :func:`listing`): deliveries that arrive meanwhile are newer, and no page shows one twice.
-LIST_DELIVERIES = (
-    "SELECT message_id, session_id, type, received_at, state, attempts, last_attempt_at,"
-    " last_status, id FROM deliveries{where} ORDER BY id DESC LIMIT ?"
-)
-# A failed delivery back in line, and with it every earlier failed one of its session: the
-# relay sends a session's oldest pending delivery first, so those go first, in their order.
-RETRY_DELIVERY = (
-    "UPDATE deliveries SET state = 'pending', next_attempt_at = ?, retry_from = ?"
-    " WHERE id IN (SELECT e.id FROM deliveries d JOIN deliveries e"
-    " ON e.session_id = d.session_id AND e.id <= d.id AND e.state = 'failed'"
-    " WHERE d.message_id = ? AND d.state = 'failed')"
-)
-# Every failed delivery back in line; ``{session}`` is empty, or narrows it to one session.
-RETRY_FAILED = (
-    "UPDATE deliveries SET state = 'pending', next_attempt_at = ?, retry_from = ?"
-    " WHERE state = 'failed'{session}"
-)
-OF_SESSION = " AND session_id = ?"
-DELIVERY_EXISTS = "SELECT 1 FROM deliveries WHERE message_id = ?"
-RELAY_BACKLOG = "SELECT count(*), min(received_at) FROM deliveries WHERE state = 'pending'"
-# A body stays while any delivery of it does: a failed one may be put back in line.
-FORGET_WEBHOOKS = (
-    "DELETE FROM webhooks WHERE id IN (SELECT w.id FROM webhooks w WHERE w.received_at < ?"
-    " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.webhook_id = w.id) LIMIT ?)"
-)
-FORGET_DELIVERIES = (
-    "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries WHERE received_at < ?"
-    " AND state <> 'pending' LIMIT ?)"
-)
-# Returns the sessions it deleted: each is a change, announced like any other.
-FORGET_SESSIONS = (
-    "DELETE FROM sessions WHERE session_id IN (SELECT session_id FROM sessions"
-    " WHERE updated_at < ? AND status IN ("
-    + ", ".join(f"'{status.value}'" for status in Status if status.is_final)
-    + ") LIMIT ?) RETURNING session_id, provider_updated_at"
-)
-
-FORGOTTEN = "forgotten"  # the history's note that retention deleted the session's data
-SELECT_FORGOTTEN = (
-    f"SELECT at, detail FROM events WHERE session_id = ? AND kind = '{FORGOTTEN}'"
-    " ORDER BY id DESC LIMIT 1"
-)
-
-
-def event_row(event: Event) -> tuple[Any, ...]:
-    return (event.session_id, event.at, event.kind, json.dumps(dict(event.detail)))
-
-
-def event_from_row(row: Mapping[str, Any] | tuple[Any, ...]) -> Event:
-    session_id, at, kind, detail = tuple(row)
-    return Event(session_id=session_id, at=at, kind=kind, detail=json.loads(detail))
-
-
-def webhook_event(delivery: Delivery, changed: Changed) -> Event:
-    """The history entry of a webhook delivery, duplicates too: ``changed`` when it moved the
-    status, which is the status as seen when it came (an action window may have passed)."""
-    at = delivery.received_at
-    before = lifecycle.at(changed.before, at).status if changed.before else Status.PENDING
-    after = lifecycle.at(changed.after, at).status if changed.after else None
-    return Event(
-        delivery.session_id,
-        delivery.received_at,
-        "webhook",
-        {
-            "type": delivery.type,
-            "provider_updated_at": delivery.provider_updated_at,
-            "outcome": "duplicate" if changed.duplicate else "accepted",
-            "changed": after is not None and after is not before,
-            "status": after.value if after else None,
-        },
-    )
-
-
-def forgotten_event(row: Mapping[str, Any] | tuple[Any, ...], now: float) -> tuple[Any, ...]:
-    """The history entry of a session retention deletes (a row of :data:`FORGET_SESSIONS`)."""
-    session_id, provider_updated_at = tuple(row)
-    return event_row(
-        Event(session_id, now, FORGOTTEN, {"provider_updated_at": provider_updated_at})
-    )
-
-
-def recorded_at(changed: Changed, event: Event | None) -> float:
-    """When an update was recorded: its history event's time, else the session's own."""
-    if event is not None:
-        return event.at
-    return changed.after.updated_at if changed.after is not None else 0.0
-
-
-def forgotten_from_row(row: Mapping[str, Any] | tuple[Any, ...] | None) -> Forgotten | None:
-    if row is None:
-        return None
-    at, detail = tuple(row)
-    return Forgotten(at, json.loads(detail).get("provider_updated_at"))
-
-
-def attempt_event(attempt: Attempt) -> Event:
-    return Event(
-        attempt.job.session_id,
-        attempt.at,
-        "relay",
-        {
-            "delivery_id": attempt.job.message_id,
-            "type": attempt.job.type,
-            "attempt": attempt.job.attempts + 1,
-            "http_status": attempt.http_status,
-            "state": attempt.state,
-        },
-    )
-
-
-def log_missing_body(row: tuple[Any, ...] | Mapping[str, Any]) -> None:
-    """A claimed delivery whose webhook is gone (a row deleted by hand, a partial restore) is
-    failed and kept; it holds up neither its session's later deliveries nor anyone else's."""
-    delivery_id, _webhook_id, session_id = tuple(row)[:3]
-    log.error(
-        "relay delivery %s of session %s has no webhook body: failed", delivery_id, session_id
-    )
-
-
-def relay_job(row: tuple[Any, ...], body: bytes, claim: float) -> RelayJob:
-    """A claimed row of :data:`CLAIM_DELIVERIES`, with its body (its own, or its webhook's)."""
-    (
-        delivery_id,
-        _webhook_id,
-        session_id,
-        kind,
-        received_at,
-        retry_from,
-        attempts,
-        signature,
-        message_id,
-        _own_body,
-    ) = row
-    return RelayJob(
-        id=delivery_id,
-        message_id=message_id,
-        session_id=session_id,
-        type=kind,
-        received_at=received_at,
-        retry_from=retry_from,
-        attempts=attempts,
-        body=bytes(body),
-        signature=signature,
-        claim=claim,
-    )
-
-
-def delivery_record(row: Mapping[str, Any] | tuple[Any, ...]) -> DeliveryRecord:
-    return DeliveryRecord(*tuple(row))
-
-
-def listing(
-    state: str | None, session_id: str | None, before: int | None, limit: int
-) -> tuple[str, tuple[Any, ...]]:
-    """The statement of :data:`LIST_DELIVERIES` with only the tests asked for, and its values.
-    Each form reads an index newest first: the rows' ids, ``deliveries_by_state`` or
-    ``deliveries_by_session`` (a ``(? IS NULL OR ...)`` test would keep the planners from it)."""
-    tests = {"state = ?": state, "session_id = ?": session_id, "id < ?": before}
-    given = {test: value for test, value in tests.items() if value is not None}
-    where = f" WHERE {' AND '.join(given)}" if given else ""
-    return LIST_DELIVERIES.format(where=where), (*given.values(), limit)
-
-
-def delivery_row(webhook_id: int, delivery: Delivery) -> tuple[Any, ...]:
-    """The values of :data:`INSERT_DELIVERY` for a provider's webhook: due at once."""
-    received = delivery.received_at
-    return (
-        message_id(received),
-        webhook_id,
-        delivery.session_id,
-        delivery.type,
-        received,
-        delivery.relay_signature,
-        None,
-        received,
-        received,
-    )
-
-
-def attempt_row(attempt: Attempt) -> tuple[Any, ...]:
-    """The values of :data:`FINISH_ATTEMPT`."""
-    return (
-        attempt.state,
-        attempt.at,
-        attempt.http_status,
-        attempt.next_attempt_at,
-        attempt.job.id,
-        attempt.job.claim,
-    )

@@ -19,30 +19,6 @@ import asyncpg
 
 from ..lifecycle import Session, Status
 from . import (
-    CLAIM_DELIVERIES,
-    DATE_SESSION,
-    DELIVERY_EXISTS,
-    FAIL_DELIVERY,
-    FINISH_ATTEMPT,
-    FORGET_DELIVERIES,
-    FORGET_SESSIONS,
-    FORGET_WEBHOOKS,
-    INSERT_DELIVERY,
-    INSERT_EVENT,
-    INSERT_WEBHOOK,
-    OF_SESSION,
-    RELAY_BACKLOG,
-    RETRY_DELIVERY,
-    RETRY_FAILED,
-    SAME_MEANING,
-    SELECT_BODY,
-    SELECT_EVENTS,
-    SELECT_FORGOTTEN,
-    SELECT_SESSION,
-    SESSION_BODIES,
-    SESSIONS_DUE,
-    UNDATED_SESSIONS,
-    UPSERT_SESSION,
     Attempt,
     Changed,
     Delivery,
@@ -53,143 +29,19 @@ from . import (
     StorageUnavailableError,
     Store,
     Update,
-    attempt_event,
-    attempt_row,
-    delivery_record,
-    delivery_row,
-    event_from_row,
-    event_row,
-    forgotten_event,
-    forgotten_from_row,
-    listing,
-    log_missing_body,
-    numbered,
-    provider_clock,
-    recorded_at,
-    relay_job,
-    session_from_row,
-    session_row,
-    webhook_event,
+    migrations,
+    sql,
 )
+from .sql import POSTGRES
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 CHANNEL = "bridge_session_changed"
 _MIGRATION_LOCK = 7_267_040_101  # any constant shared by every instance
+# A version recorded in the numbering both engines share (migrations.MIGRATIONS).
+_SHARED = "shared"
 
-# Each entry upgrades the schema by one version; never edit one that has shipped.
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE webhooks (
-        id BIGSERIAL PRIMARY KEY,
-        digest BYTEA NOT NULL UNIQUE,
-        session_id TEXT NOT NULL,
-        type TEXT NOT NULL,
-        received_at DOUBLE PRECISION NOT NULL,
-        body BYTEA NOT NULL
-    );
-    CREATE INDEX webhooks_by_session ON webhooks (session_id, id);
-    CREATE TABLE sessions (
-        session_id TEXT PRIMARY KEY,
-        status TEXT NOT NULL,
-        reason TEXT,
-        interaction TEXT,
-        action_received_at DOUBLE PRECISION,
-        action_expires_at DOUBLE PRECISION,
-        returned_at DOUBLE PRECISION,
-        payments TEXT NOT NULL,
-        created_at DOUBLE PRECISION NOT NULL,
-        updated_at DOUBLE PRECISION NOT NULL
-    );
-    CREATE INDEX sessions_by_action_expiry ON sessions (action_expires_at)
-        WHERE status = 'action_required';
-    """,
-    """
-    CREATE INDEX webhooks_by_received_at ON webhooks (received_at);
-    """,
-    # The provider's clock of the webhook each status came from, and what the provider waits
-    # for; existing rows get theirs from the webhooks they logged (see store.provider_clock).
-    """
-    ALTER TABLE sessions ADD COLUMN provider_updated_at DOUBLE PRECISION;
-    ALTER TABLE sessions ADD COLUMN next_action TEXT;
-    """,
-    # The history, the relay's deliveries, and what retention looks up by age.
-    """
-    CREATE TABLE events (
-        id BIGSERIAL PRIMARY KEY,
-        session_id TEXT NOT NULL,
-        at DOUBLE PRECISION NOT NULL,
-        kind TEXT NOT NULL,
-        detail TEXT NOT NULL
-    );
-    CREATE INDEX events_by_session ON events (session_id, id);
-    CREATE TABLE deliveries (
-        id BIGSERIAL PRIMARY KEY,
-        webhook_id BIGINT NOT NULL,
-        session_id TEXT NOT NULL,
-        type TEXT NOT NULL,
-        received_at DOUBLE PRECISION NOT NULL,
-        signature TEXT NOT NULL,
-        state TEXT NOT NULL,
-        attempts INTEGER NOT NULL,
-        next_attempt_at DOUBLE PRECISION NOT NULL,
-        retry_from DOUBLE PRECISION NOT NULL,
-        last_attempt_at DOUBLE PRECISION,
-        last_status INTEGER,
-        claimed_until DOUBLE PRECISION
-    );
-    CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE state = 'pending';
-    CREATE INDEX deliveries_of_session ON deliveries (session_id, id) WHERE state = 'pending';
-    CREATE INDEX deliveries_by_state ON deliveries (state, id);
-    CREATE INDEX deliveries_by_webhook ON deliveries (webhook_id);
-    CREATE INDEX sessions_by_updated_at ON sessions (updated_at);
-    """,
-    # What each webhook says whatever its spelling, to know a copy serialised anew.
-    """
-    ALTER TABLE webhooks ADD COLUMN meaning BYTEA;
-    CREATE INDEX webhooks_by_meaning ON webhooks (session_id, meaning);
-    """,
-    # A delivery's id for the partner is a random message id, unique beyond this database
-    # (app/ids.py); one recorded before keeps the id its attempts went out with. One of the
-    # bridge's own events carries its own body and no webhook.
-    """
-    ALTER TABLE deliveries ADD COLUMN message_id TEXT;
-    UPDATE deliveries SET message_id = id::text;
-    ALTER TABLE deliveries ALTER COLUMN message_id SET NOT NULL;
-    CREATE UNIQUE INDEX deliveries_by_message ON deliveries (message_id);
-    ALTER TABLE deliveries ALTER COLUMN webhook_id DROP NOT NULL;
-    ALTER TABLE deliveries ALTER COLUMN signature DROP NOT NULL;
-    ALTER TABLE deliveries ADD COLUMN body BYTEA;
-    """,
-    # A session's deliveries in every state, newest first (the listing by session, and a
-    # retry's earlier failed ones); deliveries_of_session holds only the pending ones.
-    """
-    CREATE INDEX deliveries_by_session ON deliveries (session_id, id);
-    """,
-)
-_DATED = 3  # the migration that added the provider's clock: sessions are dated after it
-
-_INSERT_WEBHOOK = numbered(INSERT_WEBHOOK)
-_SAME_MEANING = numbered(SAME_MEANING)
-_SELECT_SESSION = numbered(SELECT_SESSION)
-_SESSIONS_DUE = numbered(SESSIONS_DUE)
-_UPSERT_SESSION = numbered(UPSERT_SESSION)
-_INSERT_EVENT = numbered(INSERT_EVENT)
-_SELECT_EVENTS = numbered(SELECT_EVENTS)
-_INSERT_DELIVERY = numbered(INSERT_DELIVERY)
-_CLAIM_DELIVERIES = numbered(CLAIM_DELIVERIES.format(lock=" FOR UPDATE SKIP LOCKED"))
-_SELECT_BODY = numbered(SELECT_BODY)
-_FINISH_ATTEMPT = numbered(FINISH_ATTEMPT)
-_RETRY_DELIVERY = numbered(RETRY_DELIVERY)
-_RETRY_FAILED = numbered(RETRY_FAILED.format(session=""))
-_RETRY_FAILED_OF_SESSION = numbered(RETRY_FAILED.format(session=OF_SESSION))
-_DELIVERY_EXISTS = numbered(DELIVERY_EXISTS)
-_FORGET_WEBHOOKS = numbered(FORGET_WEBHOOKS)
-_FORGET_DELIVERIES = numbered(FORGET_DELIVERIES)
-_FORGET_SESSIONS = numbered(FORGET_SESSIONS)
-_SELECT_FORGOTTEN = numbered(SELECT_FORGOTTEN)
-_FAIL_DELIVERY = numbered(FAIL_DELIVERY)
 # Connection trouble of any kind: the database is unreachable, restarting, full or timing out.
 _UNAVAILABLE = (OSError, asyncio.TimeoutError, asyncpg.InterfaceError)
 # SQLSTATE classes that mean "not now" rather than "wrong": connection exceptions (08),
@@ -317,16 +169,16 @@ class PostgresStore(Store):
             await _lock(db, delivery.session_id)
             session = await _select(db, delivery.session_id)
             if session is None:  # new, or deleted by retention: then a replay is no news
-                forgotten = forgotten_from_row(
-                    await db.fetchrow(_SELECT_FORGOTTEN, delivery.session_id)
+                forgotten = sql.forgotten_from_row(
+                    await db.fetchrow(POSTGRES.SELECT_FORGOTTEN, delivery.session_id)
                 )
                 if forgotten is not None and forgotten.replayed(delivery):
                     return Changed(before=None, after=None, ignored=True)
             said_before = delivery.meaning is not None and await db.fetchval(
-                _SAME_MEANING, delivery.session_id, delivery.meaning
+                POSTGRES.SAME_MEANING, delivery.session_id, delivery.meaning
             )
             inserted = await db.fetchval(
-                _INSERT_WEBHOOK,
+                POSTGRES.INSERT_WEBHOOK,
                 delivery.digest,
                 delivery.session_id,
                 delivery.type,
@@ -339,10 +191,12 @@ class PostgresStore(Store):
             else:
                 changed = await _change(db, session, update)
             if inserted is not None and delivery.relay_signature is not None:
-                await db.execute(_INSERT_DELIVERY, *delivery_row(inserted, delivery))
+                await db.execute(POSTGRES.INSERT_DELIVERY, *sql.delivery_row(inserted, delivery))
             if emitted := self.emitted(changed, delivery.received_at):
-                await db.executemany(_INSERT_DELIVERY, emitted)
-            await db.execute(_INSERT_EVENT, *event_row(webhook_event(delivery, changed)))
+                await db.executemany(POSTGRES.INSERT_DELIVERY, emitted)
+            await db.execute(
+                POSTGRES.INSERT_EVENT, *sql.event_row(sql.webhook_event(delivery, changed))
+            )
             return changed
 
         return await self._transaction(delivery.session_id, work)
@@ -353,20 +207,20 @@ class PostgresStore(Store):
         async def work(db: asyncpg.Connection) -> Changed:
             await _lock(db, session_id)
             changed = await _change(db, await _select(db, session_id), update)
-            if emitted := self.emitted(changed, recorded_at(changed, event)):
-                await db.executemany(_INSERT_DELIVERY, emitted)
+            if emitted := self.emitted(changed, sql.recorded_at(changed, event)):
+                await db.executemany(POSTGRES.INSERT_DELIVERY, emitted)
             if event is not None and changed.after != changed.before:
-                await db.execute(_INSERT_EVENT, *event_row(event))
+                await db.execute(POSTGRES.INSERT_EVENT, *sql.event_row(event))
             return changed
 
         return await self._transaction(session_id, work)
 
     async def add_event(self, event: Event) -> None:
-        await self._run(lambda db: db.execute(_INSERT_EVENT, *event_row(event)))
+        await self._run(lambda db: db.execute(POSTGRES.INSERT_EVENT, *sql.event_row(event)))
 
     async def events(self, session_id: str) -> list[Event]:
-        rows = await self._run(lambda db: db.fetch(_SELECT_EVENTS, session_id))
-        return [event_from_row(tuple(row)) for row in rows]
+        rows = await self._run(lambda db: db.fetch(POSTGRES.SELECT_EVENTS, session_id))
+        return [sql.event_from_row(tuple(row)) for row in rows]
 
     async def claim_deliveries(self, now: float, until: float, limit: int) -> list[RelayJob]:
         async def work(db: asyncpg.Connection) -> list[RelayJob]:
@@ -380,17 +234,21 @@ class PostgresStore(Store):
                 await db.execute(
                     "SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL enable_sort = off"
                 )
-                rows = await db.fetch(_CLAIM_DELIVERIES, until, now, now, now, limit)
+                rows = await db.fetch(
+                    POSTGRES.CLAIM_DELIVERIES_SKIP_LOCKED, until, now, now, now, limit
+                )
                 jobs = []
                 for row in rows:
                     body = row["body"]
                     if body is None:  # the provider's webhook, not one of the bridge's events
-                        body = await db.fetchval(_SELECT_BODY, row["webhook_id"], row["session_id"])
+                        body = await db.fetchval(
+                            POSTGRES.SELECT_BODY, row["webhook_id"], row["session_id"]
+                        )
                     if body is None:
-                        await db.execute(_FAIL_DELIVERY, row["id"])
-                        log_missing_body(tuple(row))
+                        await db.execute(POSTGRES.FAIL_DELIVERY, row["id"])
+                        sql.log_missing_body(tuple(row))
                     else:
-                        jobs.append(relay_job(tuple(row), body, until))
+                        jobs.append(sql.relay_job(tuple(row), body, until))
                 return jobs
 
         return await self._run(work)
@@ -398,9 +256,12 @@ class PostgresStore(Store):
     async def finish_attempt(self, attempt: Attempt) -> bool:
         async def work(db: asyncpg.Connection) -> bool:
             async with db.transaction():
-                if await db.execute(_FINISH_ATTEMPT, *attempt_row(attempt)) == "UPDATE 0":
+                if (
+                    await db.execute(POSTGRES.FINISH_ATTEMPT, *sql.attempt_row(attempt))
+                    == "UPDATE 0"
+                ):
                     return False
-                await db.execute(_INSERT_EVENT, *event_row(attempt_event(attempt)))
+                await db.execute(POSTGRES.INSERT_EVENT, *sql.event_row(sql.attempt_event(attempt)))
                 return True
 
         return await self._run(work)
@@ -413,7 +274,7 @@ class PostgresStore(Store):
         session_id: str | None = None,
         before: int | None = None,
     ) -> list[DeliveryRecord]:
-        sql, values = listing(state, session_id, before, limit)
+        statement, values = sql.listing(state, session_id, before, limit)
 
         async def work(db: asyncpg.Connection) -> list[asyncpg.Record]:
             async with db.transaction():
@@ -421,48 +282,50 @@ class PostgresStore(Store):
                 # every row's id newest first and filters by state, the whole table for a rare
                 # state such as failed; planned for 'failed', it reads deliveries_by_state.
                 await db.execute("SET LOCAL plan_cache_mode = force_custom_plan")
-                rows: list[asyncpg.Record] = await db.fetch(numbered(sql), *values)
+                rows: list[asyncpg.Record] = await db.fetch(sql.numbered(statement), *values)
                 return rows
 
-        return [delivery_record(tuple(row)) for row in await self._run(work)]
+        return [sql.delivery_record(tuple(row)) for row in await self._run(work)]
 
     async def retry_delivery(self, delivery_id: str, now: float) -> bool | None:
         async def work(db: asyncpg.Connection) -> bool | None:
-            if await db.execute(_RETRY_DELIVERY, now, now, delivery_id) != "UPDATE 0":
+            if await db.execute(POSTGRES.RETRY_DELIVERY, now, now, delivery_id) != "UPDATE 0":
                 return True
-            return False if await db.fetchval(_DELIVERY_EXISTS, delivery_id) else None
+            return False if await db.fetchval(POSTGRES.DELIVERY_EXISTS, delivery_id) else None
 
         return await self._run(work)
 
     async def retry_failed(self, now: float, session_id: str | None = None) -> int:
         async def work(db: asyncpg.Connection) -> str:
             if session_id is None:
-                return str(await db.execute(_RETRY_FAILED, now, now))
-            return str(await db.execute(_RETRY_FAILED_OF_SESSION, now, now, session_id))
+                return str(await db.execute(POSTGRES.RETRY_FAILED, now, now))
+            return str(await db.execute(POSTGRES.RETRY_FAILED_OF_SESSION, now, now, session_id))
 
         return int((await self._run(work)).split()[-1])
 
     async def relay_backlog(self) -> tuple[int, float | None]:
-        row = await self._run(lambda db: db.fetchrow(RELAY_BACKLOG))
+        row = await self._run(lambda db: db.fetchrow(POSTGRES.RELAY_BACKLOG))
         return row[0], row[1]
 
     async def forget(self, before: float, limit: int, now: float) -> int:
         async def work(db: asyncpg.Connection) -> int:
             gone = 0
-            for statement in (_FORGET_DELIVERIES, _FORGET_WEBHOOKS):
+            for statement in (POSTGRES.FORGET_DELIVERIES, POSTGRES.FORGET_WEBHOOKS):
                 gone += int((await db.execute(statement, before, limit)).split()[-1])
             async with db.transaction():
-                sessions = await db.fetch(_FORGET_SESSIONS, before, limit)
+                sessions = await db.fetch(POSTGRES.FORGET_SESSIONS, before, limit)
                 for row in sessions:
                     await _announce(db, row["session_id"])
-                await db.executemany(_INSERT_EVENT, [forgotten_event(row, now) for row in sessions])
+                await db.executemany(
+                    POSTGRES.INSERT_EVENT, [sql.forgotten_event(row, now) for row in sessions]
+                )
             return gone + len(sessions)
 
         return await self._run(work)
 
     async def forgotten(self, session_id: str) -> Forgotten | None:
-        return forgotten_from_row(
-            await self._run(lambda db: db.fetchrow(_SELECT_FORGOTTEN, session_id))
+        return sql.forgotten_from_row(
+            await self._run(lambda db: db.fetchrow(POSTGRES.SELECT_FORGOTTEN, session_id))
         )
 
     async def get_session(self, session_id: str) -> Session | None:
@@ -471,7 +334,7 @@ class PostgresStore(Store):
     async def sessions_due(self, now: float, limit: int = 500) -> list[str]:
         rows = await self._run(
             lambda db: db.fetch(
-                _SESSIONS_DUE,
+                POSTGRES.SESSIONS_DUE,
                 Status.ACTION_REQUIRED.value,
                 now,
                 limit,
@@ -563,18 +426,40 @@ async def migrate(db: asyncpg.Connection) -> None:
     """Bring the schema up to date; instances starting together take turns."""
     await db.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
     await db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    await _share_numbering(db)
     version = await db.fetchval("SELECT coalesce(max(version), 0) FROM schema_version")
-    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-        await db.execute(script)
-        if number == _DATED:
+    for number, migration in enumerate(migrations.MIGRATIONS[version:], start=version + 1):
+        if migration.postgres:  # else there is nothing to run (nor can asyncpg run nothing)
+            await db.execute(migration.postgres)
+        if number == migrations.DATED:
             await _date_sessions(db)
-        await db.execute("INSERT INTO schema_version (version) VALUES ($1)", number)
+        await db.execute(
+            "INSERT INTO schema_version (version, numbering) VALUES ($1, $2)", number, _SHARED
+        )
+
+
+async def _share_numbering(db: asyncpg.Connection) -> None:
+    """Renumber, once, the versions recorded in PostgreSQL's own numbering, from before both
+    engines shared one: each row says which numbering it is in, and one that says none is in
+    PostgreSQL's own (see :data:`.migrations.POSTGRES_OWN_NUMBERS`)."""
+    await db.execute("ALTER TABLE schema_version ADD COLUMN IF NOT EXISTS numbering TEXT")
+    await db.executemany(
+        "UPDATE schema_version SET version = $2, numbering = $3"
+        " WHERE version = $1 AND numbering IS NULL",
+        [
+            (own, shared, _SHARED)
+            for own, shared in enumerate(migrations.POSTGRES_OWN_NUMBERS, start=1)
+        ],
+    )
 
 
 async def _date_sessions(db: asyncpg.Connection) -> None:
-    for session_id, status in await db.fetch(UNDATED_SESSIONS):
-        bodies = [row[0] for row in await db.fetch(numbered(SESSION_BODIES), session_id)]
-        await db.execute(numbered(DATE_SESSION), *provider_clock(status, bodies), session_id)
+    for session_id, status in await db.fetch(migrations.UNDATED_SESSIONS):
+        bodies = [
+            row[0] for row in await db.fetch(sql.numbered(migrations.SESSION_BODIES), session_id)
+        ]
+        dated = migrations.provider_clock(status, bodies)
+        await db.execute(sql.numbered(migrations.DATE_SESSION), *dated, session_id)
 
 
 async def _announce(db: asyncpg.Connection, session_id: str) -> None:
@@ -587,13 +472,13 @@ async def _lock(db: asyncpg.Connection, session_id: str) -> None:
 
 
 async def _select(db: asyncpg.Connection, session_id: str) -> Session | None:
-    row = await db.fetchrow(_SELECT_SESSION, session_id)
-    return session_from_row(None if row is None else tuple(row))
+    row = await db.fetchrow(POSTGRES.SELECT_SESSION, session_id)
+    return sql.session_from_row(None if row is None else tuple(row))
 
 
 async def _change(db: asyncpg.Connection, before: Session | None, update: Update) -> Changed:
     """``before``: the session as this transaction read it."""
     after = update(before)
     if after is not None and after != before:
-        await db.execute(_UPSERT_SESSION, *session_row(after))
+        await db.execute(POSTGRES.UPSERT_SESSION, *sql.session_row(after))
     return Changed(before=before, after=after)

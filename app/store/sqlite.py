@@ -32,33 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..config import DB_TIMEOUT
 from ..lifecycle import Session, Status
 from . import (
-    CLAIM_DELIVERIES,
-    DATE_SESSION,
-    DELIVERY_EXISTS,
-    FAIL_DELIVERY,
-    FINISH_ATTEMPT,
-    FORGET_DELIVERIES,
-    FORGET_SESSIONS,
-    FORGET_WEBHOOKS,
-    INSERT_DELIVERY,
-    INSERT_EVENT,
-    INSERT_WEBHOOK,
-    OF_SESSION,
-    RELAY_BACKLOG,
-    RETRY_DELIVERY,
-    RETRY_FAILED,
-    SAME_MEANING,
-    SELECT_BODY,
-    SELECT_EVENTS,
-    SELECT_FORGOTTEN,
-    SELECT_SESSION,
-    SESSION_BODIES,
-    SESSIONS_DUE,
-    UNDATED_SESSIONS,
-    UPSERT_SESSION,
     Attempt,
     Changed,
     Delivery,
@@ -69,181 +44,12 @@ from . import (
     StorageUnavailableError,
     Store,
     Update,
-    attempt_event,
-    attempt_row,
-    delivery_record,
-    delivery_row,
-    event_from_row,
-    event_row,
-    forgotten_event,
-    forgotten_from_row,
-    listing,
-    log_missing_body,
-    provider_clock,
-    recorded_at,
-    relay_job,
-    session_from_row,
-    session_row,
-    webhook_event,
+    migrations,
+    sql,
 )
 
 log = logging.getLogger(__name__)
 
-# Each entry upgrades the schema by one version; never edit one that has shipped.
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE webhooks (
-        id INTEGER PRIMARY KEY,
-        digest BLOB NOT NULL UNIQUE,
-        session_id TEXT NOT NULL,
-        type TEXT NOT NULL,
-        received_at REAL NOT NULL,
-        body BLOB NOT NULL
-    );
-    CREATE INDEX webhooks_by_session ON webhooks (session_id, id);
-    CREATE TABLE sessions (
-        session_id TEXT PRIMARY KEY,
-        status TEXT NOT NULL,
-        reason TEXT,
-        interaction TEXT,
-        action_received_at REAL,
-        action_expires_at REAL,
-        returned_at REAL,
-        payments TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        updated_at REAL NOT NULL
-    );
-    CREATE INDEX sessions_by_action_expiry ON sessions (action_expires_at)
-        WHERE status = 'action_required';
-    """,
-    """
-    CREATE INDEX webhooks_by_received_at ON webhooks (received_at);
-    """,
-    # Changes announced to other processes sharing this file (see SQLiteStore._follow).
-    """
-    CREATE TABLE changes (id INTEGER PRIMARY KEY AUTOINCREMENT, session_id TEXT NOT NULL);
-    """,
-    # The provider's clock of the webhook each status came from, and what the provider waits
-    # for; existing rows get theirs from the webhooks they logged (see store.provider_clock).
-    """
-    ALTER TABLE sessions ADD COLUMN provider_updated_at REAL;
-    ALTER TABLE sessions ADD COLUMN next_action TEXT;
-    """,
-    # The history, the relay's deliveries, and what retention looks up by age.
-    """
-    CREATE TABLE events (
-        id INTEGER PRIMARY KEY,
-        session_id TEXT NOT NULL,
-        at REAL NOT NULL,
-        kind TEXT NOT NULL,
-        detail TEXT NOT NULL
-    );
-    CREATE INDEX events_by_session ON events (session_id, id);
-    CREATE TABLE deliveries (
-        id INTEGER PRIMARY KEY,
-        webhook_id INTEGER NOT NULL,
-        session_id TEXT NOT NULL,
-        type TEXT NOT NULL,
-        received_at REAL NOT NULL,
-        signature TEXT NOT NULL,
-        state TEXT NOT NULL,
-        attempts INTEGER NOT NULL,
-        next_attempt_at REAL NOT NULL,
-        retry_from REAL NOT NULL,
-        last_attempt_at REAL,
-        last_status INTEGER,
-        claimed_until REAL
-    );
-    CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE state = 'pending';
-    CREATE INDEX deliveries_of_session ON deliveries (session_id, id) WHERE state = 'pending';
-    CREATE INDEX deliveries_by_state ON deliveries (state, id);
-    CREATE INDEX deliveries_by_webhook ON deliveries (webhook_id);
-    CREATE INDEX sessions_by_updated_at ON sessions (updated_at);
-    """,
-    # What each webhook says whatever its spelling, to know a copy serialised anew.
-    """
-    ALTER TABLE webhooks ADD COLUMN meaning BLOB;
-    CREATE INDEX webhooks_by_meaning ON webhooks (session_id, meaning);
-    """,
-    # Row ids are never used twice (AUTOINCREMENT): retention deletes the newest rows of a
-    # quiet period too, and a delivery or history entry naming an old id must never meet
-    # another row under it. A delivery's id for the partner is a random message id, unique
-    # beyond this file (app/ids.py); one recorded before keeps the id its attempts went out
-    # with. One of the bridge's own events carries its own body and no webhook. The webhooks'
-    # count starts past every id a delivery names, the deliveries' past every id the history
-    # names (retention deleted some of those).
-    """
-    CREATE TABLE webhooks_new (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        digest BLOB NOT NULL UNIQUE,
-        session_id TEXT NOT NULL,
-        type TEXT NOT NULL,
-        received_at REAL NOT NULL,
-        body BLOB NOT NULL,
-        meaning BLOB
-    );
-    INSERT INTO webhooks_new SELECT id, digest, session_id, type, received_at, body, meaning
-        FROM webhooks;
-    DROP TABLE webhooks;
-    ALTER TABLE webhooks_new RENAME TO webhooks;
-    CREATE INDEX webhooks_by_session ON webhooks (session_id, id);
-    CREATE INDEX webhooks_by_received_at ON webhooks (received_at);
-    CREATE INDEX webhooks_by_meaning ON webhooks (session_id, meaning);
-    INSERT INTO sqlite_sequence (name, seq) SELECT 'webhooks', 0
-        WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'webhooks');
-    UPDATE sqlite_sequence SET seq = max(seq, coalesce((SELECT max(webhook_id) FROM deliveries), 0))
-        WHERE name = 'webhooks';
-    CREATE TABLE events_new (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        session_id TEXT NOT NULL,
-        at REAL NOT NULL,
-        kind TEXT NOT NULL,
-        detail TEXT NOT NULL
-    );
-    INSERT INTO events_new SELECT id, session_id, at, kind, detail FROM events;
-    DROP TABLE events;
-    ALTER TABLE events_new RENAME TO events;
-    CREATE INDEX events_by_session ON events (session_id, id);
-    CREATE TABLE deliveries_new (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        webhook_id INTEGER,
-        session_id TEXT NOT NULL,
-        type TEXT NOT NULL,
-        received_at REAL NOT NULL,
-        signature TEXT,
-        state TEXT NOT NULL,
-        attempts INTEGER NOT NULL,
-        next_attempt_at REAL NOT NULL,
-        retry_from REAL NOT NULL,
-        last_attempt_at REAL,
-        last_status INTEGER,
-        claimed_until REAL,
-        message_id TEXT NOT NULL UNIQUE,
-        body BLOB
-    );
-    INSERT INTO deliveries_new SELECT id, webhook_id, session_id, type, received_at, signature,
-        state, attempts, next_attempt_at, retry_from, last_attempt_at, last_status, claimed_until,
-        CAST(id AS TEXT), NULL
-        FROM deliveries;
-    DROP TABLE deliveries;
-    ALTER TABLE deliveries_new RENAME TO deliveries;
-    CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE state = 'pending';
-    CREATE INDEX deliveries_of_session ON deliveries (session_id, id) WHERE state = 'pending';
-    CREATE INDEX deliveries_by_state ON deliveries (state, id);
-    CREATE INDEX deliveries_by_webhook ON deliveries (webhook_id);
-    INSERT INTO sqlite_sequence (name, seq) SELECT 'deliveries', 0
-        WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'deliveries');
-    UPDATE sqlite_sequence SET seq = max(seq, coalesce((SELECT max(CAST(json_extract(detail,
-        '$.delivery_id') AS INTEGER)) FROM events WHERE kind = 'relay'), 0))
-        WHERE name = 'deliveries';
-    """,
-    # A session's deliveries in every state, newest first (the listing by session, and a
-    # retry's earlier failed ones); deliveries_of_session holds only the pending ones.
-    """
-    CREATE INDEX deliveries_by_session ON deliveries (session_id, id);
-    """,
-)
-_DATED = 4  # the migration that added the provider's clock: sessions are dated after it
 # The most writes one transaction commits together.
 MAX_BATCH = 256
 # How often other processes' changes are looked for, and how many are kept for them.
@@ -255,7 +61,7 @@ T = TypeVar("T")
 
 
 class SQLiteStore(Store):
-    def __init__(self, path: str, *, timeout: float = DB_TIMEOUT) -> None:
+    def __init__(self, path: str, *, timeout: float) -> None:
         super().__init__()
         self.path = path
         self._timeout = timeout
@@ -329,16 +135,16 @@ class SQLiteStore(Store):
             self._turn = None
         self._writer_thread.shutdown()
 
-    async def _read(self, sql: str, args: tuple[object, ...] = ()) -> list[Any]:
+    async def _read(self, statement: str, args: tuple[object, ...] = ()) -> list[Any]:
         """One bounded read on the loop's connection; should it say busy, asked again of the
         writer's, which may wait. A failure there is :class:`StorageUnavailableError`."""
         if self._reader is None:
             raise StorageUnavailableError("the store is not open")
         try:
-            return self._reader.execute(sql, args).fetchall()
+            return self._reader.execute(statement, args).fetchall()
         except sqlite3.OperationalError:
             with _unavailable_on_trouble():
-                return await self._in_writer(_fetch, self._write(), sql, args)
+                return await self._in_writer(_fetch, self._write(), statement, args)
 
     def _write(self) -> sqlite3.Connection:
         if self._writer is None:
@@ -349,11 +155,13 @@ class SQLiteStore(Store):
         await self._read("SELECT 1")
 
     async def get_session(self, session_id: str) -> Session | None:
-        rows = await self._read(SELECT_SESSION, (session_id,))
-        return session_from_row(rows[0] if rows else None)
+        rows = await self._read(sql.SELECT_SESSION, (session_id,))
+        return sql.session_from_row(rows[0] if rows else None)
 
     async def events(self, session_id: str) -> list[Event]:
-        return [event_from_row(row) for row in await self._read(SELECT_EVENTS, (session_id,))]
+        return [
+            sql.event_from_row(row) for row in await self._read(sql.SELECT_EVENTS, (session_id,))
+        ]
 
     async def deliveries(
         self,
@@ -363,32 +171,32 @@ class SQLiteStore(Store):
         session_id: str | None = None,
         before: int | None = None,
     ) -> list[DeliveryRecord]:
-        rows = await self._read(*listing(state, session_id, before, limit))
-        return [delivery_record(row) for row in rows]
+        rows = await self._read(*sql.listing(state, session_id, before, limit))
+        return [sql.delivery_record(row) for row in rows]
 
     async def relay_backlog(self) -> tuple[int, float | None]:
-        [(count, oldest)] = await self._read(RELAY_BACKLOG)
+        [(count, oldest)] = await self._read(sql.RELAY_BACKLOG)
         return count, oldest
 
     async def sessions_due(self, now: float, limit: int = 500) -> list[str]:
-        rows = await self._read(SESSIONS_DUE, (Status.ACTION_REQUIRED.value, now, limit))
+        rows = await self._read(sql.SESSIONS_DUE, (Status.ACTION_REQUIRED.value, now, limit))
         return [row[0] for row in rows]
 
     async def record_webhook(self, delivery: Delivery, update: Update) -> Changed:
         def work(db: sqlite3.Connection) -> Changed:
             session = _select(db, delivery.session_id)
             if session is None:  # new, or deleted by retention: then a replay is no news
-                forgotten = forgotten_from_row(
-                    db.execute(SELECT_FORGOTTEN, (delivery.session_id,)).fetchone()
+                forgotten = sql.forgotten_from_row(
+                    db.execute(sql.SELECT_FORGOTTEN, (delivery.session_id,)).fetchone()
                 )
                 if forgotten is not None and forgotten.replayed(delivery):
                     return Changed(before=None, after=None, ignored=True)
             said_before = (
                 delivery.meaning is not None
-                and db.execute(SAME_MEANING, (delivery.session_id, delivery.meaning)).fetchone()
+                and db.execute(sql.SAME_MEANING, (delivery.session_id, delivery.meaning)).fetchone()
             )
             inserted = db.execute(
-                INSERT_WEBHOOK,
+                sql.INSERT_WEBHOOK,
                 (
                     delivery.digest,
                     delivery.session_id,
@@ -403,9 +211,9 @@ class SQLiteStore(Store):
             else:
                 changed = _change(db, session, update)
             if inserted is not None and delivery.relay_signature is not None:
-                db.execute(INSERT_DELIVERY, delivery_row(inserted[0], delivery))
-            db.executemany(INSERT_DELIVERY, self.emitted(changed, delivery.received_at))
-            db.execute(INSERT_EVENT, event_row(webhook_event(delivery, changed)))
+                db.execute(sql.INSERT_DELIVERY, sql.delivery_row(inserted[0], delivery))
+            db.executemany(sql.INSERT_DELIVERY, self.emitted(changed, delivery.received_at))
+            db.execute(sql.INSERT_EVENT, sql.event_row(sql.webhook_event(delivery, changed)))
             return changed
 
         return await self._transaction(delivery.session_id, work)
@@ -415,61 +223,62 @@ class SQLiteStore(Store):
     ) -> Changed:
         def work(db: sqlite3.Connection) -> Changed:
             changed = _change(db, _select(db, session_id), update)
-            db.executemany(INSERT_DELIVERY, self.emitted(changed, recorded_at(changed, event)))
+            db.executemany(
+                sql.INSERT_DELIVERY, self.emitted(changed, sql.recorded_at(changed, event))
+            )
             if event is not None and changed.after != changed.before:
-                db.execute(INSERT_EVENT, event_row(event))
+                db.execute(sql.INSERT_EVENT, sql.event_row(event))
             return changed
 
         return await self._transaction(session_id, work)
 
     async def add_event(self, event: Event) -> None:
         def work(db: sqlite3.Connection) -> None:
-            db.execute(INSERT_EVENT, event_row(event))
+            db.execute(sql.INSERT_EVENT, sql.event_row(event))
 
         await self._transaction("", work)
 
     async def claim_deliveries(self, now: float, until: float, limit: int) -> list[RelayJob]:
         def work(db: sqlite3.Connection) -> list[RelayJob]:
-            rows = db.execute(CLAIM_DELIVERIES.format(lock=""), (until, now, now, now, limit))
+            rows = db.execute(sql.CLAIM_DELIVERIES, (until, now, now, now, limit))
             jobs = []
             for row in rows.fetchall():
                 body = (
                     (row[9],)
                     if row[9] is not None
-                    else (db.execute(SELECT_BODY, (row[1], row[2])).fetchone())
+                    else (db.execute(sql.SELECT_BODY, (row[1], row[2])).fetchone())
                 )
                 if body is None:
-                    db.execute(FAIL_DELIVERY, (row[0],))
-                    log_missing_body(row)
+                    db.execute(sql.FAIL_DELIVERY, (row[0],))
+                    sql.log_missing_body(row)
                 else:
-                    jobs.append(relay_job(row, body[0], until))
+                    jobs.append(sql.relay_job(row, body[0], until))
             return jobs
 
         return await self._transaction("", work)
 
     async def finish_attempt(self, attempt: Attempt) -> bool:
         def work(db: sqlite3.Connection) -> bool:
-            if db.execute(FINISH_ATTEMPT, attempt_row(attempt)).rowcount == 0:
+            if db.execute(sql.FINISH_ATTEMPT, sql.attempt_row(attempt)).rowcount == 0:
                 return False
-            db.execute(INSERT_EVENT, event_row(attempt_event(attempt)))
+            db.execute(sql.INSERT_EVENT, sql.event_row(sql.attempt_event(attempt)))
             return True
 
         return await self._transaction("", work)
 
     async def retry_delivery(self, delivery_id: str, now: float) -> bool | None:
         def work(db: sqlite3.Connection) -> bool | None:
-            if db.execute(RETRY_DELIVERY, (now, now, delivery_id)).rowcount:
+            if db.execute(sql.RETRY_DELIVERY, (now, now, delivery_id)).rowcount:
                 return True
-            return False if db.execute(DELIVERY_EXISTS, (delivery_id,)).fetchone() else None
+            return False if db.execute(sql.DELIVERY_EXISTS, (delivery_id,)).fetchone() else None
 
         return await self._transaction("", work)
 
     async def retry_failed(self, now: float, session_id: str | None = None) -> int:
         def work(db: sqlite3.Connection) -> int:
             if session_id is None:
-                return db.execute(RETRY_FAILED.format(session=""), (now, now)).rowcount
-            retry = RETRY_FAILED.format(session=OF_SESSION)
-            return db.execute(retry, (now, now, session_id)).rowcount
+                return db.execute(sql.RETRY_FAILED, (now, now)).rowcount
+            return db.execute(sql.RETRY_FAILED_OF_SESSION, (now, now, session_id)).rowcount
 
         return await self._transaction("", work)
 
@@ -477,18 +286,18 @@ class SQLiteStore(Store):
         def work(db: sqlite3.Connection) -> int:
             gone = sum(
                 db.execute(statement, (before, limit)).rowcount
-                for statement in (FORGET_DELIVERIES, FORGET_WEBHOOKS)
+                for statement in (sql.FORGET_DELIVERIES, sql.FORGET_WEBHOOKS)
             )
-            sessions = db.execute(FORGET_SESSIONS, (before, limit)).fetchall()
+            sessions = db.execute(sql.FORGET_SESSIONS, (before, limit)).fetchall()
             db.executemany(ANNOUNCE, [row[:1] for row in sessions])
-            db.executemany(INSERT_EVENT, [forgotten_event(row, now) for row in sessions])
+            db.executemany(sql.INSERT_EVENT, [sql.forgotten_event(row, now) for row in sessions])
             return gone + len(sessions)
 
         return await self._transaction("", work)
 
     async def forgotten(self, session_id: str) -> Forgotten | None:
-        rows = await self._read(SELECT_FORGOTTEN, (session_id,))
-        return forgotten_from_row(rows[0] if rows else None)
+        rows = await self._read(sql.SELECT_FORGOTTEN, (session_id,))
+        return sql.forgotten_from_row(rows[0] if rows else None)
 
     async def _transaction(self, session_id: str, work: Callable[[sqlite3.Connection], T]) -> T:
         if self._committer is None or self._closing:
@@ -606,8 +415,8 @@ def _commit_in_turn(db: sqlite3.Connection, jobs: list[_Job]) -> list[Any]:
     return outcomes
 
 
-def _fetch(db: sqlite3.Connection, sql: str, args: tuple[object, ...]) -> list[Any]:
-    return db.execute(sql, args).fetchall()
+def _fetch(db: sqlite3.Connection, statement: str, args: tuple[object, ...]) -> list[Any]:
+    return db.execute(statement, args).fetchall()
 
 
 def _settle(job: _Job, outcome: Any) -> None:
@@ -624,10 +433,10 @@ def _migrate(db: sqlite3.Connection) -> None:
     try:
         db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
         version = db.execute("SELECT max(version) FROM schema_version").fetchone()[0] or 0
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            for statement in filter(str.strip, script.split(";")):
+        for number, migration in enumerate(migrations.MIGRATIONS[version:], start=version + 1):
+            for statement in filter(str.strip, migration.sqlite.split(";")):
                 db.execute(statement)
-            if number == _DATED:
+            if number == migrations.DATED:
                 _date_sessions(db)
             db.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
         db.execute("COMMIT")
@@ -638,20 +447,22 @@ def _migrate(db: sqlite3.Connection) -> None:
 
 
 def _date_sessions(db: sqlite3.Connection) -> None:
-    for session_id, status in db.execute(UNDATED_SESSIONS).fetchall():
-        bodies = [row[0] for row in db.execute(SESSION_BODIES, (session_id,))]
-        db.execute(DATE_SESSION, (*provider_clock(status, bodies), session_id))
+    for session_id, status in db.execute(migrations.UNDATED_SESSIONS).fetchall():
+        bodies = [row[0] for row in db.execute(migrations.SESSION_BODIES, (session_id,))]
+        db.execute(
+            migrations.DATE_SESSION, (*migrations.provider_clock(status, bodies), session_id)
+        )
 
 
 def _select(db: sqlite3.Connection, session_id: str) -> Session | None:
-    return session_from_row(db.execute(SELECT_SESSION, (session_id,)).fetchone())
+    return sql.session_from_row(db.execute(sql.SELECT_SESSION, (session_id,)).fetchone())
 
 
 def _change(db: sqlite3.Connection, before: Session | None, update: Update) -> Changed:
     """``before``: the session as this transaction read it."""
     after = update(before)
     if after is not None and after != before:
-        db.execute(UPSERT_SESSION, session_row(after))
+        db.execute(sql.UPSERT_SESSION, sql.session_row(after))
     return Changed(before=before, after=after)
 
 

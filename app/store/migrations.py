@@ -1,0 +1,316 @@
+"""The schema's versions: what each engine runs to reach each one, and what once had to be
+worked out of the data to get there.
+
+Both engines number their versions alike: version *n* is the same schema on either, and where
+an engine needs nothing for a number its script is empty. (PostgreSQL numbered its own until
+then: see :data:`POSTGRES_OWN_NUMBERS`.)
+"""
+
+from __future__ import annotations
+
+import json
+from typing import NamedTuple
+
+from .. import lifecycle
+from ..lifecycle import Status
+from ..provider import MalformedWebhookError, parse_webhook
+
+
+class Migration(NamedTuple):
+    """What each engine runs to bring the schema from the version before to this one."""
+
+    sqlite: str
+    postgres: str
+
+
+# Each entry upgrades the schema by one version; never edit one that has shipped.
+MIGRATIONS: tuple[Migration, ...] = (
+    # 1. The webhooks as they came, and each session's state.
+    Migration(
+        sqlite="""
+    CREATE TABLE webhooks (
+        id INTEGER PRIMARY KEY,
+        digest BLOB NOT NULL UNIQUE,
+        session_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        body BLOB NOT NULL
+    );
+    CREATE INDEX webhooks_by_session ON webhooks (session_id, id);
+    CREATE TABLE sessions (
+        session_id TEXT PRIMARY KEY,
+        status TEXT NOT NULL,
+        reason TEXT,
+        interaction TEXT,
+        action_received_at REAL,
+        action_expires_at REAL,
+        returned_at REAL,
+        payments TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX sessions_by_action_expiry ON sessions (action_expires_at)
+        WHERE status = 'action_required';
+    """,
+        postgres="""
+    CREATE TABLE webhooks (
+        id BIGSERIAL PRIMARY KEY,
+        digest BYTEA NOT NULL UNIQUE,
+        session_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        received_at DOUBLE PRECISION NOT NULL,
+        body BYTEA NOT NULL
+    );
+    CREATE INDEX webhooks_by_session ON webhooks (session_id, id);
+    CREATE TABLE sessions (
+        session_id TEXT PRIMARY KEY,
+        status TEXT NOT NULL,
+        reason TEXT,
+        interaction TEXT,
+        action_received_at DOUBLE PRECISION,
+        action_expires_at DOUBLE PRECISION,
+        returned_at DOUBLE PRECISION,
+        payments TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX sessions_by_action_expiry ON sessions (action_expires_at)
+        WHERE status = 'action_required';
+    """,
+    ),
+    # 2. The webhooks by age, for retention.
+    Migration(
+        sqlite="""
+    CREATE INDEX webhooks_by_received_at ON webhooks (received_at);
+    """,
+        postgres="""
+    CREATE INDEX webhooks_by_received_at ON webhooks (received_at);
+    """,
+    ),
+    # 3. Changes announced to other processes sharing this file (see SQLiteStore._follow).
+    # PostgreSQL announces them with NOTIFY (see PostgresStore._listen): nothing to do.
+    Migration(
+        sqlite="""
+    CREATE TABLE changes (id INTEGER PRIMARY KEY AUTOINCREMENT, session_id TEXT NOT NULL);
+    """,
+        postgres="",
+    ),
+    # 4. The provider's clock of the webhook each status came from, and what the provider waits
+    # for; existing rows get theirs from the webhooks they logged (see :func:`provider_clock`).
+    Migration(
+        sqlite="""
+    ALTER TABLE sessions ADD COLUMN provider_updated_at REAL;
+    ALTER TABLE sessions ADD COLUMN next_action TEXT;
+    """,
+        postgres="""
+    ALTER TABLE sessions ADD COLUMN provider_updated_at DOUBLE PRECISION;
+    ALTER TABLE sessions ADD COLUMN next_action TEXT;
+    """,
+    ),
+    # 5. The history, the relay's deliveries, and what retention looks up by age.
+    Migration(
+        sqlite="""
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        session_id TEXT NOT NULL,
+        at REAL NOT NULL,
+        kind TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    CREATE INDEX events_by_session ON events (session_id, id);
+    CREATE TABLE deliveries (
+        id INTEGER PRIMARY KEY,
+        webhook_id INTEGER NOT NULL,
+        session_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        signature TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        next_attempt_at REAL NOT NULL,
+        retry_from REAL NOT NULL,
+        last_attempt_at REAL,
+        last_status INTEGER,
+        claimed_until REAL
+    );
+    CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE state = 'pending';
+    CREATE INDEX deliveries_of_session ON deliveries (session_id, id) WHERE state = 'pending';
+    CREATE INDEX deliveries_by_state ON deliveries (state, id);
+    CREATE INDEX deliveries_by_webhook ON deliveries (webhook_id);
+    CREATE INDEX sessions_by_updated_at ON sessions (updated_at);
+    """,
+        postgres="""
+    CREATE TABLE events (
+        id BIGSERIAL PRIMARY KEY,
+        session_id TEXT NOT NULL,
+        at DOUBLE PRECISION NOT NULL,
+        kind TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    CREATE INDEX events_by_session ON events (session_id, id);
+    CREATE TABLE deliveries (
+        id BIGSERIAL PRIMARY KEY,
+        webhook_id BIGINT NOT NULL,
+        session_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        received_at DOUBLE PRECISION NOT NULL,
+        signature TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        next_attempt_at DOUBLE PRECISION NOT NULL,
+        retry_from DOUBLE PRECISION NOT NULL,
+        last_attempt_at DOUBLE PRECISION,
+        last_status INTEGER,
+        claimed_until DOUBLE PRECISION
+    );
+    CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE state = 'pending';
+    CREATE INDEX deliveries_of_session ON deliveries (session_id, id) WHERE state = 'pending';
+    CREATE INDEX deliveries_by_state ON deliveries (state, id);
+    CREATE INDEX deliveries_by_webhook ON deliveries (webhook_id);
+    CREATE INDEX sessions_by_updated_at ON sessions (updated_at);
+    """,
+    ),
+    # 6. What each webhook says whatever its spelling, to know a copy serialised anew.
+    Migration(
+        sqlite="""
+    ALTER TABLE webhooks ADD COLUMN meaning BLOB;
+    CREATE INDEX webhooks_by_meaning ON webhooks (session_id, meaning);
+    """,
+        postgres="""
+    ALTER TABLE webhooks ADD COLUMN meaning BYTEA;
+    CREATE INDEX webhooks_by_meaning ON webhooks (session_id, meaning);
+    """,
+    ),
+    # 7. A delivery's id for the partner is a random message id, unique beyond this database
+    # (app/ids.py); one recorded before keeps the id its attempts went out with. One of the
+    # bridge's own events carries its own body and no webhook.
+    # SQLite's row ids are also never used twice from here on (AUTOINCREMENT): retention deletes
+    # the newest rows of a quiet period too, and a delivery or history entry naming an old id
+    # must never meet another row under it. The webhooks' count starts past every id a
+    # delivery names, the deliveries' past every id the history names (retention deleted some
+    # of those). PostgreSQL's sequences never hand out an id twice.
+    Migration(
+        sqlite="""
+    CREATE TABLE webhooks_new (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        digest BLOB NOT NULL UNIQUE,
+        session_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        body BLOB NOT NULL,
+        meaning BLOB
+    );
+    INSERT INTO webhooks_new SELECT id, digest, session_id, type, received_at, body, meaning
+        FROM webhooks;
+    DROP TABLE webhooks;
+    ALTER TABLE webhooks_new RENAME TO webhooks;
+    CREATE INDEX webhooks_by_session ON webhooks (session_id, id);
+    CREATE INDEX webhooks_by_received_at ON webhooks (received_at);
+    CREATE INDEX webhooks_by_meaning ON webhooks (session_id, meaning);
+    INSERT INTO sqlite_sequence (name, seq) SELECT 'webhooks', 0
+        WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'webhooks');
+    UPDATE sqlite_sequence SET seq = max(seq, coalesce((SELECT max(webhook_id) FROM deliveries), 0))
+        WHERE name = 'webhooks';
+    CREATE TABLE events_new (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        session_id TEXT NOT NULL,
+        at REAL NOT NULL,
+        kind TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    INSERT INTO events_new SELECT id, session_id, at, kind, detail FROM events;
+    DROP TABLE events;
+    ALTER TABLE events_new RENAME TO events;
+    CREATE INDEX events_by_session ON events (session_id, id);
+    CREATE TABLE deliveries_new (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        webhook_id INTEGER,
+        session_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        signature TEXT,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        next_attempt_at REAL NOT NULL,
+        retry_from REAL NOT NULL,
+        last_attempt_at REAL,
+        last_status INTEGER,
+        claimed_until REAL,
+        message_id TEXT NOT NULL UNIQUE,
+        body BLOB
+    );
+    INSERT INTO deliveries_new SELECT id, webhook_id, session_id, type, received_at, signature,
+        state, attempts, next_attempt_at, retry_from, last_attempt_at, last_status, claimed_until,
+        CAST(id AS TEXT), NULL
+        FROM deliveries;
+    DROP TABLE deliveries;
+    ALTER TABLE deliveries_new RENAME TO deliveries;
+    CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE state = 'pending';
+    CREATE INDEX deliveries_of_session ON deliveries (session_id, id) WHERE state = 'pending';
+    CREATE INDEX deliveries_by_state ON deliveries (state, id);
+    CREATE INDEX deliveries_by_webhook ON deliveries (webhook_id);
+    INSERT INTO sqlite_sequence (name, seq) SELECT 'deliveries', 0
+        WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'deliveries');
+    UPDATE sqlite_sequence SET seq = max(seq, coalesce((SELECT max(CAST(json_extract(detail,
+        '$.delivery_id') AS INTEGER)) FROM events WHERE kind = 'relay'), 0))
+        WHERE name = 'deliveries';
+    """,
+        postgres="""
+    ALTER TABLE deliveries ADD COLUMN message_id TEXT;
+    UPDATE deliveries SET message_id = id::text;
+    ALTER TABLE deliveries ALTER COLUMN message_id SET NOT NULL;
+    CREATE UNIQUE INDEX deliveries_by_message ON deliveries (message_id);
+    ALTER TABLE deliveries ALTER COLUMN webhook_id DROP NOT NULL;
+    ALTER TABLE deliveries ALTER COLUMN signature DROP NOT NULL;
+    ALTER TABLE deliveries ADD COLUMN body BYTEA;
+    """,
+    ),
+    # 8. A session's deliveries in every state, newest first (the listing by session, and a
+    # retry's earlier failed ones); deliveries_of_session holds only the pending ones.
+    Migration(
+        sqlite="""
+    CREATE INDEX deliveries_by_session ON deliveries (session_id, id);
+    """,
+        postgres="""
+    CREATE INDEX deliveries_by_session ON deliveries (session_id, id);
+    """,
+    ),
+)
+DATED = 4  # the migration that added the provider's clock: sessions are dated after it
+
+# PostgreSQL's versions as it recorded them before both engines shared one numbering: its
+# version n then is POSTGRES_OWN_NUMBERS[n - 1] now (it had no version 3, the changes table).
+# SQLite ran every step: its numbers are the shared ones.
+POSTGRES_OWN_NUMBERS = (1, 2, 4, 5, 6, 7, 8)
+
+# Dating the sessions stored before the provider's clock (see :func:`provider_clock`).
+UNDATED_SESSIONS = (
+    "SELECT session_id, status FROM sessions"
+    " WHERE status IN ('pending', 'action_required', 'in_progress')"
+)
+SESSION_BODIES = "SELECT body FROM webhooks WHERE session_id = ? ORDER BY id"
+DATE_SESSION = (
+    "UPDATE sessions SET status = ?, provider_updated_at = ?, next_action = ? WHERE session_id = ?"
+)
+
+
+def provider_clock(status: str, bodies: list[bytes]) -> tuple[str, float | None, str | None]:
+    """For a session stored before the provider's clock was kept: its status, and the time and
+    next action of the newest logged webhook that asks for it. A hold the old version called
+    ``in_progress`` (from ``ready_to_capture``) becomes ``authorized``."""
+    asks_for = {Status(status)} | ({Status.AUTHORIZED} if status == Status.IN_PROGRESS else set())
+    newest: tuple[float, str, str | None] | None = None
+    for body in bodies:
+        try:
+            webhook = parse_webhook(json.loads(body), body)
+        except (ValueError, MalformedWebhookError):
+            continue
+        target = lifecycle.target_of(webhook)
+        when = webhook.updated_at
+        if target is None or target.status not in asks_for or when is None:
+            continue
+        if newest is None or when >= newest[0]:
+            newest = (when, target.status.value, webhook.next_action)
+    if newest is None:
+        return status, None, None
+    return newest[1], newest[0], newest[2]

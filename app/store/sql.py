@@ -1,0 +1,375 @@
+"""The statements both engines run, and the mappers between their rows and the store's values.
+
+Each statement is written once, with SQLite's ``?`` placeholders; :data:`POSTGRES` holds every
+one of them with PostgreSQL's ``$1``, ``$2``, … (``sql.POSTGRES.INSERT_WEBHOOK``). Every public
+constant here is a statement.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from .. import lifecycle
+from ..ids import message_id
+from ..lifecycle import Session, Status
+from . import (
+    Attempt,
+    Changed,
+    Delivery,
+    DeliveryRecord,
+    DeliveryState,
+    Event,
+    Forgotten,
+    RelayJob,
+)
+
+log = logging.getLogger(__name__)
+
+_SESSION_COLUMNS = (
+    "session_id, status, reason, interaction, action_received_at, action_expires_at,"
+    " returned_at, payments, created_at, updated_at, provider_updated_at, next_action"
+)
+# The delivery states the statements name, as SQL literals.
+_PENDING, _FAILED = (f"'{state}'" for state in (DeliveryState.PENDING, DeliveryState.FAILED))
+
+INSERT_WEBHOOK = (
+    "INSERT INTO webhooks (digest, session_id, type, received_at, body, meaning)"
+    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING RETURNING id"
+)
+SAME_MEANING = "SELECT 1 FROM webhooks WHERE session_id = ? AND meaning = ? LIMIT 1"
+SELECT_SESSION = f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE session_id = ?"
+UPSERT_SESSION = (
+    f"INSERT INTO sessions ({_SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (session_id) DO UPDATE SET status = excluded.status,"
+    " reason = excluded.reason, interaction = excluded.interaction,"
+    " action_received_at = excluded.action_received_at,"
+    " action_expires_at = excluded.action_expires_at, returned_at = excluded.returned_at,"
+    " payments = excluded.payments, updated_at = excluded.updated_at,"
+    " provider_updated_at = excluded.provider_updated_at, next_action = excluded.next_action"
+)
+SESSIONS_DUE = (
+    "SELECT session_id FROM sessions WHERE status = ? AND action_expires_at <= ?"
+    " ORDER BY action_expires_at LIMIT ?"
+)
+
+
+def session_row(session: Session) -> tuple[Any, ...]:
+    """A session as the values of :data:`UPSERT_SESSION`."""
+    return (
+        session.id,
+        session.status.value,
+        session.reason,
+        None if session.interaction is None else json.dumps(session.interaction),
+        session.action_received_at,
+        session.action_expires_at,
+        session.returned_at,
+        json.dumps(list(session.payments)),
+        session.created_at,
+        session.updated_at,
+        session.provider_updated_at,
+        session.next_action,
+    )
+
+
+def session_from_row(row: Mapping[str, Any] | tuple[Any, ...] | None) -> Session | None:
+    if row is None:
+        return None
+    (
+        session_id,
+        status,
+        reason,
+        interaction,
+        action_received_at,
+        action_expires_at,
+        returned_at,
+        payments,
+        created_at,
+        updated_at,
+        provider_updated_at,
+        next_action,
+    ) = tuple(row)
+    return Session(
+        id=session_id,
+        status=Status(status),
+        reason=reason,
+        interaction=None if interaction is None else json.loads(interaction),
+        action_received_at=action_received_at,
+        action_expires_at=action_expires_at,
+        returned_at=returned_at,
+        payments=tuple(json.loads(payments)),
+        created_at=created_at,
+        updated_at=updated_at,
+        provider_updated_at=provider_updated_at,
+        next_action=next_action,
+    )
+
+
+# -- history, relay and retention --------------------------------------------------------------
+
+INSERT_EVENT = "INSERT INTO events (session_id, at, kind, detail) VALUES (?, ?, ?, ?)"
+SELECT_EVENTS = "SELECT session_id, at, kind, detail FROM events WHERE session_id = ? ORDER BY id"
+INSERT_DELIVERY = (
+    "INSERT INTO deliveries (message_id, webhook_id, session_id, type, received_at, signature,"
+    " body, state, attempts, next_attempt_at, retry_from)"
+    f" VALUES (?, ?, ?, ?, ?, ?, ?, {_PENDING}, 0, ?, ?)"
+)
+
+
+def _claim_deliveries(lock: str) -> str:
+    """Due, unclaimed (or its claim lapsed), the oldest pending one of its session, and none of
+    its session's at the partner now (a later one may be, when an earlier one was put back in
+    line meanwhile). Both session tests are subqueries (in id order, an aggregate), so that a
+    plan without sorts (see PostgresStore) reads a few index entries per candidate; as NOT
+    EXISTS, PostgreSQL could make them an anti-join comparing every candidate with every pending
+    delivery."""
+    return (
+        "UPDATE deliveries SET claimed_until = ? WHERE id IN ("
+        f" SELECT d.id FROM deliveries d WHERE d.state = {_PENDING} AND d.next_attempt_at <= ?"
+        " AND (d.claimed_until IS NULL OR d.claimed_until < ?)"
+        " AND d.id = (SELECT e.id FROM deliveries e WHERE e.session_id = d.session_id"
+        f" AND e.state = {_PENDING} ORDER BY e.id LIMIT 1)"
+        " AND coalesce((SELECT max(c.claimed_until) FROM deliveries c"
+        f" WHERE c.session_id = d.session_id AND c.state = {_PENDING}), 0) < ?"
+        f" ORDER BY d.id LIMIT ?{lock})"
+        " RETURNING id, webhook_id, session_id, type, received_at, retry_from, attempts,"
+        " signature, message_id, body"
+    )
+
+
+CLAIM_DELIVERIES = _claim_deliveries("")
+# PostgreSQL's: rows another instance is claiming are passed over, not waited for.
+CLAIM_DELIVERIES_SKIP_LOCKED = _claim_deliveries(" FOR UPDATE SKIP LOCKED")
+# A delivery's body is its own session's webhook, whatever happened to the rows around it.
+SELECT_BODY = "SELECT body FROM webhooks WHERE id = ? AND session_id = ?"
+FAIL_DELIVERY = f"UPDATE deliveries SET state = {_FAILED}, claimed_until = NULL WHERE id = ?"
+FINISH_ATTEMPT = (
+    "UPDATE deliveries SET state = ?, attempts = attempts + 1, last_attempt_at = ?,"
+    " last_status = ?, next_attempt_at = ?, claimed_until = NULL"
+    " WHERE id = ? AND claimed_until = ?"
+)
+# A failed delivery back in line, and with it every earlier failed one of its session: the
+# relay sends a session's oldest pending delivery first, so those go first, in their order.
+RETRY_DELIVERY = (
+    f"UPDATE deliveries SET state = {_PENDING}, next_attempt_at = ?, retry_from = ?"
+    " WHERE id IN (SELECT e.id FROM deliveries d JOIN deliveries e"
+    f" ON e.session_id = d.session_id AND e.id <= d.id AND e.state = {_FAILED}"
+    f" WHERE d.message_id = ? AND d.state = {_FAILED})"
+)
+# Every failed delivery back in line, or every one of a session.
+RETRY_FAILED = (
+    f"UPDATE deliveries SET state = {_PENDING}, next_attempt_at = ?, retry_from = ?"
+    f" WHERE state = {_FAILED}"
+)
+RETRY_FAILED_OF_SESSION = f"{RETRY_FAILED} AND session_id = ?"
+DELIVERY_EXISTS = "SELECT 1 FROM deliveries WHERE message_id = ?"
+RELAY_BACKLOG = f"SELECT count(*), min(received_at) FROM deliveries WHERE state = {_PENDING}"
+# A body stays while any delivery of it does: a failed one may be put back in line.
+FORGET_WEBHOOKS = (
+    "DELETE FROM webhooks WHERE id IN (SELECT w.id FROM webhooks w WHERE w.received_at < ?"
+    " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.webhook_id = w.id) LIMIT ?)"
+)
+FORGET_DELIVERIES = (
+    "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries WHERE received_at < ?"
+    f" AND state <> {_PENDING} LIMIT ?)"
+)
+# Returns the sessions it deleted: each is a change, announced like any other.
+FORGET_SESSIONS = (
+    "DELETE FROM sessions WHERE session_id IN (SELECT session_id FROM sessions"
+    " WHERE updated_at < ? AND status IN ("
+    + ", ".join(f"'{status.value}'" for status in Status if status.is_final)
+    + ") LIMIT ?) RETURNING session_id, provider_updated_at"
+)
+
+_FORGOTTEN = "forgotten"  # the history's note that retention deleted the session's data
+SELECT_FORGOTTEN = (
+    f"SELECT at, detail FROM events WHERE session_id = ? AND kind = '{_FORGOTTEN}'"
+    " ORDER BY id DESC LIMIT 1"
+)
+
+
+def event_row(event: Event) -> tuple[Any, ...]:
+    return (event.session_id, event.at, event.kind, json.dumps(dict(event.detail)))
+
+
+def event_from_row(row: Mapping[str, Any] | tuple[Any, ...]) -> Event:
+    session_id, at, kind, detail = tuple(row)
+    return Event(session_id=session_id, at=at, kind=kind, detail=json.loads(detail))
+
+
+def webhook_event(delivery: Delivery, changed: Changed) -> Event:
+    """The history entry of a webhook delivery, duplicates too: ``changed`` when it moved the
+    status, which is the status as seen when it came (an action window may have passed)."""
+    at = delivery.received_at
+    before = lifecycle.at(changed.before, at).status if changed.before else Status.PENDING
+    after = lifecycle.at(changed.after, at).status if changed.after else None
+    return Event(
+        delivery.session_id,
+        delivery.received_at,
+        "webhook",
+        {
+            "type": delivery.type,
+            "provider_updated_at": delivery.provider_updated_at,
+            "outcome": "duplicate" if changed.duplicate else "accepted",
+            "changed": after is not None and after is not before,
+            "status": after.value if after else None,
+        },
+    )
+
+
+def forgotten_event(row: Mapping[str, Any] | tuple[Any, ...], now: float) -> tuple[Any, ...]:
+    """The history entry of a session retention deletes (a row of :data:`FORGET_SESSIONS`)."""
+    session_id, provider_updated_at = tuple(row)
+    return event_row(
+        Event(session_id, now, _FORGOTTEN, {"provider_updated_at": provider_updated_at})
+    )
+
+
+def recorded_at(changed: Changed, event: Event | None) -> float:
+    """When an update was recorded: its history event's time, else the session's own."""
+    if event is not None:
+        return event.at
+    return changed.after.updated_at if changed.after is not None else 0.0
+
+
+def forgotten_from_row(row: Mapping[str, Any] | tuple[Any, ...] | None) -> Forgotten | None:
+    if row is None:
+        return None
+    at, detail = tuple(row)
+    return Forgotten(at, json.loads(detail).get("provider_updated_at"))
+
+
+def attempt_event(attempt: Attempt) -> Event:
+    return Event(
+        attempt.job.session_id,
+        attempt.at,
+        "relay",
+        {
+            "delivery_id": attempt.job.message_id,
+            "type": attempt.job.type,
+            "attempt": attempt.job.attempts + 1,
+            "http_status": attempt.http_status,
+            "state": attempt.state,
+        },
+    )
+
+
+def log_missing_body(row: tuple[Any, ...] | Mapping[str, Any]) -> None:
+    """A claimed delivery whose webhook is gone (a row deleted by hand, a partial restore) is
+    failed and kept; it holds up neither its session's later deliveries nor anyone else's."""
+    delivery_id, _webhook_id, session_id = tuple(row)[:3]
+    log.error(
+        "relay delivery %s of session %s has no webhook body: failed", delivery_id, session_id
+    )
+
+
+def relay_job(row: tuple[Any, ...], body: bytes, claim: float) -> RelayJob:
+    """A claimed row of :data:`CLAIM_DELIVERIES`, with its body (its own, or its webhook's)."""
+    (
+        delivery_id,
+        _webhook_id,
+        session_id,
+        kind,
+        received_at,
+        retry_from,
+        attempts,
+        signature,
+        message_id,
+        _own_body,
+    ) = row
+    return RelayJob(
+        id=delivery_id,
+        message_id=message_id,
+        session_id=session_id,
+        type=kind,
+        received_at=received_at,
+        retry_from=retry_from,
+        attempts=attempts,
+        body=bytes(body),
+        signature=signature,
+        claim=claim,
+    )
+
+
+def delivery_record(row: Mapping[str, Any] | tuple[Any, ...]) -> DeliveryRecord:
+    """A row of :func:`listing`."""
+    delivery_id, session_id, kind, received_at, state, *rest = tuple(row)
+    return DeliveryRecord(delivery_id, session_id, kind, received_at, DeliveryState(state), *rest)
+
+
+def listing(
+    state: str | None, session_id: str | None, before: int | None, limit: int
+) -> tuple[str, tuple[Any, ...]]:
+    """The statement that lists deliveries with only the tests asked for, and its values.
+
+    Newest first by row id, so that a page follows the one before it by the last row's id:
+    deliveries that arrive meanwhile are newer, and no page shows one twice. Each form reads an
+    index newest first: the rows' ids, ``deliveries_by_state`` or ``deliveries_by_session`` (a
+    ``(? IS NULL OR ...)`` test would keep the planners from it)."""
+    tests = {"state = ?": state, "session_id = ?": session_id, "id < ?": before}
+    given = {test: value for test, value in tests.items() if value is not None}
+    where = f" WHERE {' AND '.join(given)}" if given else ""
+    return (
+        "SELECT message_id, session_id, type, received_at, state, attempts, last_attempt_at,"
+        f" last_status, id FROM deliveries{where} ORDER BY id DESC LIMIT ?",
+        (*given.values(), limit),
+    )
+
+
+def delivery_row(webhook_id: int, delivery: Delivery) -> tuple[Any, ...]:
+    """The values of :data:`INSERT_DELIVERY` for a provider's webhook: due at once."""
+    received = delivery.received_at
+    return (
+        message_id(received),
+        webhook_id,
+        delivery.session_id,
+        delivery.type,
+        received,
+        delivery.relay_signature,
+        None,
+        received,
+        received,
+    )
+
+
+def attempt_row(attempt: Attempt) -> tuple[Any, ...]:
+    """The values of :data:`FINISH_ATTEMPT`."""
+    return (
+        attempt.state,
+        attempt.at,
+        attempt.http_status,
+        attempt.next_attempt_at,
+        attempt.job.id,
+        attempt.job.claim,
+    )
+
+
+def numbered(statement: str) -> str:
+    """A statement's ``?`` placeholders as PostgreSQL's ``$1``, ``$2``, … (none of these
+    statements has a ``?`` anywhere else)."""
+    head, *rest = statement.split("?")
+    return head + "".join(f"${number}{text}" for number, text in enumerate(rest, start=1))
+
+
+class Numbered:
+    """Statements with PostgreSQL's placeholders, numbered once: an attribute of each public
+    constant of ``statements``, the same name."""
+
+    def __init__(self, statements: Mapping[str, object]) -> None:
+        self._statements = {
+            name: numbered(value)
+            for name, value in statements.items()
+            if isinstance(value, str) and name.isupper() and not name.startswith("_")
+        }
+
+    def __getattr__(self, name: str) -> str:
+        try:
+            return self._statements[name]
+        except KeyError:
+            raise AttributeError(f"no statement {name}") from None
+
+
+# Every statement above as PostgreSQL runs it.
+POSTGRES = Numbered(globals())
