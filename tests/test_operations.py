@@ -153,19 +153,21 @@ def environ_ok(config: dict[str, Any]) -> dict[str, str]:
 
 
 def test_the_rate_limiter_allows_a_burst_then_one_request_per_interval() -> None:
-    from app.errors import APIError
-    from app.limits import RateLimiter
+    from app.errors import refusal
+    from app.limits import RateLimiter, TooManyRequestsError
 
     now = [0.0]
     limiter = RateLimiter(6, clock=lambda: now[0])  # 6 at once, then one every 10 s
     for _ in range(6):
         limiter.check("a")
-    with pytest.raises(APIError) as refused:
+    with pytest.raises(TooManyRequestsError) as refused:
         limiter.check("a")
-    assert (refused.value.status, refused.value.headers) == (429, {"Retry-After": "10"})
+    answer = refusal(refused.value)
+    assert answer is not None
+    assert (answer.status, answer.headers) == (429, {"Retry-After": "10"})
     limiter.check("b")  # keys are counted apart
     now[0] = 9.9
-    with pytest.raises(APIError):
+    with pytest.raises(TooManyRequestsError):
         limiter.check("a")
     now[0] = 10.0
     limiter.check("a")
