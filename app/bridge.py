@@ -173,8 +173,9 @@ class Bridge:
         return True
 
     def count_minting(self, partner: str) -> None:
-        """Count a token request of ``partner`` (its Authorization header); a 429
-        :class:`app.errors.APIError` once it is over ``BRIDGE_TOKEN_RATE_LIMIT``."""
+        """Count a token request of ``partner`` (its Authorization header);
+        :class:`app.limits.TooManyRequestsError` (a 429) once it is over
+        ``BRIDGE_TOKEN_RATE_LIMIT``."""
         self.token_limit.check(partner)
 
     async def mint_token(self, session_id: str, return_url: str | None = None) -> Minted:

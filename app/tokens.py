@@ -1,9 +1,9 @@
 """Customer tokens: an itsdangerous-signed session id with a purpose and an expiry.
 
 The token is the customer's only credential: it opens ``/pay/{token}`` and
-``/api/v1/status/{token}`` for one session and nothing else. A token minted with its own
-``return_url`` signs ``[session id, return URL]`` instead of the session id alone; a token of
-the session id alone (every token minted before return URLs existed) reads as it always did.
+``/api/v1/status/{token}`` for one session and nothing else. A token signs the session id
+alone, the shape every token has had, or ``[session id, return URL]`` when the partner gave
+it a ``return_url`` of its own; a signed value of any other shape opens nothing.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from itsdangerous import (
 
 _PURPOSE = "redirect-bridge/customer-token/v1"
 # Tokens whose signature has been checked, remembered so that a page polling its status does
-# not pay for the HMAC and base64 each time (a tenth of the status route). Keyed by the whole
-# token, signature included, so only a token that verified can ever be found; expiry is still
-# checked on every read. Oldest out first.
+# not pay for the HMAC and base64 each time. Keyed by the whole token, signature included, so
+# only a token that verified can ever be found; expiry is still checked on every read. Oldest
+# out first.
 KNOWN_TOKENS = 16_384
 # What the serializer makes: payload (a leading "." when compressed), timestamp and a SHA-1
 # signature, URL-safe base64 each. Only that shape is read: itsdangerous's base64 would read

@@ -63,8 +63,8 @@ async def receive() -> Response:
     outcome = "ignored" if changed.ignored else "duplicate" if changed.duplicate else "accepted"
     status = changed.after.status.value if changed.after else None
     log.info("webhook %s: %s for %s, session %s", outcome, webhook.type, webhook.session_id, status)
-    # Made here, not by jsonify or from a dict (quart-schema would build a pydantic adapter for
-    # every dict answer: an eighth of a worker's time under load).
+    # Made here, not by jsonify or from a dict: quart-schema would build a pydantic adapter for
+    # every dict answer, a cost the busiest route should not pay (docs/benchmarks.md).
     return Response(_ANSWERS[outcome], content_type="application/json")
 
 

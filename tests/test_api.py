@@ -270,6 +270,19 @@ async def test_tampered_and_foreign_tokens_are_404(
     assert (await client.get(f"/api/v1/status/{foreign}")).status_code == 404
 
 
+async def test_a_value_signed_with_the_secret_in_no_token_shape_is_404_everywhere(
+    partner: Partner, client: Any, app: Any
+) -> None:
+    """Signed as tokens are, but neither a session id nor [session id, return URL]: every route
+    that reads a token answers 404, never an error."""
+    await partner.token()  # ps_1 is known
+    signer = app.extensions["bridge"].tokens._serializer
+    for value in (["ps_1"], ["ps_1", None], {"session_id": "ps_1"}, 7, None):
+        token = signer.dumps(value)
+        for path in ("/pay/{}", "/pay/{}/return", "/api/v1/status/{}", "/api/v1/status/{}/events"):
+            assert (await client.get(path.format(token))).status_code == 404, (value, path)
+
+
 async def test_expired_tokens_are_404(partner: Partner, client: Any, clock: FakeClock) -> None:
     token = await partner.token()
     clock.advance(21600)
