@@ -27,6 +27,7 @@ from .store import (
     Changed,
     Delivery,
     DeliveryRecord,
+    DeliveryState,
     Event,
     StorageUnavailableError,
     Store,
@@ -249,7 +250,7 @@ class Bridge:
 
     async def deliveries(
         self,
-        state: str | None,
+        state: DeliveryState | None,
         limit: int,
         *,
         session_id: str | None = None,

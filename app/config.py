@@ -28,7 +28,7 @@ RELAY_TIMEOUT, RELAY_MAX_DELAY, RELAY_MAX_AGE = 10.0, 600.0, 259_200.0
 # Webhook bodies hold PaReq, MD and card data: kept long enough to answer a dispute about a
 # session's flow or a late chargeback question with the history (which stays), not for years.
 RETENTION_DAYS = 30
-KEPT_ANSWERS_MB = 64  # per process: some 9,000 customer pages
+KEPT_ANSWERS_MB = 64  # per process: thousands of customer pages
 DAY = 86_400  # seconds
 _PEM_BLOCK = re.compile(
     rb"-----BEGIN (?:RSA )?PUBLIC KEY-----.+?-----END (?:RSA )?PUBLIC KEY-----", re.DOTALL

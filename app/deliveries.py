@@ -4,7 +4,7 @@ line (one and the earlier failed ones of its session, or all of them after an ou
 from __future__ import annotations
 
 import base64
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from quart import Blueprint, Response
@@ -16,6 +16,7 @@ from .current import bridge
 from .errors import APIError, ErrorAnswer
 from .provider import SESSION_ID_PATTERN, is_session_id
 from .schemas import iso, json_answer
+from .store import DeliveryState
 
 bp = Blueprint("deliveries", __name__, url_prefix="/api/v1/relay/deliveries")
 PAGE = 100  # deliveries a page holds unless the partner asks for another number
@@ -39,7 +40,7 @@ SessionId = Annotated[
 
 
 class DeliveriesQuery(BaseModel):
-    state: Literal["pending", "failed", "delivered"] | None = Field(
+    state: DeliveryState | None = Field(
         default=None, description="Only deliveries in this state; every state when absent"
     )
     session_id: SessionId | None = Field(default=None, description="Only this session's")
@@ -56,7 +57,7 @@ class DeliveryAnswer(BaseModel):
     session_id: str
     type: str
     received_at: str
-    state: str
+    state: DeliveryState
     attempts: int
     last_attempt_at: str | None
     last_status: int | None = Field(description="The partner's last HTTP status; null: no answer")

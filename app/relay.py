@@ -11,9 +11,8 @@ attempt runs on its own, and a free connection is filled as soon as one is done.
 
 aiohttp sends them: its pool bounds the connections to the partner, and every attempt is
 bounded in time as a whole (connect, send, answer). The answer is read to its end (64 KB at
-most) so its connection carries the next delivery. (httpx did the same job at some seven
-times the CPU per request: measured 2,280 against 317 us at 16 in flight, a third of a
-worker's time in the webhook benchmark.)
+most) so its connection carries the next delivery. (aiohttp rather than httpx: the same job
+at a fraction of the CPU per request, measured in docs/benchmarks.md.)
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from urllib.parse import quote, unquote_plus, urlencode, urlsplit, urlunsplit
 # handle 2 KB URLs everywhere, and the token that carries it stays well under 8 KB.
 RETURN_URL_LONGEST = 2048
 # What the bridge appends, in this order (``sig`` last, and only with a secret).
-PARAMETERS = ("session_id", "status", "ts", "sig")
+_OWN_NAMES = ("session_id", "status", "ts", "sig")
 
 # Characters a URL may carry as they are (RFC 3986's reserved and unreserved ones, and ``%``
 # when it starts an escape); anything else is percent-encoded (UTF-8), so the URL goes out as
@@ -75,7 +75,7 @@ def escaped(url: str) -> str:
 
 def joinable(url: str) -> str:
     """``url`` escaped, if the outcome can be appended to it and read back as the bridge's: it
-    parses, and no name in its query reads as one of :data:`PARAMETERS` (a partner's framework
+    parses, and no name in its query reads as one of :data:`_OWN_NAMES` (a partner's framework
     that takes the first value would take the URL's). Otherwise :class:`ReturnURLRefusedError`,
     its message a clause to follow the URL's name (a token's ``return_url``, BRIDGE_RETURN_URL)."""
     if _CONTROL.search(url) or url != url.strip():
@@ -93,7 +93,7 @@ def joinable(url: str) -> str:
     if named is not None:
         raise ReturnURLRefusedError(
             f"already names {named[:40]!r} in its query: the bridge appends"
-            f" {', '.join(PARAMETERS)}"
+            f" {', '.join(_OWN_NAMES)}"
             " itself, and a partner could read that value instead of the bridge's"
         )
     return carried
@@ -166,7 +166,7 @@ def _bridges_own(query: str) -> str | None:
         if _CONTROL.search(name):  # PHP cuts a name at a NUL: "status%00x" is status
             return written
         cut = name.partition("[")[0].strip(" ")  # PHP: "status[]" is an array named status
-        if any(_reads_as(candidate, own) for candidate in (name, cut) for own in PARAMETERS):
+        if any(_reads_as(candidate, own) for candidate in (name, cut) for own in _OWN_NAMES):
             return written
     return None
 
@@ -180,7 +180,7 @@ def _naming_own_pattern() -> str:
     in odd corners a little more (``session[id[x]``, a control character in a value too),
     never less."""
     spaces = "(?:\\+|%20)*"
-    names = "|".join("".join(_one_of(_SPELLINGS[letter]) for letter in own) for own in PARAMETERS)
+    names = "|".join("".join(_one_of(_SPELLINGS[letter]) for letter in own) for own in _OWN_NAMES)
     ends = "(?:[=&;#\\[]|%5[Bb]|$)"
     control = "%(?:[01][0-9A-Fa-f]|7[Ff]|[Cc]2%[89][0-9A-Fa-f])"
     return f"[^?#]*\\?(?:(?:[^#]*[&;])?{spaces}(?:{names}){spaces}{ends}|[^#]*{control})"

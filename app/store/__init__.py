@@ -222,7 +222,7 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def deliveries(
         self,
-        state: str | None,
+        state: DeliveryState | None,
         limit: int,
         *,
         session_id: str | None = None,

@@ -23,6 +23,7 @@ from . import (
     Changed,
     Delivery,
     DeliveryRecord,
+    DeliveryState,
     Event,
     Forgotten,
     RelayJob,
@@ -52,7 +53,7 @@ _UNAVAILABLE_CLASSES = ("08", "53", "57")
 
 async def _keep_session_state(db: asyncpg.Connection) -> None:
     """Given back to the pool, a connection is not reset with a query of its own (a round trip
-    on every release, a tenth of a worker's time): nothing here leaves session state behind.
+    on every release): nothing here leaves session state behind.
     Advisory locks are transaction-scoped, nobody LISTENs or SETs on a pooled connection (the
     listener has a connection of its own), and asyncpg still rolls back an open transaction."""
 
@@ -268,7 +269,7 @@ class PostgresStore(Store):
 
     async def deliveries(
         self,
-        state: str | None,
+        state: DeliveryState | None,
         limit: int,
         *,
         session_id: str | None = None,

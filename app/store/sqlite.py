@@ -38,6 +38,7 @@ from . import (
     Changed,
     Delivery,
     DeliveryRecord,
+    DeliveryState,
     Event,
     Forgotten,
     RelayJob,
@@ -165,7 +166,7 @@ class SQLiteStore(Store):
 
     async def deliveries(
         self,
-        state: str | None,
+        state: DeliveryState | None,
         limit: int,
         *,
         session_id: str | None = None,
