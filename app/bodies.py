@@ -9,6 +9,7 @@ from pydantic import BaseModel, ValidationError
 from quart import request
 
 from .errors import APIError
+from .schemas import problems
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -26,8 +27,5 @@ async def optional_body(model: type[M], shape: str) -> M:
     try:
         return model.model_validate(document, strict=True)
     except ValidationError as error:
-        where = "; ".join(
-            f"{'.'.join(map(str, item['loc'])) or 'body'}: {item['msg']}"
-            for item in error.errors(include_url=False)
-        )
+        where = problems(error, "body")
         raise APIError(422, "invalid_request", f"the body is {shape} ({where})") from None

@@ -175,7 +175,7 @@ class Bridge:
 
     def count_minting(self, partner: str) -> None:
         """Count a token request of ``partner`` (its Authorization header);
-        :class:`app.limits.TooManyRequestsError` (a 429) once it is over
+        :class:`app.refusals.TooManyRequestsError` (a 429) once it is over
         ``BRIDGE_TOKEN_RATE_LIMIT``."""
         self.token_limit.check(partner)
 

@@ -4,7 +4,7 @@ line (one and the earlier failed ones of its session, or all of them after an ou
 from __future__ import annotations
 
 import base64
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from quart import Blueprint, Response
@@ -40,7 +40,7 @@ SessionId = Annotated[
 
 
 class DeliveriesQuery(BaseModel):
-    state: DeliveryState | None = Field(
+    state: Literal["pending", "failed", "delivered"] | None = Field(
         default=None, description="Only deliveries in this state; every state when absent"
     )
     session_id: SessionId | None = Field(default=None, description="Only this session's")
@@ -57,7 +57,7 @@ class DeliveryAnswer(BaseModel):
     session_id: str
     type: str
     received_at: str
-    state: DeliveryState
+    state: Literal["pending", "failed", "delivered"]
     attempts: int
     last_attempt_at: str | None
     last_status: int | None = Field(description="The partner's last HTTP status; null: no answer")
@@ -96,7 +96,7 @@ async def deliveries(query_args: DeliveriesQuery) -> Response:
     next_cursor, so deliveries that arrive meanwhile never push one into the next page twice."""
     limit = query_args.limit
     records = await bridge().deliveries(
-        query_args.state,
+        None if query_args.state is None else DeliveryState(query_args.state),
         limit + 1,  # one more tells whether there is a next page
         session_id=query_args.session_id,
         before=None if query_args.cursor is None else _row_id(query_args.cursor),
@@ -111,7 +111,7 @@ async def deliveries(query_args: DeliveriesQuery) -> Response:
                     session_id=record.session_id,
                     type=record.type,
                     received_at=iso(record.received_at),
-                    state=record.state,
+                    state=record.state.value,
                     attempts=record.attempts,
                     last_attempt_at=iso(record.last_attempt_at),
                     last_status=record.last_status,

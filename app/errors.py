@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 from typing import Any, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from quart import Quart, Response, abort, render_template, request
 from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException, NotFound
 
-from .limits import TooManyRequestsError
-from .statuses import InvalidWaitError, UnknownTokenError
+from .refusals import InvalidWaitError, TooManyRequestsError, UnknownTokenError
+from .schemas import problems
 from .store import StorageUnavailableError
 
 STORAGE_RETRY_AFTER = "5"  # seconds
@@ -136,8 +136,6 @@ def init_app(app: Quart) -> None:
 
 
 def _validation_message(error: RequestSchemaValidationError) -> str:
-    details = getattr(error.validation_error, "errors", None)
-    if callable(details):
-        parts = [f"{'.'.join(map(str, item['loc']))}: {item['msg']}" for item in details()]
-        return "; ".join(parts) or "the request is not valid"
+    if isinstance(error.validation_error, ValidationError):
+        return problems(error.validation_error) or "the request is not valid"
     return "the request is not valid"

@@ -7,7 +7,7 @@ layer answers a plain status request (long-polls included, which then hold a few
 instead of a whole request context) and a page already built; everything else (a method other
 than GET, another query, a root path) goes on to the app, which answers it as always.
 
-The routes' logic exists once: the status answer is :mod:`app.statuses` on both paths, its
+The routes' logic exists once: the status answer is :mod:`app.status_service` on both paths, its
 refusals answered as :func:`app.errors.refusal` says on both (storage trouble aside: the app
 tries once more); and a page is sent again exactly
 as the view's answer went out, kept here on its way when the view's note (:mod:`app.keeping`)
@@ -25,10 +25,10 @@ from collections.abc import Awaitable, Iterable
 
 from werkzeug.sansio.utils import get_host
 
-from . import routes, statuses
+from . import routes, status_service
 from .answers import Built
 from .bridge import Bridge
-from .errors import refusal
+from .errors import APIError, refusal
 from .keeping import KeptPage, VariesBy, header
 from .scope import HANG_UP, LONG_POLL, PAGE, ROUTE, ASGIApp, Message, Receive, Scope, Send
 from .store import StorageUnavailableError
@@ -70,10 +70,11 @@ class Front:
             await self._inner(scope, receive, send)
             return
         scope[ROUTE] = routes.STATUS.rule
-        gone = _hang_up(scope, receive) if wait[1] else None
-        failure: Exception | None = None
+        verified = self._bridge.tokens.read(token) is not None  # junk needs no hang-up watch
+        gone = _hang_up(scope, receive) if wait[1] and verified else None
+        reply, refused = None, None
         try:
-            reply = await statuses.answer(
+            reply = await status_service.answer(
                 self._bridge,
                 token,
                 base_url,
@@ -81,34 +82,33 @@ class Front:
                 None if wait[1] is None else wait[1].decode(),
                 gone,
             )
-        except Exception as error:
-            failure = error
+        except Exception as error:  # decided here: a kept exception would keep this frame
+            refused = self._refused(error)
         if gone is not None:
             gone.cancel()  # before the app reads the request, if it does
-        if failure is not None:
-            await self._status_failed(failure, scope, receive, send, held=gone is not None)
-            return
-        if reply.held:
-            scope[LONG_POLL] = True
-        headers = [*_encoded(reply.headers), *self._status_headers, _NOSNIFF]
-        await _send(send, reply.status, headers, reply.body)
-
-    async def _status_failed(
-        self, error: Exception, scope: Scope, receive: Receive, send: Send, *, held: bool
-    ) -> None:
-        """A refusal is answered here as the app answers it. Storage trouble goes to the app,
-        which tries once more; so does a fault, logged and counted."""
-        refused = None if isinstance(error, StorageUnavailableError) else refusal(error)
-        if refused is not None:
+        if reply is not None:
+            if reply.held:
+                scope[LONG_POLL] = True
+            headers = [*_encoded(reply.headers), *self._status_headers, _NOSNIFF]
+            await _send(send, reply.status, headers, reply.body)
+        elif refused is not None:
             headers = [_JSON, *_encoded(refused.headers.items())]
             headers += [*self._status_headers, _NOSNIFF, _NO_STORE]
             await _send(send, refused.status, headers, refused.body)
-            return
-        if not isinstance(error, StorageUnavailableError):
+        else:  # the app tries once more, and answers or refuses itself
+            if gone is not None:  # held already, maybe: the app answers at once
+                scope["query_string"] = b""
+            await self._inner(scope, receive, send)
+
+    def _refused(self, error: Exception) -> APIError | None:
+        """A refusal's answer, as the app gives it; ``None`` for storage trouble and faults,
+        which the app answers (a fault logged and counted)."""
+        if isinstance(error, StorageUnavailableError):
+            return None
+        refused = refusal(error)
+        if refused is None:
             self._fault("status", error)
-        if held:  # held already, maybe: the app answers at once
-            scope["query_string"] = b""
-        await self._inner(scope, receive, send)
+        return refused
 
     async def _page(self, scope: Scope, token: str, receive: Receive, send: Send) -> None:
         the_bridge = self._bridge
@@ -165,7 +165,7 @@ class Front:
         if note.varies_by not in self._declared:
             self._declared += (note.varies_by,)
         built = Built(200, headers, body, note.until, shown=note.shown)
-        self._bridge.answers.put(note.shown[0], note.varies_by.key(scope), built, kept.since)
+        self._bridge.answers.put(note.session_id, note.varies_by.key(scope), built, kept.since)
         self._bridge.metrics.kept_answer("page", "built")
 
     def _fault(self, route: str, error: Exception) -> None:

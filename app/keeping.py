@@ -2,7 +2,7 @@
 inputs it varies by, and the session it was built from.
 
 A kept page is sent to every request whose declared inputs are the same, until its session
-changes; so a page must declare every input it reads (``tests/test_front.py`` renders every
+changes; so a page must declare every input it reads (``tests/test_fast_path.py`` renders every
 page with each request input watched and fails on one read but not declared).
 """
 
@@ -45,6 +45,10 @@ class PageNote:
     keep: bool = False
     until: float | None = None
     bank_origin: str | None = None
+
+    @property
+    def session_id(self) -> str:
+        return self.shown[0]
 
 
 @dataclass(frozen=True, slots=True)

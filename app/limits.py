@@ -11,20 +11,13 @@ most ``keys`` of them: the oldest go first.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 
+from .refusals import TooManyRequestsError
+
 PERIOD = 60.0
 KEYS = 100_000
-
-
-class TooManyRequestsError(Exception):
-    """Over a limit: come back in ``retry_after`` seconds (whole, at least 1)."""
-
-    def __init__(self, wait: float) -> None:
-        super().__init__("too many requests; try again later")
-        self.retry_after = math.ceil(wait)
 
 
 class RateLimiter:

@@ -120,15 +120,14 @@ async def _html(
     session: Session = context["session"]
     shown = _view(session, PurePosixPath(template).stem)
     await _shown(shown)
-    page = Page(await render_template(template, **context), status)
-    page.note = PageNote(
+    note = PageNote(
         VARIES_BY,
         shown,
         keep=keep and status == 200,
         until=lifecycle.expires_at(session),
         bank_origin=bank_origin,
     )
-    return page
+    return Page(await render_template(template, **context), status, note=note)
 
 
 def _view(session: Session, step: str) -> Shown:

@@ -7,7 +7,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any, Literal, overload
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from quart import Response
 
 from . import lifecycle
@@ -126,6 +126,15 @@ def status_body(session: Session, action_url: str) -> bytes:
         "done": session.status.is_outcome,
     }
     return json.dumps(answer, separators=(",", ":")).encode()
+
+
+def problems(error: ValidationError, whole: str = "") -> str:
+    """A validation error in one line: each problem's place (``whole`` for the value itself)
+    and message, separated by ``; ``."""
+    return "; ".join(
+        f"{'.'.join(map(str, item['loc'])) or whole}: {item['msg']}"
+        for item in error.errors(include_url=False)
+    )
 
 
 def etag_of(body: bytes) -> str:

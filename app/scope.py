@@ -6,7 +6,7 @@ keys (:func:`app.current.mark`), and the layers around the app read it as the an
 
 - :data:`ROUTE`: the matched route, as the metrics label it (:mod:`app.telemetry`);
 - :data:`LONG_POLL`: the answer was held on purpose, so its time is timed apart;
-- :data:`PAGE`: a :class:`app.answers.KeptPage` when :mod:`app.front` may keep this page and
+- :data:`PAGE`: a :class:`app.keeping.KeptPage` when :mod:`app.front` may keep this page and
   send it again until its session changes.
 
 :data:`HANG_UP` is an ASGI extension a server may offer (``redirect-bridge serve`` does,

@@ -21,7 +21,9 @@ PAGE_SCRIPT = "pay/page.js"
 class Page(Response):
     """A customer page, with its note for the headers and for :mod:`app.front`."""
 
-    note: PageNote
+    def __init__(self, body: str, status: int, *, note: PageNote) -> None:
+        super().__init__(body, status)
+        self.note = note
 
 
 def script_hash(source: str) -> str:

@@ -85,7 +85,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         cycle = self.cycle
         super().connection_lost(exc)
         if cycle is not None and not cycle.response_complete:
-            gone = cycle.scope["extensions"][HANG_UP].get("future")
+            gone = cycle.scope.get("extensions", {}).get(HANG_UP, {}).get("future")
             if isinstance(gone, asyncio.Future) and not gone.done():
                 gone.set_result(None)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from quart import Blueprint, Response, request
 from quart_schema import document_querystring, document_response
 
-from . import routes, statuses
+from . import routes, status_service
 from .cors import allow_any_origin, always_headers
 from .current import bridge, mark
 from .errors import ErrorAnswer
@@ -35,7 +35,7 @@ bp = allow_any_origin(
 async def status(token: str) -> Response:
     """A customer's status: ``ETag`` and ``If-None-Match`` for 304, ``?wait=N`` to long-poll."""
     args = request.args
-    reply = await statuses.answer(
+    reply = await status_service.answer(
         bridge(),
         token,
         external(""),
@@ -61,7 +61,7 @@ async def events(token: str) -> Response:
     closing the stream, and the stream ends after 5 minutes (the browser reconnects), so a
     server can always be restarted.
     """
-    stream = await statuses.events(
+    stream = await status_service.stream(
         bridge(), token, external(""), request.headers.get("Last-Event-ID", "")
     )
     response = Response(stream, content_type="text/event-stream")

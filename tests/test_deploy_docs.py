@@ -32,7 +32,7 @@ from app.cli import serve
 from app.config import ConfigError, check_strength, load_settings
 from app.schemas import MAX_WAIT
 from app.signature import sign
-from app.statuses import KEEP_ALIVE_SECONDS
+from app.status_service import KEEP_ALIVE_SECONDS
 
 from .conftest import public_pem
 from .payloads import webhook

@@ -4,7 +4,10 @@ reads no request input it has not declared, and a fault below Quart is seen."""
 from __future__ import annotations
 
 import ast
+import asyncio
+import gc
 import logging
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -329,3 +332,68 @@ def test_the_bridge_renders_without_flasks_template_processor(app: Quart) -> Non
         for processor in processors
     ]
     assert left and not any(processor.__module__ == "flask.templating" for processor in left)
+
+
+# -- what a refusal leaves behind ----------------------------------------------------------
+
+
+class Sink:
+    """An ASGI ``send`` that keeps what was sent (an object, so a weak reference can tell
+    when nothing holds it any more)."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        self.messages.append(message)
+
+
+async def test_a_refusal_below_quart_leaves_nothing_for_the_garbage_collector(app: Quart) -> None:
+    """A refusal answered by app.front is freed when the request ends: an exception kept in
+    a local would hold the request's frame, and its scope and send, in a reference cycle
+    until a full collection."""
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/api/v1/status/not-a-token",
+        "query_string": b"",
+        "headers": [(b"host", b"bridge.test")],
+        "scheme": "https",
+        "server": ("bridge.test", 443),
+        "root_path": "",
+        "http_version": "1.1",
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    sink = Sink()
+    gc.collect()
+    gc.disable()
+    try:
+        await app.asgi_app(scope, receive, sink)  # type: ignore[arg-type]
+        assert sink.messages[0]["status"] == 404
+        watched = weakref.ref(sink)
+        del sink
+        assert watched() is None
+    finally:
+        gc.enable()
+
+
+async def test_a_token_that_expires_while_its_long_poll_is_held_counts_as_a_failure(
+    app: Quart, client: Any, partner: Partner, clock: FakeClock
+) -> None:
+    token = await partner.token()
+    path = f"/api/v1/status/{token}"
+    etag = (await client.get(path)).headers["ETag"]
+    metrics = app.extensions["bridge"].metrics
+    before = metrics.token_failures._value.get()
+    held = asyncio.create_task(
+        client.get(path, query_string={"wait": "30"}, headers={"If-None-Match": etag})
+    )
+    await asyncio.sleep(0.2)
+    clock.advance(6 * 3600 + 1)  # past the token's lifetime
+    app.extensions["bridge"].store.changes.publish("ps_1")  # wakes the hold, which reads again
+    answer = await asyncio.wait_for(held, timeout=5)
+    assert answer.status_code == 404
+    assert metrics.token_failures._value.get() == before + 1

@@ -34,7 +34,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from app import bridge as bridge_module
-from app import create_app, statuses
+from app import create_app, status_service
 from app.signature import sign
 
 from .conftest import API_KEY
@@ -93,8 +93,8 @@ def bridge(
 ) -> Iterator[Bridge]:
     # An event stream lasts 5 minutes with a comment every 15 s; here it ends within a second,
     # so a case with a real token reads the whole stream.
-    monkeypatch.setattr(statuses, "STREAM_SECONDS", 0.3)
-    monkeypatch.setattr(statuses, "KEEP_ALIVE_SECONDS", 0.1)
+    monkeypatch.setattr(status_service, "STREAM_SECONDS", 0.3)
+    monkeypatch.setattr(status_service, "KEEP_ALIVE_SECONDS", 0.1)
     # Hundreds of wrong keys come from one address here; the throttle has tests of its own.
     monkeypatch.setattr(bridge_module, "KEY_GUESSES", 0)
     known = asyncio.run(seed(config, provider_key))

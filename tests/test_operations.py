@@ -154,7 +154,8 @@ def environ_ok(config: dict[str, Any]) -> dict[str, str]:
 
 def test_the_rate_limiter_allows_a_burst_then_one_request_per_interval() -> None:
     from app.errors import refusal
-    from app.limits import RateLimiter, TooManyRequestsError
+    from app.limits import RateLimiter
+    from app.refusals import TooManyRequestsError
 
     now = [0.0]
     limiter = RateLimiter(6, clock=lambda: now[0])  # 6 at once, then one every 10 s

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from app import statuses
+from app import status_service
 from app.signature import sign
 
 from .conftest import API_KEY, Configured, public_pem
@@ -100,8 +100,8 @@ async def test_no_planted_secret_reaches_a_log_record(
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(statuses, "STREAM_SECONDS", 0.3)  # the event stream ends by itself
-    monkeypatch.setattr(statuses, "KEEP_ALIVE_SECONDS", 0.1)
+    monkeypatch.setattr(status_service, "STREAM_SECONDS", 0.3)  # the event stream ends by itself
+    monkeypatch.setattr(status_service, "KEEP_ALIVE_SECONDS", 0.1)
     caplog.set_level(logging.DEBUG)
     answers: list[str] = []
 

@@ -1,9 +1,9 @@
 """The status answer a customer's browser reads, whoever serves it: the views of
 :mod:`app.status` or, for a plain request, :mod:`app.front` below Quart.
 
-It knows nothing of the web framework: it returns a :class:`Reply` and raises the refusals
-below (and :class:`app.limits.TooManyRequestsError`, :class:`app.store.StorageUnavailableError`),
-which :func:`app.errors.refusal` turns into answers, the same for both callers.
+It knows nothing of the web framework: it returns a :class:`Reply` and raises refusals
+(:mod:`app.refusals`, and :class:`app.store.StorageUnavailableError`), which
+:func:`app.errors.refusal` turns into answers, the same for both callers.
 """
 
 from __future__ import annotations
@@ -21,20 +21,13 @@ from . import lifecycle, routes
 from .answers import Built
 from .bridge import Bridge
 from .changes import settle
-from .schemas import StatusQuery, etag_of, status_body
+from .refusals import InvalidWaitError, UnknownTokenError
+from .schemas import StatusQuery, etag_of, problems, status_body
 from .store import StorageUnavailableError
 
 STREAM_SECONDS = 300
 KEEP_ALIVE_SECONDS = 15
 RETRY_MILLISECONDS = 2000
-
-
-class UnknownTokenError(Exception):
-    """A token that does not verify, has expired, or opens no session."""
-
-
-class InvalidWaitError(ValueError):
-    """A ``wait`` that is no number of seconds the status API holds an answer for."""
 
 
 class Reply(NamedTuple):
@@ -54,7 +47,7 @@ async def answer(
 ) -> Reply:
     """The status for ``token``: 304 when ``if_none_match`` names it, held up to ``wait``
     seconds for a change (sooner once ``gone`` is done: the client hung up)."""
-    view = await current(the_bridge, token, base_url)
+    view = await latest(the_bridge, token, base_url)
     the_bridge.status_limit.check(token)  # keyed by a token that verified: junk costs nothing
     seconds = wait_seconds(wait)
     etags = parse_etags(if_none_match)
@@ -75,19 +68,19 @@ async def answer(
     return Reply(200, headers, view.body, bool(seconds))
 
 
-async def events(
+async def stream(
     the_bridge: Bridge, token: str, base_url: str, last_event_id: str
 ) -> AsyncIterator[bytes]:
     """The status as a Server-Sent Events stream: a ``status`` event on every change, its id
     the ETag (a reconnecting ``EventSource`` sends the last one back and hears only what is
     new), a comment every 15 s so that proxies keep the stream, the end after 5 minutes (the
     browser reconnects, so a server can always be restarted). Refused before it starts."""
-    view = await current(the_bridge, token, base_url)
+    view = await latest(the_bridge, token, base_url)
     the_bridge.status_limit.check(token)
-    return _events(the_bridge, token, base_url, view, last_event_id)
+    return _stream(the_bridge, token, base_url, view, last_event_id)
 
 
-async def _events(
+async def _stream(
     the_bridge: Bridge, token: str, base_url: str, view: Built, sent: str
 ) -> AsyncIterator[bytes]:
     deadline = time.monotonic() + STREAM_SECONDS
@@ -115,25 +108,17 @@ def wait_seconds(wait: str | None) -> int | None:
     try:
         return StatusQuery.model_validate({"wait": wait}).wait
     except ValidationError as error:
-        raise InvalidWaitError(
-            "; ".join(
-                f"{'.'.join(map(str, item['loc']))}: {item['msg']}"
-                for item in error.errors(include_url=False)
-            )
-        ) from None
+        raise InvalidWaitError(problems(error)) from None
 
 
-async def current(the_bridge: Bridge, token: str, base_url: str) -> Built:
+async def latest(the_bridge: Bridge, token: str, base_url: str) -> Built:
     """The token's status answer, built once per change of its session; a bad token is
     refused before anything else is looked at."""
-    grant = the_bridge.tokens.read(token)
-    if grant is None:
-        the_bridge.metrics.token_failures.inc()
-        raise UnknownTokenError
+    session_id = _session_of(the_bridge, token)
     key = ("status", token, base_url)
     trusted = await the_bridge.store.caught_up()
     if trusted:
-        built = the_bridge.answers.get(grant.session_id, key, the_bridge.clock())
+        built = the_bridge.answers.get(session_id, key, the_bridge.clock())
         if built is not None:
             the_bridge.metrics.kept_answer("status", "kept")
             return built
@@ -147,6 +132,15 @@ async def current(the_bridge: Bridge, token: str, base_url: str) -> Built:
     if trusted:
         the_bridge.answers.put(session.id, key, built, since)
     return built
+
+
+def _session_of(the_bridge: Bridge, token: str) -> str:
+    """The session a token opens (a token may expire while its long-poll is held)."""
+    grant = the_bridge.tokens.read(token)
+    if grant is None:
+        the_bridge.metrics.token_failures.inc()
+        raise UnknownTokenError
+    return grant.session_id
 
 
 async def hold(
@@ -166,11 +160,8 @@ async def hold(
         while True:
             # Subscribe before reading, so a change in between still wakes us.
             feed = the_bridge.store.changes
-            grant = the_bridge.tokens.read(token)
-            if grant is None:  # expired while held
-                raise UnknownTokenError
-            with feed.watch(grant.session_id) as changed:
-                view = await current(the_bridge, token, base_url)
+            with feed.watch(_session_of(the_bridge, token)) as changed:
+                view = await latest(the_bridge, token, base_url)
                 remaining = deadline - time.monotonic()
                 hung_up = gone is not None and gone.done()
                 if view.etag not in known or remaining <= 0 or feed.draining or hung_up:
