@@ -125,13 +125,16 @@ class Served:
         log: Path | None = None,
         script: Path | None = None,
         cwd: Path | None = None,
+        prefix: list[str] | None = None,
     ) -> None:
-        """``script``: the ``redirect-bridge`` command to run, else this environment's."""
+        """``script``: the ``redirect-bridge`` command to run, else this environment's;
+        ``prefix``: a command that runs it (``strace -f …``)."""
         self.environment = environment
         self.workers = workers
         self.log = log
         self.script = script
         self.cwd = cwd
+        self.prefix = prefix or []
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
@@ -141,7 +144,7 @@ class Served:
         script = self.script or shutil.which(
             "redirect-bridge", path=str(Path(sys.executable).parent)
         )
-        command = [str(script)] if script else [sys.executable, "-m", "app"]
+        command = [*self.prefix, *([str(script)] if script else [sys.executable, "-m", "app"])]
         command += ["serve", "--port", str(self.port), "--workers", str(self.workers)]
         output = self.log.open("ab") if self.log else subprocess.DEVNULL
         try:

@@ -51,6 +51,27 @@ _UNAVAILABLE = (OSError, asyncio.TimeoutError, asyncpg.InterfaceError)
 _UNAVAILABLE_CLASSES = ("08", "53", "57")
 
 
+async def _durability_warnings(db: asyncpg.Connection) -> list[str]:
+    """What makes a commit the bridge acknowledges less than durable on this server, as the
+    bridge's own connections see it (``synchronous_commit`` may be set per role, database or
+    connection)."""
+    fsync, synchronous_commit = await db.fetchrow(
+        "SELECT current_setting('fsync'), current_setting('synchronous_commit')"
+    )
+    warnings = []
+    if fsync != "on":
+        warnings.append(
+            "PostgreSQL runs with fsync off: a power cut or an operating system crash can lose"
+            " or corrupt webhooks the bridge has answered 200"
+        )
+    if synchronous_commit == "off":
+        warnings.append(
+            "PostgreSQL's synchronous_commit is off for the bridge: a crash of the database"
+            " server can lose the last webhooks the bridge has answered 200"
+        )
+    return warnings
+
+
 async def _keep_session_state(db: asyncpg.Connection) -> None:
     """Given back to the pool, a connection is not reset with a query of its own (a round trip
     on every release): nothing here leaves session state behind.
@@ -105,8 +126,11 @@ class PostgresStore(Store):
             reset=_keep_session_state,
         )
         try:
-            async with pool.acquire() as db, db.transaction():
-                await migrate(db)
+            async with pool.acquire() as db:
+                async with db.transaction():
+                    await migrate(db)
+                for warning in await _durability_warnings(db):
+                    log.warning("%s", warning)
         except BaseException:
             await pool.close()
             raise
