@@ -3,6 +3,7 @@ a small HTTP client of its API (also used against in-thread servers by the brows
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -22,6 +23,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from app.signature import sign
 
 from .conftest import RELAY_SECRET
+
+# How long a bridge may take to answer /readyz: a second or two here, far longer on a machine
+# busy with other work (two workers, a PostgreSQL pool, the browser tests beside it).
+START_SECONDS = 90
 
 
 def free_port() -> int:
@@ -159,20 +164,22 @@ class Served:
         finally:
             if self.log:
                 output.close()  # type: ignore[union-attr]
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + START_SECONDS
         while True:
             try:
                 urllib.request.urlopen(f"{self.url}/readyz", timeout=5).read()
                 return self
             except (urllib.error.URLError, ConnectionError):
                 if time.monotonic() > deadline or self.process.poll() is not None:
+                    self.kill()  # not left running into the tests after this one
                     said = self.log.read_text(errors="replace")[-3000:] if self.log else ""
                     raise RuntimeError(f"the bridge did not start\n{said}") from None
                 time.sleep(0.05)
 
     def kill(self) -> None:
         assert self.process is not None
-        os.killpg(self.process.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # gone already
+            os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=10)
 
     def stop(self) -> None:
