@@ -240,6 +240,22 @@ class Bridge:
         assert changed.after is not None
         return lifecycle.at(changed.after, now)
 
+    async def cancel(self, session_id: str) -> Session:
+        """The customer gives up on a bridge page: ``canceled`` with reason ``customer`` while
+        their part is not over (see :func:`app.lifecycle.cancel`), with a ``cancel`` event in
+        the history; once it is over, nothing changes. The session as it stands now."""
+        now = self.clock()
+        changed = await self.store.update_session(
+            session_id,
+            lambda session: lifecycle.cancel(
+                session or lifecycle.new_session(session_id, now), now
+            ),
+            Event(session_id, now, "cancel", {}),
+        )
+        self._count_transition(changed)
+        assert changed.after is not None
+        return lifecycle.at(changed.after, now)
+
     async def events(self, session_id: str) -> list[Event] | None:
         """The session's history, oldest first; ``None`` for a session the bridge does not know
         (a known one with nothing in its history yet has an empty one)."""

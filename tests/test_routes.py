@@ -21,6 +21,7 @@ ROUTES = {
     ("/pay/<token>", "GET"),
     ("/pay/<token>/return", "GET"),
     ("/pay/<token>/return", "POST"),
+    ("/pay/<token>/cancel", "POST"),
     ("/healthz", "GET"),
     ("/readyz", "GET"),
     ("/metrics", "GET"),

@@ -60,8 +60,8 @@ class Delivery:
 @dataclass(frozen=True, slots=True)
 class Event:
     """One entry of a session's history: ``at`` on the bridge's clock, ``kind`` (``webhook``,
-    ``page``, ``return``, ``timeout``, ``relay``) and its own fields. Never a body, PaReq, MD,
-    bank URL or card data."""
+    ``page``, ``return``, ``timeout``, ``cancel``, ``relay``, ``browser``) and its own fields.
+    Never a body, PaReq, MD, bank URL or card data."""
 
     session_id: str
     at: float
