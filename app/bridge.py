@@ -37,6 +37,8 @@ from .tokens import Minted, Tokens
 
 log = logging.getLogger(__name__)
 KEY_GUESSES = 10  # wrong partner keys a minute from one address
+BROWSER_REPORTS = 30  # reports a minute from one customer token's pages
+BROWSER_EVENTS_KEPT = 40  # browser events one session's history holds; later ones are not stored
 FORGET_BATCH = 1_000  # rows one retention transaction deletes, so none holds the writer long
 PAGES_REMEMBERED = 10_000  # page views whose history entry this process wrote recently
 # How far apart the clocks of two instances may be: one minted a token, another stored its session.
@@ -54,6 +56,8 @@ class Bridge:
     metrics: Metrics = field(default_factory=Metrics)
     # Wrong partner keys per client address: a guesser gets a few a minute.
     key_guesses: RateLimiter = field(default_factory=lambda: RateLimiter(KEY_GUESSES))
+    # Reports of the bank step per customer token: a page reports a handful.
+    browser_limit: RateLimiter = field(default_factory=lambda: RateLimiter(BROWSER_REPORTS))
     relay: Relay | None = None
     answers: Answers = field(init=False)  # built from sessions, dropped as they change
     _sweeper: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -255,6 +259,20 @@ class Bridge:
         self._count_transition(changed)
         assert changed.after is not None
         return lifecycle.at(changed.after, now)
+
+    def count_browser_report(self, token: str) -> None:
+        """Count a report from the pages of ``token`` (one that verified);
+        :class:`app.refusals.TooManyRequestsError` (a 429) beyond :data:`BROWSER_REPORTS` a
+        minute."""
+        self.browser_limit.check(token)
+
+    async def browser_report(self, session: Session, event: str, mode: str | None) -> bool:
+        """Note in the history what the customer's browser reported of the bank step: ``bank``
+        (the form went, in ``mode``), ``fallback`` (a framed step went to a window), ``handoff``
+        (another browser took it). Never more than :data:`BROWSER_EVENTS_KEPT` a session: a
+        report beyond is not stored. Whether this one was."""
+        report = Event(session.id, self.clock(), "browser", {"event": event, "mode": mode})
+        return await self.store.add_counted_event(report, BROWSER_EVENTS_KEPT)
 
     async def events(self, session_id: str) -> list[Event] | None:
         """The session's history, oldest first; ``None`` for a session the bridge does not know

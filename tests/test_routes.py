@@ -22,6 +22,7 @@ ROUTES = {
     ("/pay/<token>/return", "GET"),
     ("/pay/<token>/return", "POST"),
     ("/pay/<token>/cancel", "POST"),
+    ("/pay/<token>/browser", "POST"),
     ("/healthz", "GET"),
     ("/readyz", "GET"),
     ("/metrics", "GET"),

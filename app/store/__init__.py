@@ -206,6 +206,11 @@ class Store(abc.ABC):
     async def add_event(self, event: Event) -> None: ...
 
     @abc.abstractmethod
+    async def add_counted_event(self, event: Event, most: int) -> bool:
+        """Add ``event`` to its session's history unless that holds ``most`` events of its kind
+        already: whether it was added."""
+
+    @abc.abstractmethod
     async def events(self, session_id: str) -> list[Event]:
         """The session's history, oldest first."""
 
