@@ -17,7 +17,7 @@ from .current import bridge, mark
 from .errors import found
 from .keeping import KeptPage, PageNote, VariesBy
 from .lifecycle import Session, Status
-from .links import cancel_path, external, local, pay_path, status_path
+from .links import browser_path, cancel_path, external, local, pay_path, status_path
 from .origins import from_another_site
 from .returns import ReturnURLRefusedError, allowed_return_url, onward_url
 from .schemas import etag_of, status_body
@@ -177,6 +177,7 @@ def _script_settings(
         "action_id": f"{session.id}:{session.action_received_at}",
         "origins": origins,
         "onward_url": onward,
+        "report_url": local(browser_path(token)),  # where the page tells how the step went
         # The cancel form's: where the customer gives up, in the page's language and embedder.
         "cancel_url": local(cancel_path(token)) + _query(lang=lang, embedder=embedder),
     }
