@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 
 from . import events, lifecycle
 from .answers import Answers, Shown
+from .banks import BankSteps
 from .config import DAY, Settings, redacted_url
 from .lifecycle import Session
 from .limits import RateLimiter
@@ -60,6 +61,7 @@ class Bridge:
     browser_limit: RateLimiter = field(default_factory=lambda: RateLimiter(BROWSER_REPORTS))
     relay: Relay | None = None
     answers: Answers = field(init=False)  # built from sessions, dropped as they change
+    banks: BankSteps = field(init=False)  # what came of bank steps, per bank, for the metrics
     _sweeper: asyncio.Task[None] | None = field(default=None, repr=False)
     _pages_seen: dict[Shown, None] = field(default_factory=dict)
 
@@ -69,6 +71,7 @@ class Bridge:
         self.answers = Answers(
             self.store.changes, max_bytes=self.settings.kept_answers_mb * 1024 * 1024
         )
+        self.banks = BankSteps(self.store, self.metrics, self.settings.allow_insecure_acs)
 
     @classmethod
     def from_settings(cls, settings: Settings, clock: Callable[[], float] = time.time) -> Bridge:
@@ -241,6 +244,7 @@ class Bridge:
             ),
             Event(session_id, now, "return", {}),
         )
+        await self.banks.returned(changed.before, now)
         assert changed.after is not None
         return lifecycle.at(changed.after, now)
 
@@ -257,6 +261,7 @@ class Bridge:
             Event(session_id, now, "cancel", {}),
         )
         self._count_transition(changed)
+        await self.banks.ended(changed)
         assert changed.after is not None
         return lifecycle.at(changed.after, now)
 
@@ -272,7 +277,10 @@ class Bridge:
         (another browser took it). Never more than :data:`BROWSER_EVENTS_KEPT` a session: a
         report beyond is not stored. Whether this one was."""
         report = Event(session.id, self.clock(), "browser", {"event": event, "mode": mode})
-        return await self.store.add_counted_event(report, BROWSER_EVENTS_KEPT)
+        stored = await self.store.add_counted_event(report, BROWSER_EVENTS_KEPT)
+        if stored:  # counted as often as kept, a few dozen a session at most
+            self.banks.reported(session, event)
+        return stored
 
     async def events(self, session_id: str) -> list[Event] | None:
         """The session's history, oldest first; ``None`` for a session the bridge does not know
@@ -337,6 +345,7 @@ class Bridge:
             if changed.after is not None and changed.after.timed_out:
                 log.info("session %s: the action window ended", session_id)
             self._count_transition(changed)
+            await self.banks.ended(changed)
         return len(due)
 
     def _count_transition(self, changed: Changed) -> None:
