@@ -7,14 +7,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
-from playwright.sync_api import Frame, Locator, Page, expect
+from playwright.sync_api import Browser, BrowserContext, Frame, Locator, Page, expect
 
 from ..payloads import webhook
+from .conftest import Console, customer_context
 from .harness import Bank, Bridge, Partner, wait_until
 from .test_embedding import (
     FRAME,
@@ -34,6 +35,14 @@ HEADINGS = {
 }
 # How the embedding script shows the bridge, and the mode the page reports the bank form in.
 MODES = {"tab": "page", "iframe": "iframe", "popup": "popup"}
+
+
+@pytest.fixture
+def context(popup_blocking_browser: Browser, console: Console) -> Iterator[BrowserContext]:
+    """This module's customers have Chromium's popup blocker on."""
+    context = customer_context(popup_blocking_browser, console)
+    yield context
+    context.close()
 
 
 @pytest.fixture
