@@ -68,10 +68,10 @@ async def came_back(token: str) -> Response:
 @bp.post(routes.CANCEL.rule)
 @hide
 async def cancel(token: str) -> Response:
-    """The customer gives up (the cancel form of the waiting, bank, QR and "open elsewhere"
-    pages): ``canceled`` with reason ``customer`` unless their part is over already, then the
-    outcome. Answered with the outcome page rather than a redirect, whose script takes the
-    customer on to the return URL (outside a partner's frame or popup): Chromium holds the
+    """The customer gives up (the cancel form of the waiting, bank, QR, "open elsewhere" and
+    refused pages): ``canceled`` with reason ``customer`` unless their part is over already,
+    then the outcome. Answered with the outcome page rather than a redirect, whose script takes
+    the customer on to the return URL (outside a partner's frame or popup): Chromium holds the
     redirect after a form post to the page's ``form-action``, which names no partner."""
     if from_another_site():
         abort(403)

@@ -1,5 +1,5 @@
-"""``POST /pay/{token}/cancel``: the customer's way out of the waiting, bank, QR and "open
-elsewhere" pages (README: "The bank step in the customer's browser")."""
+"""``POST /pay/{token}/cancel``: the customer's way out of the waiting, bank, QR, "open
+elsewhere" and refused pages (README: "Embedding the bank step in a checkout page")."""
 
 from __future__ import annotations
 
@@ -34,6 +34,11 @@ PAGE_KINDS: dict[str, tuple[dict[str, Any] | None, str]] = {
     "elsewhere": (
         {"kind": "action_required", "interaction": ELSEWHERE},
         "Finish the payment with your bank",
+    ),
+    # A bank instruction the bridge will not follow: the customer is not left without a way out.
+    "refused": (
+        {"kind": "action_required", "interaction": redirect(url="https://acs.bank,evil/x")},
+        "We could not open your bank's page",
     ),
 }
 
