@@ -173,3 +173,22 @@ def test_the_page_reports_the_bank_form_with_its_mode(
     (reported,) = kinds(bridge, session_id, "browser")
     assert (reported["event"], reported["mode"]) == ("bank", MODES[mode])
     assert set(reported) == {"at", "kind", "event", "mode"}
+
+
+def test_without_script_the_outcome_offers_the_way_to_the_shop(
+    browser: Browser, shop_bridge: Bridge, partner: Partner, session_id: str
+) -> None:
+    console = Console()
+    scriptless = browser.new_context(java_script_enabled=False)
+    scriptless.on("page", console.watch)
+    tab = scriptless.new_page()
+    token = shop_bridge.token(session_id)
+    tab.goto(token["pay_url"])
+    expect(tab.get_by_role("heading")).to_have_text(HEADINGS["waiting"])
+    tab.locator('[data-bridge-action="cancel"]').click()
+    expect(tab.get_by_role("heading")).to_have_text("Payment canceled")
+    tab.get_by_role("link", name="Continue to the shop").click()
+    tab.wait_for_url(f"{partner.url}/done?**")
+    signed_return(tab.url, session_id)
+    scriptless.close()
+    assert console.problems() == []
