@@ -24,6 +24,7 @@ from . import (
     ops,
     pages,
     probe,
+    reports,
     script,
     security,
     status,
@@ -101,6 +102,7 @@ def create_app(
     i18n.init_app(app)
     links.init_app(app)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(reports.bp)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(history.bp)

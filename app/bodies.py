@@ -1,4 +1,4 @@
-"""Request bodies of the partner API that may be left out."""
+"""JSON request bodies: the partner API's, which may be left out, and the customer pages'."""
 
 from __future__ import annotations
 
@@ -20,6 +20,18 @@ async def optional_body(model: type[M], shape: str) -> M:
     body = await request.get_data(cache=False, as_text=False, parse_form_data=False)
     if not body.strip():
         return model()
+    return _parsed(body, model, shape)
+
+
+async def required_body(model: type[M], shape: str, *, most: int) -> M:
+    """A JSON body of ``model``, of at most ``most`` bytes (a 413 beyond): none is a 400."""
+    body = await request.get_data(cache=False, as_text=False, parse_form_data=False)
+    if len(body) > most:
+        raise APIError(413, "body_too_large", f"the body is longer than {most} bytes")
+    return _parsed(body, model, shape)
+
+
+def _parsed(body: bytes, model: type[M], shape: str) -> M:
     try:
         document = json.loads(body)
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError

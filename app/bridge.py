@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 
 from . import events, lifecycle
 from .answers import Answers, Shown
+from .banks import BankSteps
 from .config import DAY, Settings, redacted_url
 from .lifecycle import Session
 from .limits import RateLimiter
@@ -37,6 +38,8 @@ from .tokens import Minted, Tokens
 
 log = logging.getLogger(__name__)
 KEY_GUESSES = 10  # wrong partner keys a minute from one address
+BROWSER_REPORTS = 30  # reports a minute from one customer token's pages
+BROWSER_EVENTS_KEPT = 40  # browser events one session's history holds; later ones are not stored
 FORGET_BATCH = 1_000  # rows one retention transaction deletes, so none holds the writer long
 PAGES_REMEMBERED = 10_000  # page views whose history entry this process wrote recently
 # How far apart the clocks of two instances may be: one minted a token, another stored its session.
@@ -54,8 +57,11 @@ class Bridge:
     metrics: Metrics = field(default_factory=Metrics)
     # Wrong partner keys per client address: a guesser gets a few a minute.
     key_guesses: RateLimiter = field(default_factory=lambda: RateLimiter(KEY_GUESSES))
+    # Reports of the bank step per customer token: a page reports a handful.
+    browser_limit: RateLimiter = field(default_factory=lambda: RateLimiter(BROWSER_REPORTS))
     relay: Relay | None = None
     answers: Answers = field(init=False)  # built from sessions, dropped as they change
+    banks: BankSteps = field(init=False)  # what came of bank steps, per bank, for the metrics
     _sweeper: asyncio.Task[None] | None = field(default=None, repr=False)
     _pages_seen: dict[Shown, None] = field(default_factory=dict)
 
@@ -65,6 +71,7 @@ class Bridge:
         self.answers = Answers(
             self.store.changes, max_bytes=self.settings.kept_answers_mb * 1024 * 1024
         )
+        self.banks = BankSteps(self.store, self.metrics, self.settings.allow_insecure_acs)
 
     @classmethod
     def from_settings(cls, settings: Settings, clock: Callable[[], float] = time.time) -> Bridge:
@@ -237,8 +244,43 @@ class Bridge:
             ),
             Event(session_id, now, "return", {}),
         )
+        await self.banks.returned(changed.before, now)
         assert changed.after is not None
         return lifecycle.at(changed.after, now)
+
+    async def cancel(self, session_id: str) -> Session:
+        """The customer gives up on a bridge page: ``canceled`` with reason ``customer`` while
+        their part is not over (see :func:`app.lifecycle.cancel`), with a ``cancel`` event in
+        the history; once it is over, nothing changes. The session as it stands now."""
+        now = self.clock()
+        changed = await self.store.update_session(
+            session_id,
+            lambda session: lifecycle.cancel(
+                session or lifecycle.new_session(session_id, now), now
+            ),
+            Event(session_id, now, "cancel", {}),
+        )
+        self._count_transition(changed)
+        await self.banks.ended(changed)
+        assert changed.after is not None
+        return lifecycle.at(changed.after, now)
+
+    def count_browser_report(self, token: str) -> None:
+        """Count a report from the pages of ``token`` (one that verified);
+        :class:`app.refusals.TooManyRequestsError` (a 429) beyond :data:`BROWSER_REPORTS` a
+        minute."""
+        self.browser_limit.check(token)
+
+    async def browser_report(self, session: Session, event: str, mode: str | None) -> bool:
+        """Note in the history what the customer's browser reported of the bank step: ``bank``
+        (the form went, in ``mode``), ``fallback`` (a framed step went to a window), ``handoff``
+        (another browser took it). Never more than :data:`BROWSER_EVENTS_KEPT` a session: a
+        report beyond is not stored. Whether this one was."""
+        report = Event(session.id, self.clock(), "browser", {"event": event, "mode": mode})
+        stored = await self.store.add_counted_event(report, BROWSER_EVENTS_KEPT)
+        if stored:  # counted as often as kept, a few dozen a session at most
+            self.banks.reported(session, event)
+        return stored
 
     async def events(self, session_id: str) -> list[Event] | None:
         """The session's history, oldest first; ``None`` for a session the bridge does not know
@@ -303,6 +345,7 @@ class Bridge:
             if changed.after is not None and changed.after.timed_out:
                 log.info("session %s: the action window ended", session_id)
             self._count_transition(changed)
+            await self.banks.ended(changed)
         return len(due)
 
     def _count_transition(self, changed: Changed) -> None:

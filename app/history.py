@@ -21,8 +21,12 @@ bp = Blueprint("history", __name__, url_prefix="/api/v1/sessions")
 class EventAnswer(BaseModel):
     """``at`` and ``kind``, then the kind's own fields: ``webhook`` (type,
     provider_updated_at, outcome, changed, status), ``page`` (step), ``return``, ``timeout``,
-    ``relay`` (delivery_id, type, attempt, http_status, state), ``forgotten`` (retention
-    deleted the session's webhook bodies and state; its tokens open nothing since)."""
+    ``cancel`` (the customer gave up on a bridge page), ``browser`` (event: ``bank`` with the
+    mode the form went in, ``iframe``, ``popup`` or ``page``; ``fallback``, a framed step went
+    to a window; ``handoff``, another browser took the step; reported by the bridge's own
+    pages, a few dozen a session at most), ``relay`` (delivery_id, type, attempt, http_status,
+    state), ``forgotten`` (retention deleted the session's webhook bodies and state; its tokens
+    open nothing since)."""
 
     model_config = ConfigDict(extra="allow")
     at: str

@@ -9,7 +9,8 @@ came from changes nothing.
 
 A final status is never undone by a non-final webhook, whatever its time. Among final statuses:
 - ``canceled`` with reason ``action_timeout`` is the bridge's own inference when the action window
-  passes; any final webhook from the provider replaces it.
+  passes, and ``canceled`` with reason ``customer`` the customer's giving up on a bridge page
+  (:func:`cancel`); any final webhook from the provider replaces either.
 - ``error`` is the provider's non-final error state: a later ``succeeded``, ``failed`` or
   ``canceled`` replaces it.
 - ``refunded`` proves the payment succeeded, so it is taken from any status but ``failed`` and a
@@ -52,6 +53,8 @@ class Status(StrEnum):
 
 
 ACTION_TIMEOUT = "action_timeout"
+CUSTOMER = "customer"  # the customer gave up on a bridge page
+_BRIDGES_OWN = frozenset({ACTION_TIMEOUT, CUSTOMER})  # reasons the provider's final word replaces
 CHARGEBACK = "chargeback"
 
 _FINAL = frozenset(
@@ -99,6 +102,12 @@ class Session:
     def timed_out(self) -> bool:
         return self.status is Status.CANCELED and self.reason == ACTION_TIMEOUT
 
+    @property
+    def canceled_here(self) -> bool:
+        """``canceled`` by the bridge itself (the window passed, or the customer gave up), not
+        by the provider: its final word still replaces this."""
+        return self.status is Status.CANCELED and self.reason in _BRIDGES_OWN
+
 
 def new_session(session_id: str, now: float) -> Session:
     """A session nobody has heard of yet: a token was minted, or its first webhook is here."""
@@ -142,15 +151,30 @@ def at(session: Session, now: float) -> Session:
     """The session as seen at ``now``: an action whose window has passed is ``canceled``."""
     expires = session.action_expires_at
     if session.status is Status.ACTION_REQUIRED and expires is not None and now >= expires:
-        return replace(
-            session,
-            status=Status.CANCELED,
-            reason=ACTION_TIMEOUT,
-            interaction=None,
-            next_action=None,
-            updated_at=expires,
-        )
+        return _canceled(session, ACTION_TIMEOUT, expires)
     return session
+
+
+def cancel(session: Session, now: float) -> Session:
+    """The session once its customer gives up on a bridge page at ``now``: ``canceled`` with
+    reason ``customer`` while the customer's part is not over (``pending``, ``in_progress``, or
+    ``action_required`` within its window); ``session`` itself once it is (an outcome, or a
+    window that has passed: the customer is shown that instead)."""
+    if at(session, now).status.is_outcome:
+        return session
+    return _canceled(session, CUSTOMER, now)
+
+
+def _canceled(session: Session, reason: str, at: float) -> Session:
+    """Canceled by the bridge itself: no bank step to show, nothing for the provider to wait for."""
+    return replace(
+        session,
+        status=Status.CANCELED,
+        reason=reason,
+        interaction=None,
+        next_action=None,
+        updated_at=at,
+    )
 
 
 def may_move(current: Session, target: Target, provider_updated_at: float | None) -> bool:
@@ -163,7 +187,7 @@ def may_move(current: Session, target: Target, provider_updated_at: float | None
     status = target.status
     if not status.is_final:
         return False
-    if current.timed_out:
+    if current.canceled_here:
         return True
     if status is current.status:  # a chargeback is news about a refund
         return status is Status.REFUNDED and target.reason == CHARGEBACK != current.reason

@@ -26,6 +26,8 @@ _NO_HOST = "bridge.invalid"  # the host redirects are matched on (.invalid: neve
 
 pay_path = routes.PAY.path
 return_path = routes.RETURN.path
+cancel_path = routes.CANCEL.path
+browser_path = routes.BROWSER.path
 status_path = routes.STATUS.path
 
 

@@ -29,6 +29,10 @@ from .store import DeliveryState
 
 # What the webhook route counts a refused delivery as (app/webhooks.py).
 WEBHOOK_REFUSALS = ("invalid_signature", "invalid_json", "not_a_webhook", "body_too_large")
+# What came of a bank step (app/banks.py), and how many bank origins a process names apart.
+BANK_OUTCOMES = ("returned", "fallback", "abandoned")
+BANK_ORIGINS = 100
+OTHER_BANKS = "other"
 
 
 class Metrics:
@@ -107,6 +111,23 @@ class Metrics:
             ["route"],
             registry=self.registry,
         )
+        self.bank_steps = Counter(
+            "bridge_bank_steps",
+            "Bank steps by the bank's origin (the first ones a process sees, then other) and"
+            " what came of them: returned, fallback (a framed step went to a window),"
+            " abandoned (the session ended after the form went, with no return)",
+            ["bank", "outcome"],
+            registry=self.registry,
+        )
+        self.bank_return = Histogram(
+            "bridge_bank_step_return_seconds",
+            "Time from the bank form leaving the bridge's page to the customer's return, by"
+            " the bank's origin",
+            ["bank"],
+            buckets=(10, 30, 60, 120, 300, 600, 1800, 3600),
+            registry=self.registry,
+        )
+        self._banks: dict[str, None] = {}  # the origins named apart, the first seen
         self._children: dict[tuple[Any, ...], Any] = {}
         self._start_at_zero()
 
@@ -126,6 +147,11 @@ class Metrics:
             _child(self._children, self.relay_attempts, state)
         for route in ("status", "page"):
             _child(self._children, self.fast_path_faults, route)
+        self._start_bank(OTHER_BANKS)
+
+    def _start_bank(self, label: str) -> None:
+        for outcome in BANK_OUTCOMES:
+            _child(self._children, self.bank_steps, label, outcome)
 
     def exposition(self) -> bytes:
         """The text a scrape gets: every worker's metrics when there are several."""
@@ -164,6 +190,25 @@ class Metrics:
 
     def time_long_poll(self, seconds: float) -> None:
         self.long_polls.observe(seconds)
+
+    def bank_seen(self, origin: str) -> str:
+        """The label of a bank origin (one from a signed webhook): its own for the first
+        :data:`BANK_ORIGINS` this process sees, whose series start at 0; ``other`` after."""
+        if origin in self._banks:
+            return origin
+        if len(self._banks) >= BANK_ORIGINS:
+            return OTHER_BANKS
+        self._banks[origin] = None
+        self._start_bank(origin)
+        return origin
+
+    def bank_step(self, origin: str, outcome: str, seconds: float | None = None) -> None:
+        """One bank step's ``outcome`` (one of :data:`BANK_OUTCOMES`); for a return, the
+        ``seconds`` since its form left, when known."""
+        label = self.bank_seen(origin)
+        _child(self._children, self.bank_steps, label, outcome).inc()
+        if seconds is not None:
+            _child(self._children, self.bank_return, label).observe(seconds)
 
 
 # Status codes as label values, made once; a code outside HTTP's range is "other".

@@ -7,7 +7,7 @@ from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import urlencode
 
-from quart import Blueprint, Response, render_template, request
+from quart import Blueprint, Response, abort, render_template, request
 from quart_schema import hide
 
 from . import lifecycle, routes
@@ -17,7 +17,8 @@ from .current import bridge, mark
 from .errors import found
 from .keeping import KeptPage, PageNote, VariesBy
 from .lifecycle import Session, Status
-from .links import external, local, pay_path, status_path
+from .links import browser_path, cancel_path, external, local, pay_path, status_path
+from .origins import from_another_site
 from .returns import ReturnURLRefusedError, allowed_return_url, onward_url
 from .schemas import etag_of, status_body
 from .scope import PAGE
@@ -62,6 +63,20 @@ async def came_back(token: str) -> Response:
     if pending and request.method != "HEAD":
         session = await bridge().record_return(session.id)
     return await _page(token, session, returned=True)
+
+
+@bp.post(routes.CANCEL.rule)
+@hide
+async def cancel(token: str) -> Response:
+    """The customer gives up (the cancel form of the waiting, bank, QR, "open elsewhere" and
+    refused pages): ``canceled`` with reason ``customer`` unless their part is over already,
+    then the outcome. Answered with the outcome page rather than a redirect, whose script takes
+    the customer on to the return URL (outside a partner's frame or popup): Chromium holds the
+    redirect after a form post to the page's ``form-action``, which names no partner."""
+    if from_another_site():
+        abort(403)
+    session = found(await bridge().customer_session(token))
+    return await _page(token, await bridge().cancel(session.id), returned=True)
 
 
 async def _page(token: str, session: Session, *, returned: bool) -> Response:
@@ -162,6 +177,9 @@ def _script_settings(
         "action_id": f"{session.id}:{session.action_received_at}",
         "origins": origins,
         "onward_url": onward,
+        "report_url": local(browser_path(token)),  # where the page tells how the step went
+        # The cancel form's: where the customer gives up, in the page's language and embedder.
+        "cancel_url": local(cancel_path(token)) + _query(lang=lang, embedder=embedder),
     }
 
 

@@ -27,5 +27,7 @@ class Route:
 
 PAY = Route("/pay/<token>")
 RETURN = Route("/pay/<token>/return")
+CANCEL = Route("/pay/<token>/cancel")
+BROWSER = Route("/pay/<token>/browser")
 STATUS = Route("/api/v1/status/<token>")
 STATUS_EVENTS = Route("/api/v1/status/<token>/events")

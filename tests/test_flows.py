@@ -578,7 +578,7 @@ class _Reader(HTMLParser):
         attributes = {name: value or "" for name, value in attrs}
         if tag == "h1":
             self._in_heading = True
-        elif tag == "form":
+        elif tag == "form" and attributes.get("class") != "way-out":  # the cancel form apart
             self.forms.append(attributes)
         elif tag == "input":
             self.fields.append((attributes["name"], attributes["value"]))

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app import lifecycle
-from app.lifecycle import ACTION_TIMEOUT, CHARGEBACK, Session, Status
+from app.lifecycle import ACTION_TIMEOUT, CHARGEBACK, CUSTOMER, Session, Status
 from app.provider import Webhook, parse_webhook
 
 from .payloads import inform, redirect, webhook
@@ -141,6 +141,10 @@ CURRENT: dict[str, Session] = {
         interaction=OLD_REDIRECT,
         action_received_at=NOW - 5000,
         action_expires_at=NOW - 5000 + TIMEOUT,
+    ),
+    # The customer gave up on a bridge page during the bank step.
+    "canceled/customer": stored(
+        Status.CANCELED, reason=CUSTOMER, action_received_at=NOW - 600, updated_at=NOW - 300
     ),
     "error": stored(Status.ERROR, reason=PROVIDER_FAULT),
     "refunded": stored(Status.REFUNDED),
@@ -326,6 +330,8 @@ EXPECTED: dict[str, dict[str, Expected]] = {
     },
 }
 EXPECTED["canceled/action_timeout (inferred)"] = EXPECTED["canceled/action_timeout"]
+# The customer's giving up is the bridge's own word, as the timeout is: the provider's wins.
+EXPECTED["canceled/customer"] = EXPECTED["canceled/action_timeout"]
 
 # The same webhooks by other readings of the provider's clock. Before a final status the newest
 # event wins, and equal or missing times leave the order of receipt (the incoming is the later);
@@ -360,7 +366,7 @@ def test_table_covers_every_pair() -> None:
     assert set(EXPECTED) == set(CURRENT)
     for row in EXPECTED.values():
         assert list(row) == list(WEBHOOKS)
-    assert len(TABLE) == 11 * 14 * 4
+    assert len(TABLE) == 12 * 14 * 4
 
 
 @pytest.mark.parametrize(("current", "incoming", "clock", "expected"), TABLE)
@@ -620,16 +626,17 @@ def test_webhook_arriving_exactly_at_expiry_sees_the_timeout() -> None:
     assert captured is not None and captured.status is Status.AUTHORIZED
 
 
-@pytest.mark.parametrize(
-    ("incoming", "expected"),
-    [
-        ("finished/accepted+succeeded", SUCCEEDED),
-        ("finished/canceled", CANCELED),
-        ("finished/failed", FAILED),
-        ("finished/error", ERROR),
-        ("refunded", REFUNDED),
-    ],
-)
+# Each final webhook, and the status it gives whatever the session had.
+FINAL_WORDS = [
+    ("finished/accepted+succeeded", SUCCEEDED),
+    ("finished/canceled", CANCELED),
+    ("finished/failed", FAILED),
+    ("finished/error", ERROR),
+    ("refunded", REFUNDED),
+]
+
+
+@pytest.mark.parametrize(("incoming", "expected"), FINAL_WORDS)
 def test_final_webhook_overrides_the_timeout(incoming: str, expected: Expected) -> None:
     session = action_session()
     late = NOW + TIMEOUT + 600
@@ -891,3 +898,74 @@ def test_a_charged_back_session_keeps_its_reason_whatever_refund_comes_next() ->
         session = lifecycle.apply(session, second, received_at=2.0, action_timeout=3600)
         assert session is not None
         assert (session.status, session.reason) == (Status.REFUNDED, CHARGEBACK)
+
+
+# -- the customer gives up --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["pending", "in_progress", "action_required"])
+def test_a_customer_cancels_while_their_part_is_not_over(name: str) -> None:
+    session = replace(CURRENT[name], next_action="confirm")
+    canceled = lifecycle.cancel(session, NOW)
+    assert (canceled.status, canceled.reason) == (Status.CANCELED, CUSTOMER)
+    assert canceled.canceled_here and not canceled.timed_out
+    assert canceled.updated_at == NOW
+    assert canceled.interaction is None and lifecycle.expires_at(canceled) is None
+    assert canceled.action_received_at == session.action_received_at
+    assert canceled.next_action is None  # final: the provider waits for nothing now
+    assert canceled.payments == session.payments
+    assert canceled.provider_updated_at == session.provider_updated_at
+    assert lifecycle.at(canceled, NOW + 10 * TIMEOUT) is canceled
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "authorized",
+        "succeeded",
+        "failed",
+        "canceled",
+        "canceled/action_timeout",
+        "canceled/action_timeout (inferred)",
+        "canceled/customer",
+        "error",
+        "refunded",
+    ],
+)
+def test_a_cancel_after_the_outcome_changes_nothing(name: str) -> None:
+    session = CURRENT[name]
+    assert lifecycle.cancel(session, NOW) is session
+
+
+def test_a_cancel_once_the_window_passed_leaves_the_timeout() -> None:
+    session = action_session()
+    expiry = NOW + TIMEOUT
+    assert lifecycle.cancel(session, expiry) is session
+    assert lifecycle.at(session, expiry).timed_out
+    just_before = lifecycle.cancel(session, expiry - 0.001)
+    assert just_before.reason == CUSTOMER
+
+
+def test_a_cancel_after_the_customer_returned_still_counts() -> None:
+    session = replace(action_session(), returned_at=NOW + 30)
+    assert lifecycle.cancel(session, NOW + 60).reason == CUSTOMER
+
+
+@pytest.mark.parametrize(("incoming", "expected"), FINAL_WORDS)
+def test_the_providers_final_status_replaces_the_customers_cancel(
+    incoming: str, expected: Expected
+) -> None:
+    canceled = lifecycle.cancel(action_session(), NOW + 60)
+    # Whatever the provider's clock says: the cancel kept the provider's last time.
+    for clock in CLOCKS.values():
+        hook = replace(WEBHOOKS[incoming], updated_at=clock)
+        result = deliver(canceled, hook, NOW + 120)
+        assert result is not None and (result.status, result.reason) == expected
+
+
+@pytest.mark.parametrize(
+    "incoming", ["action_required/redirect", "ready_to_confirm", "ready_to_capture", "unknown"]
+)
+def test_a_non_final_webhook_never_undoes_the_customers_cancel(incoming: str) -> None:
+    canceled = lifecycle.cancel(action_session(), NOW + 60)
+    assert deliver(canceled, WEBHOOKS[incoming], NOW + 120) is canceled

@@ -32,6 +32,7 @@ class Page(HTMLParser):
     def __init__(self, html: str) -> None:
         super().__init__(convert_charrefs=True)
         self.forms: list[dict[str, str]] = []
+        self.way_out: list[dict[str, str]] = []  # the cancel form, apart from the bank's
         self.fields: list[tuple[str, str]] = []
         self.scripts: list[dict[str, str | None]] = []
         self.links: list[str] = []
@@ -41,7 +42,8 @@ class Page(HTMLParser):
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         attributes = dict(attrs)
         if tag == "form":
-            self.forms.append({k: v or "" for k, v in attributes.items()})
+            form = {k: v or "" for k, v in attributes.items()}
+            (self.way_out if form.get("class") == "way-out" else self.forms).append(form)
         elif tag == "input":
             self.fields.append((attributes["name"] or "", attributes["value"] or ""))
         elif tag == "script":

@@ -21,6 +21,8 @@ ROUTES = {
     ("/pay/<token>", "GET"),
     ("/pay/<token>/return", "GET"),
     ("/pay/<token>/return", "POST"),
+    ("/pay/<token>/cancel", "POST"),
+    ("/pay/<token>/browser", "POST"),
     ("/healthz", "GET"),
     ("/readyz", "GET"),
     ("/metrics", "GET"),

@@ -214,6 +214,17 @@ async def test_concurrent_deliveries_of_the_same_webhook_are_one(store: Store) -
     assert sum(not result.duplicate for result in results) == 1
 
 
+async def test_a_counted_event_is_added_up_to_its_bound_even_all_at_once(store: Store) -> None:
+    """The session's history holds at most ``most`` events of a kind, however many come at
+    the same time; other kinds and other sessions' do not count."""
+    await store.add_event(Event("ps_1", 1.0, "page", {"step": "bank"}))
+    report = Event("ps_1", 2.0, "browser", {"event": "bank", "mode": "page"})
+    added = await asyncio.gather(*(store.add_counted_event(report, 5) for _ in range(12)))
+    assert sorted(added) == [False] * 7 + [True] * 5
+    assert [event.kind for event in await store.events("ps_1")] == ["page"] + ["browser"] * 5
+    assert await store.add_counted_event(Event("ps_2", 3.0, "browser", {}), 5)
+
+
 async def test_sqlite_commits_are_synchronous_full_in_wal(tmp_path: Path) -> None:
     store = sqlite_engine.SQLiteStore(
         str(tmp_path / "nested" / "bridge.sqlite3"), timeout=DB_TIMEOUT

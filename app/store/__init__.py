@@ -60,8 +60,8 @@ class Delivery:
 @dataclass(frozen=True, slots=True)
 class Event:
     """One entry of a session's history: ``at`` on the bridge's clock, ``kind`` (``webhook``,
-    ``page``, ``return``, ``timeout``, ``relay``) and its own fields. Never a body, PaReq, MD,
-    bank URL or card data."""
+    ``page``, ``return``, ``timeout``, ``cancel``, ``relay``, ``browser``) and its own fields.
+    Never a body, PaReq, MD, bank URL or card data."""
 
     session_id: str
     at: float
@@ -204,6 +204,11 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def add_event(self, event: Event) -> None: ...
+
+    @abc.abstractmethod
+    async def add_counted_event(self, event: Event, most: int) -> bool:
+        """Add ``event`` to its session's history unless that holds ``most`` events of its kind
+        already: whether it was added."""
 
     @abc.abstractmethod
     async def events(self, session_id: str) -> list[Event]:

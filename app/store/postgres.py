@@ -243,6 +243,17 @@ class PostgresStore(Store):
     async def add_event(self, event: Event) -> None:
         await self._run(lambda db: db.execute(POSTGRES.INSERT_EVENT, *sql.event_row(event)))
 
+    async def add_counted_event(self, event: Event, most: int) -> bool:
+        async def work(db: asyncpg.Connection) -> bool:
+            async with db.transaction():
+                await _lock(db, event.session_id)  # one count at a time per session
+                if await db.fetchval(POSTGRES.COUNT_EVENTS, event.session_id, event.kind) >= most:
+                    return False
+                await db.execute(POSTGRES.INSERT_EVENT, *sql.event_row(event))
+                return True
+
+        return await asyncio.shield(self._run(work))
+
     async def events(self, session_id: str) -> list[Event]:
         rows = await self._run(lambda db: db.fetch(POSTGRES.SELECT_EVENTS, session_id))
         return [sql.event_from_row(tuple(row)) for row in rows]

@@ -111,6 +111,7 @@ def session_from_row(row: Mapping[str, Any] | tuple[Any, ...] | None) -> Session
 
 INSERT_EVENT = "INSERT INTO events (session_id, at, kind, detail) VALUES (?, ?, ?, ?)"
 SELECT_EVENTS = "SELECT session_id, at, kind, detail FROM events WHERE session_id = ? ORDER BY id"
+COUNT_EVENTS = "SELECT count(*) FROM events WHERE session_id = ? AND kind = ?"
 INSERT_DELIVERY = (
     "INSERT INTO deliveries (message_id, webhook_id, session_id, type, received_at, signature,"
     " body, state, attempts, next_attempt_at, retry_from)"

@@ -239,6 +239,16 @@ class SQLiteStore(Store):
 
         await self._transaction("", work)
 
+    async def add_counted_event(self, event: Event, most: int) -> bool:
+        def work(db: sqlite3.Connection) -> bool:
+            [(count,)] = db.execute(sql.COUNT_EVENTS, (event.session_id, event.kind)).fetchall()
+            if count >= most:
+                return False
+            db.execute(sql.INSERT_EVENT, sql.event_row(event))
+            return True
+
+        return await self._transaction("", work)
+
     async def claim_deliveries(self, now: float, until: float, limit: int) -> list[RelayJob]:
         def work(db: sqlite3.Connection) -> list[RelayJob]:
             rows = db.execute(sql.CLAIM_DELIVERIES, (until, now, now, now, limit))

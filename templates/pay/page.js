@@ -47,6 +47,23 @@
     });
   }
 
+  // How this page is shown: in a partner's frame, in a popup the partner opened, or as a page.
+  function windowMode() {
+    return framed ? "iframe" : (window.opener ? "popup" : "page");
+  }
+
+  // Tell the bridge what became of the bank step (its history and per-bank metrics): kept
+  // alive past this page's unload, which follows at once. A report lost is no harm.
+  function report(event, mode) {
+    try {
+      fetch(page.report_url, {
+        method: "POST", keepalive: true, credentials: "omit", cache: "no-store",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ event: event, mode: mode })
+      }).catch(function () { /* gone with the page, or refused */ });
+    } catch (ignored) { /* no fetch */ }
+  }
+
   // The bank step goes once per tab: Back, or a reload after the bank, shows a button instead
   // of posting the old form again. Returns whether the page is on its way to the bank.
   function goOnce(form, link) {
@@ -55,6 +72,7 @@
     try { sent = window.sessionStorage.getItem(key) === "1"; } catch (ignored) { /* storage blocked */ }
     if (sent) { document.getElementById("bank-again").hidden = false; return false; }
     try { window.sessionStorage.setItem(key, "1"); } catch (ignored) { /* storage blocked */ }
+    report("bank", windowMode());
     if (form) {
       // Through the prototype: a field named "submit" shadows form.submit.
       HTMLFormElement.prototype.submit.call(form);

@@ -158,10 +158,29 @@ def console() -> Console:
     return Console()
 
 
-@pytest.fixture
-def context(browser: Browser, console: Console) -> Iterator[BrowserContext]:
+@pytest.fixture(scope="package")
+def popup_blocking_browser(browser: Browser) -> Iterator[Browser]:
+    """Chromium as customers have it: popups without a user gesture are blocked (Playwright
+    turns the blocker off)."""
+    blocking = browser.browser_type.launch(
+        executable_path=CHROMIUM,
+        args=CHROMIUM_ARGS,
+        ignore_default_args=["--disable-popup-blocking"],
+    )
+    yield blocking
+    blocking.close()
+
+
+def customer_context(browser: Browser, console: Console) -> BrowserContext:
+    """A customer's browser at phone width, every page of it watched by ``console``."""
     context = browser.new_context(viewport={"width": 390, "height": 800})
     context.on("page", console.watch)
+    return context
+
+
+@pytest.fixture
+def context(browser: Browser, console: Console) -> Iterator[BrowserContext]:
+    context = customer_context(browser, console)
     yield context
     context.close()
 

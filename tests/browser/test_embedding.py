@@ -6,7 +6,7 @@ The partner's page is on an origin of its own (another loopback port), like a re
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import Browser, Frame, Locator, Page, Request, expect
 
 from ..payloads import redirect, webhook
-from .conftest import CHROMIUM, CHROMIUM_ARGS, Console
+from .conftest import Console, customer_context
 from .harness import Bank, Bridge, Partner, wait_until
 
 FRAME = "iframe[data-redirect-bridge]"
@@ -295,24 +295,11 @@ def test_a_popup_the_customer_closes_is_reported_and_followed_on(
     ]
 
 
-@pytest.fixture
-def popup_blocking_browser(browser: Browser) -> Iterator[Browser]:
-    """Chromium as customers have it: popups without a user gesture are blocked."""
-    blocking = browser.browser_type.launch(
-        executable_path=CHROMIUM,
-        args=CHROMIUM_ARGS,
-        ignore_default_args=["--disable-popup-blocking"],
-    )
-    yield blocking
-    blocking.close()
-
-
 def test_a_blocked_popup_falls_back_to_a_redirect(
     popup_blocking_browser: Browser, partner: Partner, embedding_bridge: Bridge, session_id: str
 ) -> None:
     console = Console()
-    context = popup_blocking_browser.new_context(viewport={"width": 390, "height": 800})
-    context.on("page", console.watch)
+    context = customer_context(popup_blocking_browser, console)
     tab = context.new_page()
     token = embedding_bridge.token(session_id)
     # Started while the page loads: no user gesture (Playwright's page.evaluate carries one,
