@@ -18,6 +18,7 @@ from . import (
     deliveries,
     errors,
     history,
+    holders,
     i18n,
     links,
     logs,
@@ -101,6 +102,7 @@ def create_app(
     i18n.init_app(app)
     links.init_app(app)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(holders.bp)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(history.bp)

@@ -161,6 +161,8 @@ def _script_settings(
         "next_url": local(pay_path(token))
         + _query(lang=lang, embedder=embedder, returned=returned),
         "action_id": f"{session.id}:{session.action_received_at}",
+        "claim_url": local(routes.CLAIM.path(token)),
+        "handoff_url": local(routes.HANDOFF.path(token)),
         "origins": origins,
         "onward_url": onward,
     }

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import re
 from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 from markupsafe import Markup
 from quart import Quart, Response, request
@@ -85,6 +86,18 @@ def origin_matches(pattern: str, origin: str) -> bool:
         return origin == pattern
     scheme, host, port = parsed.groups()
     return (scheme, port) == (wild[1], wild[3]) and host.endswith("." + wild[2])
+
+
+def from_its_own_pages(site: str | None, origin: str | None, base_url: str) -> bool:
+    """Whether a request a customer page's script or form sends comes from the bridge's own
+    site (at ``base_url``), as far as the browser says: ``Sec-Fetch-Site`` (``site``), and
+    ``Origin``, which a form on a page whose referrer policy is ``no-referrer`` sends as
+    ``null``. A request that names neither, not a browser's, passes: the token is the
+    credential."""
+    if site is not None and site not in ("same-origin", "none"):
+        return False
+    own = urlsplit(base_url)
+    return origin in (None, "null", f"{own.scheme}://{own.netloc}")
 
 
 def init_app(app: Quart, frame_ancestors: Sequence[str]) -> None:
