@@ -21,7 +21,8 @@ bp = Blueprint("history", __name__, url_prefix="/api/v1/sessions")
 class EventAnswer(BaseModel):
     """``at`` and ``kind``, then the kind's own fields: ``webhook`` (type,
     provider_updated_at, outcome, changed, status), ``page`` (step), ``return``, ``timeout``,
-    ``relay`` (delivery_id, type, attempt, http_status, state), ``forgotten`` (retention
+    ``relay`` (delivery_id, type, attempt, http_status, state), ``browser`` (event:
+    ``handoff``, another browser took the bank step), ``forgotten`` (retention
     deleted the session's webhook bodies and state; its tokens open nothing since)."""
 
     model_config = ConfigDict(extra="allow")

@@ -161,11 +161,13 @@
     });
   }
 
-  // The form of a link that moves the step here: claimed from the page's own script.
-  var handoff = document.getElementById("handoff-form");
-  if (handoff) {
-    handoff.elements.page.value = ownId();
-    HTMLFormElement.prototype.submit.call(handoff);
+  // The page of a link that moves the step here: claimed from its own script, never by a GET.
+  if (page.handoff) {
+    var handoff = document.getElementById("handoff-form");
+    if (handoff) {
+      handoff.elements.page.value = ownId();
+      HTMLFormElement.prototype.submit.call(handoff);
+    }
     return;
   }
 
