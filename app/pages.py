@@ -15,6 +15,7 @@ from .actions import BankStep, Elsewhere, QRCode, RefusedActionError, customer_a
 from .answers import Shown
 from .current import bridge, mark
 from .errors import found
+from .inapp import script_table
 from .keeping import KeptPage, PageNote, VariesBy
 from .lifecycle import Session, Status
 from .links import external, local, pay_path, status_path
@@ -163,6 +164,7 @@ def _script_settings(
         "action_id": f"{session.id}:{session.action_received_at}",
         "claim_url": local(routes.CLAIM.path(token)),
         "handoff_url": local(routes.HANDOFF.path(token)),
+        "in_app": script_table(),
         "origins": origins,
         "onward_url": onward,
     }

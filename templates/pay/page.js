@@ -135,9 +135,16 @@
   function elsewhere() {
     window.clearInterval(watching);
     watching = null;
-    ["bank-going", "bank-again", "phone-code"].forEach(function (id) { shown(id, false); });
+    ["bank-going", "bank-again", "phone-code", "in-app"].forEach(function (id) { shown(id, false); });
     shown("step-elsewhere", true);
-    offerPhone();
+    shown("here", true);
+    if (!inApp) { offerPhone(); }
+  }
+
+  function handoffLink(then) {
+    post(page.handoff_url, {}).then(function (response) {
+      return response.status === 201 ? response.json() : null;
+    }).then(function (answer) { if (answer) { then(answer); } }, function () { /* asked again on demand */ });
   }
 
   // "Continue on your phone": a single-use link the bridge makes on demand, drawn as a QR
@@ -148,15 +155,41 @@
     phone.hidden = false;
     phone.querySelector("[data-bridge-action=continue-on-phone]").addEventListener("click", function () {
       claim(true, function () {
-        shown("step-elsewhere", false);
-        post(page.handoff_url, {}).then(function (response) {
-          return response.status === 201 ? response.json() : null;
-        }).then(function (answer) {
-          if (!answer) { return; }
+        ["step-elsewhere", "here"].forEach(function (id) { shown(id, false); });
+        handoffLink(function (answer) {
           document.getElementById("phone-qr").src = answer.qr;
           shown("phone-code", true);
           watchHold();
-        }, function () { /* offered again on the next click */ });
+        });
+      });
+    });
+  }
+
+  // Known in-app browsers (app/inapp.py's table, given in the settings) are not sent to the
+  // bank by themselves: the page offers the customer's own browser, through a handoff link
+  // (on Android an intent:// link, which opens the default browser), or to continue here.
+  var agent = window.navigator.userAgent;
+  var inApp = (page.in_app || []).some(function (browser) {
+    return browser[1].some(function (marker) { return agent.indexOf(marker) >= 0; });
+  });
+  var hereKey = "redirect-bridge:here";  // the customer chose to go on inside the app
+  try { inApp = inApp && window.sessionStorage.getItem(hereKey) !== "1"; } catch (ignored) { /* blocked */ }
+
+  function offerBrowser() {
+    ["bank-going", "step-elsewhere"].forEach(function (id) { shown(id, false); });
+    ["in-app", "here"].forEach(function (id) { shown(id, true); });
+    handoffLink(function (answer) {
+      var open = document.getElementById("in-app-open");
+      var url = new URL(answer.handoff_url);
+      if (/Android/.test(agent)) {
+        open.href = "intent://" + url.host + url.pathname + "#Intent;scheme=" + url.protocol.slice(0, -1) +
+          ";action=android.intent.action.VIEW;category=android.intent.category.BROWSABLE;end";
+        return;
+      }
+      open.href = url.href;
+      shown("in-app-ios", true);
+      document.querySelector("[data-bridge-action=copy-link]").addEventListener("click", function () {
+        if (window.navigator.clipboard) { window.navigator.clipboard.writeText(url.href).catch(function () { /* the link stays */ }); }
       });
     });
   }
@@ -182,8 +215,10 @@
   var here = document.querySelector("[data-bridge-action=continue-here]");
   if (here) {
     here.addEventListener("click", function () {
+      try { window.sessionStorage.setItem(hereKey, "1"); } catch (ignored) { /* blocked */ }
+      inApp = false;
       claim(true, function () {
-        shown("step-elsewhere", false);
+        ["step-elsewhere", "in-app", "here"].forEach(function (id) { shown(id, false); });
         if (form || link) { send(form, link); } else { watchHold(); }
       });
     });
@@ -202,6 +237,7 @@
     var take = /[?&]take=1(&|$)/.test(window.location.search);
     claim(take, function (held) {
       if (!held) { elsewhere(); follow(); return; }
+      if (inApp) { offerBrowser(); watchHold(); follow(); return; }
       if (goOnce(form, link)) { return; }
       offerPhone();
       watchHold();
@@ -209,6 +245,10 @@
     });
     return;
   }
-  if (here) { offerPhone(); }
+  if (here && inApp) {
+    claim(false, function (held) { if (held) { offerBrowser(); watchHold(); } else { elsewhere(); } });
+  } else if (here) {
+    offerPhone();
+  }
   follow();
 }());
