@@ -16,7 +16,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from ..payloads import redirect, webhook
 from .conftest import Console
-from .harness import Bank, Bridge, wait_until
+from .harness import Bank, Bridge, Partner, wait_until
 
 CONTINUE_HERE = "[data-bridge-action=continue-here]"
 ON_PHONE = "[data-bridge-action=continue-on-phone]"
@@ -187,3 +187,46 @@ def test_continue_here_takes_the_step_back_from_the_phone(
     page.click(CONTINUE_HERE)
     finish_at_the_bank(page, bridge, bank, session_id)
     assert len(bank.posts()) == 2
+
+
+def test_a_window_opened_to_take_the_step_takes_it_without_a_click(
+    page: Page, context: BrowserContext, bridge: Bridge, bank: Bank, session_id: str
+) -> None:
+    """As the embedding script opens a window for a step it moves out of its frame."""
+    second = second_tab(page, context, bridge, bank, session_id)
+    posts_stay(bank, second, 1)
+    window = context.new_page()
+    token = bridge.token(session_id)
+    window.goto(f"{token['pay_url']}?take=1")
+    finish_at_the_bank(window, bridge, bank, session_id)
+    assert len(bank.posts()) == 2
+
+
+def test_another_sites_page_cannot_claim_the_step(
+    page: Page,
+    bridge: Bridge,
+    bank: Bank,
+    session_id: str,
+    stranger: Partner,
+    console: Console,
+) -> None:
+    console.expect_status(403)  # each refusal
+    token = bridge.token(session_id)
+    page.goto(stranger.checkout(bridge))
+    answers = page.evaluate(
+        """async (urls) => {
+          const answers = [];
+          for (const url of urls) {
+            const body = JSON.stringify({page: "f".repeat(32), take: true});
+            const sent = await fetch(url, {method: "POST", body: body, mode: "no-cors"});
+            answers.push(sent.type);
+          }
+          return answers;
+        }""",
+        [f"{bridge.url}/pay/{token['token']}/claim", f"{bridge.url}/pay/{token['token']}/handoff"],
+    )
+    assert answers == ["opaque", "opaque"]  # sent, and refused: the step is still free
+    bank_step(bridge, bank, session_id, token)
+    page.goto(token["pay_url"])
+    finish_at_the_bank(page, bridge, bank, session_id)
+    assert len(bank.posts()) == 1
