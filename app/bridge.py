@@ -45,7 +45,7 @@ PAGES_REMEMBERED = 10_000  # page views whose history entry this process wrote r
 CLOCK_SKEW = 60.0
 HANDOFF_TTL = 600.0  # seconds a link that moves the bank step to another browser may be used
 # What the pages' scripts may ask of one token a minute: which page holds the step, handoffs.
-PAGE_CALLS = 60
+PAGE_CALLS = 120
 
 
 @dataclass

@@ -113,11 +113,12 @@
   }
 
   // Whether this page holds the step; when the bridge cannot say, it does (reaching the bank
-  // matters more than a second view).
+  // matters more than a second view). Asked too often, it asks again a little later.
   function claim(take, then) {
     post(page.claim_url, { page: ownId(), take: take }).then(function (response) {
+      if (response.status === 429) { window.setTimeout(function () { claim(take, then); }, 5000); return null; }
       return response.status === 200 ? response.json() : { held: true };
-    }).then(function (answer) { then(answer.held !== false); }, function () { then(true); });
+    }).then(function (answer) { if (answer) { then(answer.held !== false); } }, function () { then(true); });
   }
 
   function shown(id, visible) {
@@ -128,7 +129,7 @@
   var watching = null;
   function watchHold() {
     if (watching === null) {
-      watching = window.setInterval(function () { claim(false, function (held) { if (!held) { elsewhere(); } }); }, 3000);
+      watching = window.setInterval(function () { claim(false, function (held) { if (!held) { elsewhere(); } }); }, 5000);
     }
   }
 

@@ -42,7 +42,7 @@ def posts_stay(bank: Bank, page: Page, count: int) -> None:
 
 
 def open_elsewhere(page: Page) -> None:
-    expect(page.locator("#step-elsewhere")).to_be_visible(timeout=5000)
+    expect(page.locator("#step-elsewhere")).to_be_visible(timeout=10000)
     expect(page.locator(CONTINUE_HERE)).to_be_visible()
 
 
@@ -139,7 +139,7 @@ def test_the_phone_takes_the_step_and_the_first_browser_follows(
     # A chat app's preview fetches the link: that claims nothing.
     status, _, body = bridge.call("GET", link.removeprefix(bridge.url))
     assert status == 200 and b"handoff-form" in body
-    page.wait_for_timeout(3500)
+    page.wait_for_timeout(5500)  # a check of the page's hold has come and gone
     expect(page.locator("#phone-qr")).to_be_visible()
 
     on_phone = phone.new_page()
