@@ -823,7 +823,7 @@ async def test_a_handoff_is_claimed_once_before_it_expires(store: Store) -> None
     assert not await store.hold_step("ps_1", "desktop", 22.0, take=False)
     assert await store.hold_step("ps_1", "phone", 22.0, take=False)
     assert [(e.kind, e.detail) for e in await store.events("ps_1")] == [
-        ("browser", {"event": "handoff"})
+        ("browser", {"event": "handoff", "mode": None})
     ]
     late = Handoff(hashlib.sha256(b"late").digest(), "ps_1", None, 100.0)
     await store.add_handoff(late)

@@ -230,7 +230,8 @@ def handoff_from_row(row: Mapping[str, Any] | tuple[Any, ...] | None) -> Handoff
 def handoff_event(handoff: Handoff) -> Event:
     """The history's note that another browser took the session's bank step."""
     assert handoff.claimed_at is not None
-    return Event(handoff.session_id, handoff.claimed_at, "browser", {"event": "handoff"})
+    detail = {"event": "handoff", "mode": None}  # as the pages' own reports are written
+    return Event(handoff.session_id, handoff.claimed_at, "browser", detail)
 
 
 _FORGOTTEN = "forgotten"  # the history's note that retention deleted the session's data
