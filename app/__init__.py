@@ -18,6 +18,7 @@ from . import (
     deliveries,
     errors,
     history,
+    holders,
     i18n,
     links,
     logs,
@@ -103,6 +104,7 @@ def create_app(
     links.init_app(app)
     app.register_blueprint(pages.bp)
     app.register_blueprint(reports.bp)
+    app.register_blueprint(holders.bp)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(history.bp)

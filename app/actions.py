@@ -154,6 +154,13 @@ def _pairs(value: Any) -> list[tuple[str, Any]]:
     return list(value.items()) if isinstance(value, dict) else []
 
 
+def qr_image(content: str) -> str:
+    """A QR code of ``content`` drawn here, as a ``data:`` URI of SVG (the pages' CSP allows
+    ``img-src data:``, and nothing is asked of another site); ``segno.DataOverflowError`` when
+    it is too long for one."""
+    return str(segno.make(content, error="m").svg_data_uri(scale=4, border=2))
+
+
 def _qr_code(qr: Mapping[str, Any], *, allow_http: bool) -> QRCode | Elsewhere:
     """A QR code drawn here from its content; without content the bridge can draw (none, or
     too long for a QR code) the customer finishes elsewhere: never an error page."""
@@ -161,7 +168,7 @@ def _qr_code(qr: Mapping[str, Any], *, allow_http: bool) -> QRCode | Elsewhere:
     if not isinstance(content, str) or not content:
         return Elsewhere()
     try:
-        image = segno.make(content, error="m").svg_data_uri(scale=4, border=2)
+        image = qr_image(content)
     except segno.DataOverflowError:
         return Elsewhere()
     try:

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import hmac
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -30,6 +31,7 @@ from .store import (
     DeliveryRecord,
     DeliveryState,
     Event,
+    Handoff,
     StorageUnavailableError,
     Store,
     open_store,
@@ -44,6 +46,9 @@ FORGET_BATCH = 1_000  # rows one retention transaction deletes, so none holds th
 PAGES_REMEMBERED = 10_000  # page views whose history entry this process wrote recently
 # How far apart the clocks of two instances may be: one minted a token, another stored its session.
 CLOCK_SKEW = 60.0
+HANDOFF_TTL = 600.0  # seconds a link that moves the bank step to another browser may be used
+# What the pages' scripts may ask of one token a minute: which page holds the step, handoffs.
+PAGE_CALLS = 120
 
 
 @dataclass
@@ -59,6 +64,7 @@ class Bridge:
     key_guesses: RateLimiter = field(default_factory=lambda: RateLimiter(KEY_GUESSES))
     # Reports of the bank step per customer token: a page reports a handful.
     browser_limit: RateLimiter = field(default_factory=lambda: RateLimiter(BROWSER_REPORTS))
+    page_calls: RateLimiter = field(default_factory=lambda: RateLimiter(PAGE_CALLS))
     relay: Relay | None = None
     answers: Answers = field(init=False)  # built from sessions, dropped as they change
     banks: BankSteps = field(init=False)  # what came of bank steps, per bank, for the metrics
@@ -282,6 +288,41 @@ class Bridge:
             self.banks.reported(session, event)
         return stored
 
+    async def hold_step(self, token: str, session_id: str, page: str, *, take: bool) -> bool:
+        """Whether the page ``page`` (an id its own script made) holds the session's bank step
+        now: it gets it when no page does, or from whoever does with ``take``. One page at a
+        time submits the bank form; :class:`app.refusals.TooManyRequestsError` beyond
+        :data:`PAGE_CALLS` a minute for ``token``."""
+        self.page_calls.check(token)
+        return await self.store.hold_step(session_id, page, self.clock(), take=take)
+
+    async def hand_off(self, token: str, session_id: str) -> tuple[str, float]:
+        """A secret that moves the session's bank step to another browser, once, within
+        :data:`HANDOFF_TTL`, and when it expires. Only its hash is stored; the browser that
+        claims it goes where ``token``'s customer goes (a 429 as :meth:`hold_step`)."""
+        self.page_calls.check(token)
+        secret = secrets.token_urlsafe(32)
+        expires_at = self.clock() + HANDOFF_TTL
+        return_url = self.return_url_of(token)
+        await self.store.add_handoff(Handoff(_digest(secret), session_id, return_url, expires_at))
+        return secret, expires_at
+
+    async def handoff_open(self, secret: str) -> bool | None:
+        """Whether a handoff may still be claimed; ``None`` for a secret the bridge never gave."""
+        handoff = await self.store.handoff(_digest(secret))
+        if handoff is None:
+            return None
+        return handoff.claimed_at is None and handoff.expires_at > self.clock()
+
+    async def claim_handoff(self, secret: str, page: str) -> str | None:
+        """Use a handoff: its session's bank step goes to the page ``page``, and the browser it
+        is in gets a token of its own for the session; ``None`` once it is used or expired."""
+        claimed = await self.store.claim_handoff(_digest(secret), page, self.clock())
+        if claimed is None:
+            return None
+        log.info("session %s: another browser took the bank step", claimed.session_id)
+        return self.tokens.mint(claimed.session_id, claimed.return_url).token
+
     async def events(self, session_id: str) -> list[Event] | None:
         """The session's history, oldest first; ``None`` for a session the bridge does not know
         (a known one with nothing in its history yet has an empty one)."""
@@ -398,3 +439,7 @@ class Bridge:
                     log.info("retention: deleted %d old webhook bodies and sessions", forgotten)
             except Exception:  # the next round tries again; reads infer timeouts meanwhile
                 log.exception("the sweep failed")
+
+
+def _digest(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()

@@ -1,4 +1,5 @@
-"""Rate limits (429 with ``Retry-After``): the status API per token, minting per partner key.
+"""Rate limits (429 with ``Retry-After``): the status API per token, minting per partner key,
+what the customer pages' scripts ask of the bridge (the bank step's holder, handoffs) per token.
 
 GCRA (the generic cell rate algorithm): ``per_minute`` requests may come at once, then one
 every ``60 / per_minute`` seconds. Checked only where a limit guards (a library of hooks would

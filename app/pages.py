@@ -15,6 +15,7 @@ from .actions import BankStep, Elsewhere, QRCode, RefusedActionError, customer_a
 from .answers import Shown
 from .current import bridge, mark
 from .errors import found
+from .inapp import script_table
 from .keeping import KeptPage, PageNote, VariesBy
 from .lifecycle import Session, Status
 from .links import browser_path, cancel_path, external, local, pay_path, status_path
@@ -175,6 +176,9 @@ def _script_settings(
         "next_url": local(pay_path(token))
         + _query(lang=lang, embedder=embedder, returned=returned),
         "action_id": f"{session.id}:{session.action_received_at}",
+        "claim_url": local(routes.CLAIM.path(token)),
+        "handoff_url": local(routes.HANDOFF.path(token)),
+        "in_app": script_table(),
         "origins": origins,
         "onward_url": onward,
         "report_url": local(browser_path(token)),  # where the page tells how the step went

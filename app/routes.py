@@ -29,5 +29,9 @@ PAY = Route("/pay/<token>")
 RETURN = Route("/pay/<token>/return")
 CANCEL = Route("/pay/<token>/cancel")
 BROWSER = Route("/pay/<token>/browser")
+CLAIM = Route("/pay/<token>/claim")  # which page holds the bank step
+HANDOFF = Route("/pay/<token>/handoff")  # a link that moves it to another browser
+# The link itself: its one path segment is the link's secret, never a token.
+HANDOFF_LINK = Route("/pay/handoff/<token>")
 STATUS = Route("/api/v1/status/<token>")
 STATUS_EVENTS = Route("/api/v1/status/<token>/events")

@@ -130,6 +130,13 @@ async def test_no_planted_secret_reaches_a_log_record(
             headers={"Authorization": f"Bearer {WRONG_KEY}"},
         )
         await call("GET", f"/pay/{token}", 200)  # waiting page
+        await call("POST", f"/pay/{token}/claim", 200, json={"page": "p" * 32})
+        handoff = await call("POST", f"/pay/{token}/handoff", 201)
+        link = urllib.parse.urlsplit((await handoff.get_json())["handoff_url"]).path
+        await call("GET", link, 200)
+        await call("POST", link, 303, form={"page": "q" * 32})  # another browser's token
+        await call("GET", link, 410)
+        handoff_secret = link.rsplit("/", 1)[1]
         await send(action_required())
         page = await call("GET", f"/pay/{token}", 200)
         assert PAREQ in await page.get_data(as_text=True)  # the page does carry it
@@ -176,6 +183,7 @@ async def test_no_planted_secret_reaches_a_log_record(
     assert any("refused the bank instruction" in m for m in messages), messages
 
     secrets = set(planted(config["SECRET_KEY"], API_KEY)) | tokens_in(*answers)
+    secrets.add(handoff_secret)
     assert token in secrets and refused in secrets
     log = caplog.text + "\n".join(messages) + "\n".join(repr(r.args) for r in records)
     assert leaks(log, secrets) == []

@@ -19,7 +19,15 @@ import pytest
 
 from app.config import DB_TIMEOUT
 from app.lifecycle import Session, Status, new_session
-from app.store import Attempt, Delivery, Event, StorageUnavailableError, Store, migrations
+from app.store import (
+    Attempt,
+    Delivery,
+    Event,
+    Handoff,
+    StorageUnavailableError,
+    Store,
+    migrations,
+)
 from app.store import sqlite as sqlite_engine
 from app.store.sqlite import SQLiteStore
 
@@ -802,3 +810,46 @@ async def test_a_delivery_put_back_waits_for_its_sessions_one_in_flight(store: S
     assert await store.finish_attempt(Attempt(second, 25.0, 200, "delivered", 25.0))
     [again] = await store.claim_deliveries(26.0, 60.0, 10)
     assert again.message_id == first.message_id
+
+
+async def test_one_page_holds_a_sessions_bank_step_until_another_takes_it(store: Store) -> None:
+    assert await store.hold_step("ps_1", "tab-a", 1.0, take=False)
+    assert await store.hold_step("ps_1", "tab-a", 2.0, take=False)  # asking again
+    assert not await store.hold_step("ps_1", "tab-b", 3.0, take=False)
+    assert await store.hold_step("ps_2", "tab-b", 3.0, take=False)  # each session its own
+    assert await store.hold_step("ps_1", "tab-b", 4.0, take=True)
+    assert not await store.hold_step("ps_1", "tab-a", 5.0, take=False)
+    assert await store.hold_step("ps_1", "tab-b", 6.0, take=False)
+
+
+async def test_a_handoff_is_claimed_once_before_it_expires(store: Store) -> None:
+    link = Handoff(hashlib.sha256(b"secret").digest(), "ps_1", "https://shop.example/r", 100.0)
+    await store.add_handoff(link)
+    assert await store.handoff(link.digest) == link
+    assert await store.handoff(hashlib.sha256(b"other").digest()) is None
+    assert await store.hold_step("ps_1", "desktop", 10.0, take=False)
+    claimed = await store.claim_handoff(link.digest, "phone", 20.0)
+    assert claimed == Handoff(link.digest, "ps_1", "https://shop.example/r", 100.0, 20.0)
+    assert await store.claim_handoff(link.digest, "another-phone", 21.0) is None
+    assert not await store.hold_step("ps_1", "desktop", 22.0, take=False)
+    assert await store.hold_step("ps_1", "phone", 22.0, take=False)
+    assert [(e.kind, e.detail) for e in await store.events("ps_1")] == [
+        ("browser", {"event": "handoff", "mode": None})
+    ]
+    late = Handoff(hashlib.sha256(b"late").digest(), "ps_1", None, 100.0)
+    await store.add_handoff(late)
+    assert await store.claim_handoff(late.digest, "phone", 100.0) is None  # expired
+
+
+async def test_retention_deletes_old_handoffs_and_holders(store: Store) -> None:
+    old = Handoff(hashlib.sha256(b"old").digest(), "ps_1", None, 50.0)
+    new = Handoff(hashlib.sha256(b"new").digest(), "ps_2", None, 500.0)
+    for link in (old, new):
+        await store.add_handoff(link)
+    await store.hold_step("ps_1", "tab-a", 50.0, take=False)
+    await store.hold_step("ps_2", "tab-a", 500.0, take=False)
+    assert await store.forget(100.0, 1000, 1000.0) == 2
+    assert await store.handoff(old.digest) is None
+    assert await store.handoff(new.digest) == new
+    assert await store.hold_step("ps_1", "tab-b", 600.0, take=False)  # free again
+    assert not await store.hold_step("ps_2", "tab-b", 600.0, take=False)

@@ -70,6 +70,19 @@ class Event:
 
 
 @dataclass(frozen=True, slots=True)
+class Handoff:
+    """A single-use link that moves a session's bank step to another browser, known by the
+    SHA-256 of its secret (the secret itself is never stored); its customer goes to
+    ``return_url`` as the first browser's would."""
+
+    digest: bytes
+    session_id: str
+    return_url: str | None
+    expires_at: float
+    claimed_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RelayJob:
     """A delivery claimed for one attempt; ``claim`` proves the claim when its outcome is told."""
 
@@ -252,12 +265,29 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def forget(self, before: float, limit: int, now: float) -> int:
         """Delete at most ``limit`` webhook bodies and finished sessions older than ``before``
-        (history events stay, and each session deleted gets a ``forgotten`` one at ``now``);
-        how many rows went."""
+        (history events stay, and each session deleted gets a ``forgotten`` one at ``now``),
+        and bank steps' holders and handoffs from before then; how many rows went."""
 
     @abc.abstractmethod
     async def forgotten(self, session_id: str) -> Forgotten | None:
         """When retention last deleted the session, if it did."""
+
+    @abc.abstractmethod
+    async def hold_step(self, session_id: str, page: str, at: float, *, take: bool) -> bool:
+        """Whether the page ``page`` holds the session's bank step after this call: it gets it
+        when no page holds it, or whoever holds it with ``take``."""
+
+    @abc.abstractmethod
+    async def add_handoff(self, handoff: Handoff) -> None: ...
+
+    @abc.abstractmethod
+    async def handoff(self, digest: bytes) -> Handoff | None: ...
+
+    @abc.abstractmethod
+    async def claim_handoff(self, digest: bytes, page: str, now: float) -> Handoff | None:
+        """Use a handoff once: unclaimed and not expired at ``now``, it is claimed, ``page``
+        takes its session's bank step and the history notes it, in one transaction; the handoff
+        claimed, or ``None`` (nothing written)."""
 
     @abc.abstractmethod
     async def get_session(self, session_id: str) -> Session | None: ...

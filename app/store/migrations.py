@@ -275,6 +275,42 @@ MIGRATIONS: tuple[Migration, ...] = (
     CREATE INDEX deliveries_by_session ON deliveries (session_id, id);
     """,
     ),
+    # 9. One page at the bank at a time: the page that holds each session's bank step, and the
+    # single-use links that move it to another browser (only a hash of each link's secret).
+    Migration(
+        sqlite="""
+    CREATE TABLE step_holders (
+        session_id TEXT PRIMARY KEY,
+        page TEXT NOT NULL,
+        at REAL NOT NULL
+    );
+    CREATE INDEX step_holders_by_at ON step_holders (at);
+    CREATE TABLE handoffs (
+        digest BLOB PRIMARY KEY,
+        session_id TEXT NOT NULL,
+        return_url TEXT,
+        expires_at REAL NOT NULL,
+        claimed_at REAL
+    );
+    CREATE INDEX handoffs_by_expiry ON handoffs (expires_at);
+    """,
+        postgres="""
+    CREATE TABLE step_holders (
+        session_id TEXT PRIMARY KEY,
+        page TEXT NOT NULL,
+        at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX step_holders_by_at ON step_holders (at);
+    CREATE TABLE handoffs (
+        digest BYTEA PRIMARY KEY,
+        session_id TEXT NOT NULL,
+        return_url TEXT,
+        expires_at DOUBLE PRECISION NOT NULL,
+        claimed_at DOUBLE PRECISION
+    );
+    CREATE INDEX handoffs_by_expiry ON handoffs (expires_at);
+    """,
+    ),
 )
 DATED = 4  # the migration that added the provider's clock: sessions are dated after it
 

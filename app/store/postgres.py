@@ -26,6 +26,7 @@ from . import (
     DeliveryState,
     Event,
     Forgotten,
+    Handoff,
     RelayJob,
     StorageUnavailableError,
     Store,
@@ -346,7 +347,12 @@ class PostgresStore(Store):
     async def forget(self, before: float, limit: int, now: float) -> int:
         async def work(db: asyncpg.Connection) -> int:
             gone = 0
-            for statement in (POSTGRES.FORGET_DELIVERIES, POSTGRES.FORGET_WEBHOOKS):
+            for statement in (
+                POSTGRES.FORGET_DELIVERIES,
+                POSTGRES.FORGET_WEBHOOKS,
+                POSTGRES.FORGET_STEP_HOLDERS,
+                POSTGRES.FORGET_HANDOFFS,
+            ):
                 gone += int((await db.execute(statement, before, limit)).split()[-1])
             async with db.transaction():
                 sessions = await db.fetch(POSTGRES.FORGET_SESSIONS, before, limit)
@@ -356,6 +362,40 @@ class PostgresStore(Store):
                     POSTGRES.INSERT_EVENT, [sql.forgotten_event(row, now) for row in sessions]
                 )
             return gone + len(sessions)
+
+        return await self._run(work)
+
+    async def hold_step(self, session_id: str, page: str, at: float, *, take: bool) -> bool:
+        if take:
+            await self._run(lambda db: db.execute(POSTGRES.TAKE_STEP, session_id, page, at))
+            return True
+
+        async def work(db: asyncpg.Connection) -> bool:
+            holder = await db.fetchval(POSTGRES.SELECT_STEP_HOLDER, session_id)
+            if holder is not None:  # a page asking again whether it holds the step: no write
+                return bool(holder == page)
+            return await db.fetchval(POSTGRES.HOLD_STEP, session_id, page, at) is not None
+
+        return await self._run(work)
+
+    async def add_handoff(self, handoff: Handoff) -> None:
+        await self._run(lambda db: db.execute(POSTGRES.INSERT_HANDOFF, *sql.handoff_row(handoff)))
+
+    async def handoff(self, digest: bytes) -> Handoff | None:
+        row = await self._run(lambda db: db.fetchrow(POSTGRES.SELECT_HANDOFF, digest))
+        return sql.handoff_from_row(None if row is None else tuple(row))
+
+    async def claim_handoff(self, digest: bytes, page: str, now: float) -> Handoff | None:
+        async def work(db: asyncpg.Connection) -> Handoff | None:
+            async with db.transaction():
+                row = await db.fetchrow(POSTGRES.CLAIM_HANDOFF, now, digest, now)
+                claimed = sql.handoff_from_row(None if row is None else tuple(row))
+                if claimed is not None:
+                    await db.execute(POSTGRES.TAKE_STEP, claimed.session_id, page, now)
+                    await db.execute(
+                        POSTGRES.INSERT_EVENT, *sql.event_row(sql.handoff_event(claimed))
+                    )
+                return claimed
 
         return await self._run(work)
 

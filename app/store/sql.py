@@ -23,6 +23,7 @@ from . import (
     DeliveryState,
     Event,
     Forgotten,
+    Handoff,
     RelayJob,
 )
 
@@ -183,6 +184,56 @@ FORGET_SESSIONS = (
     + ", ".join(f"'{status.value}'" for status in Status if status.is_final)
     + ") LIMIT ?) RETURNING session_id, provider_updated_at"
 )
+
+# -- one page at the bank, and handoffs ---------------------------------------------------------
+
+SELECT_STEP_HOLDER = "SELECT page FROM step_holders WHERE session_id = ?"
+# The step to a page when no page holds it; the row comes back only when that page holds it.
+HOLD_STEP = (
+    "INSERT INTO step_holders (session_id, page, at) VALUES (?, ?, ?)"
+    " ON CONFLICT (session_id) DO UPDATE SET at = excluded.at"
+    " WHERE step_holders.page = excluded.page RETURNING page"
+)
+TAKE_STEP = (
+    "INSERT INTO step_holders (session_id, page, at) VALUES (?, ?, ?)"
+    " ON CONFLICT (session_id) DO UPDATE SET page = excluded.page, at = excluded.at"
+)
+_HANDOFF_COLUMNS = "digest, session_id, return_url, expires_at, claimed_at"
+INSERT_HANDOFF = f"INSERT INTO handoffs ({_HANDOFF_COLUMNS}) VALUES (?, ?, ?, ?, NULL)"
+SELECT_HANDOFF = f"SELECT {_HANDOFF_COLUMNS} FROM handoffs WHERE digest = ?"
+# Once: only an unclaimed link that has not expired is claimed, and only by one request.
+CLAIM_HANDOFF = (
+    "UPDATE handoffs SET claimed_at = ? WHERE digest = ? AND claimed_at IS NULL"
+    f" AND expires_at > ? RETURNING {_HANDOFF_COLUMNS}"
+)
+FORGET_STEP_HOLDERS = (
+    "DELETE FROM step_holders WHERE session_id IN"
+    " (SELECT session_id FROM step_holders WHERE at < ? LIMIT ?)"
+)
+FORGET_HANDOFFS = (
+    "DELETE FROM handoffs WHERE digest IN"
+    " (SELECT digest FROM handoffs WHERE expires_at < ? LIMIT ?)"
+)
+
+
+def handoff_row(handoff: Handoff) -> tuple[Any, ...]:
+    """A handoff as the values of :data:`INSERT_HANDOFF`."""
+    return (handoff.digest, handoff.session_id, handoff.return_url, handoff.expires_at)
+
+
+def handoff_from_row(row: Mapping[str, Any] | tuple[Any, ...] | None) -> Handoff | None:
+    if row is None:
+        return None
+    digest, session_id, return_url, expires_at, claimed_at = tuple(row)
+    return Handoff(bytes(digest), session_id, return_url, expires_at, claimed_at)
+
+
+def handoff_event(handoff: Handoff) -> Event:
+    """The history's note that another browser took the session's bank step."""
+    assert handoff.claimed_at is not None
+    detail = {"event": "handoff", "mode": None}  # as the pages' own reports are written
+    return Event(handoff.session_id, handoff.claimed_at, "browser", detail)
+
 
 _FORGOTTEN = "forgotten"  # the history's note that retention deleted the session's data
 SELECT_FORGOTTEN = (

@@ -41,6 +41,7 @@ from . import (
     DeliveryState,
     Event,
     Forgotten,
+    Handoff,
     RelayJob,
     StorageUnavailableError,
     Store,
@@ -297,12 +298,53 @@ class SQLiteStore(Store):
         def work(db: sqlite3.Connection) -> int:
             gone = sum(
                 db.execute(statement, (before, limit)).rowcount
-                for statement in (sql.FORGET_DELIVERIES, sql.FORGET_WEBHOOKS)
+                for statement in (
+                    sql.FORGET_DELIVERIES,
+                    sql.FORGET_WEBHOOKS,
+                    sql.FORGET_STEP_HOLDERS,
+                    sql.FORGET_HANDOFFS,
+                )
             )
             sessions = db.execute(sql.FORGET_SESSIONS, (before, limit)).fetchall()
             db.executemany(ANNOUNCE, [row[:1] for row in sessions])
             db.executemany(sql.INSERT_EVENT, [sql.forgotten_event(row, now) for row in sessions])
             return gone + len(sessions)
+
+        return await self._transaction("", work)
+
+    async def hold_step(self, session_id: str, page: str, at: float, *, take: bool) -> bool:
+        if not take:  # a page asking again whether it holds the step reads, never writes
+            rows = await self._read(sql.SELECT_STEP_HOLDER, (session_id,))
+            if rows:
+                return bool(rows[0][0] == page)
+
+        def work(db: sqlite3.Connection) -> bool:
+            if take:
+                db.execute(sql.TAKE_STEP, (session_id, page, at))
+                return True
+            return db.execute(sql.HOLD_STEP, (session_id, page, at)).fetchone() is not None
+
+        return await self._transaction("", work)
+
+    async def add_handoff(self, handoff: Handoff) -> None:
+        def work(db: sqlite3.Connection) -> None:
+            db.execute(sql.INSERT_HANDOFF, sql.handoff_row(handoff))
+
+        await self._transaction("", work)
+
+    async def handoff(self, digest: bytes) -> Handoff | None:
+        rows = await self._read(sql.SELECT_HANDOFF, (digest,))
+        return sql.handoff_from_row(rows[0] if rows else None)
+
+    async def claim_handoff(self, digest: bytes, page: str, now: float) -> Handoff | None:
+        def work(db: sqlite3.Connection) -> Handoff | None:
+            claimed = sql.handoff_from_row(
+                db.execute(sql.CLAIM_HANDOFF, (now, digest, now)).fetchone()
+            )
+            if claimed is not None:
+                db.execute(sql.TAKE_STEP, (claimed.session_id, page, now))
+                db.execute(sql.INSERT_EVENT, sql.event_row(sql.handoff_event(claimed)))
+            return claimed
 
         return await self._transaction("", work)
 

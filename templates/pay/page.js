@@ -66,12 +66,18 @@
 
   // The bank step goes once per tab: Back, or a reload after the bank, shows a button instead
   // of posting the old form again. Returns whether the page is on its way to the bank.
+  var sentKey = "redirect-bridge:sent:" + page.action_id;
   function goOnce(form, link) {
-    var key = "redirect-bridge:sent:" + page.action_id;
     var sent = false;
-    try { sent = window.sessionStorage.getItem(key) === "1"; } catch (ignored) { /* storage blocked */ }
+    try { sent = window.sessionStorage.getItem(sentKey) === "1"; } catch (ignored) { /* storage blocked */ }
     if (sent) { document.getElementById("bank-again").hidden = false; return false; }
-    try { window.sessionStorage.setItem(key, "1"); } catch (ignored) { /* storage blocked */ }
+    send(form, link);
+    return true;
+  }
+
+  // The one place the form leaves: it is noted for this tab, and the bridge hears how it went.
+  function send(form, link) {
+    try { window.sessionStorage.setItem(sentKey, "1"); } catch (ignored) { /* storage blocked */ }
     report("bank", windowMode());
     if (form) {
       // Through the prototype: a field named "submit" shadows form.submit.
@@ -79,7 +85,6 @@
     } else {
       window.location.replace(link.href);  // GET: no history entry to come Back to
     }
-    return true;
   }
 
   // Long-poll the status API with this page's own ETag: a 200 always means the answer changed.
@@ -102,6 +107,123 @@
     poll();
   }
 
+  // One page at the bank at a time. Each tab names itself (an id kept for the tab, so a reload
+  // is the same page) and asks the bridge whether it holds the session's bank step before it
+  // submits; a page that does not hold it says the step is open elsewhere, follows the status
+  // and offers to continue here. Never asked by a GET: previews and prefetches fetch pages.
+  var pageId = null;
+  function ownId() {
+    var key = "redirect-bridge:page";
+    try { pageId = pageId || window.sessionStorage.getItem(key); } catch (ignored) { /* blocked */ }
+    if (!pageId) {
+      var bytes = new Uint8Array(16);
+      window.crypto.getRandomValues(bytes);
+      pageId = Array.prototype.map.call(bytes, function (b) { return (b + 256).toString(16).slice(1); }).join("");
+      try { window.sessionStorage.setItem(key, pageId); } catch (ignored) { /* blocked */ }
+    }
+    return pageId;
+  }
+
+  function post(url, body) {
+    return fetch(url, {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+      cache: "no-store", credentials: "omit", referrerPolicy: "same-origin"
+    });
+  }
+
+  // Whether this page holds the step; when the bridge cannot say, it does (reaching the bank
+  // matters more than a second view). Asked too often, it asks again a little later.
+  function claim(take, then) {
+    post(page.claim_url, { page: ownId(), take: take }).then(function (response) {
+      if (response.status === 429) { window.setTimeout(function () { claim(take, then); }, 5000); return null; }
+      return response.status === 200 ? response.json() : { held: true };
+    }).then(function (answer) { if (answer) { then(answer.held !== false); } }, function () { then(true); });
+  }
+
+  function shown(id, visible) {
+    var element = document.getElementById(id);
+    if (element) { element.hidden = !visible; }
+  }
+
+  var watching = null;
+  function watchHold() {
+    if (watching === null) {
+      watching = window.setInterval(function () { claim(false, function (held) { if (!held) { elsewhere(); } }); }, 5000);
+    }
+  }
+
+  function elsewhere() {
+    window.clearInterval(watching);
+    watching = null;
+    ["bank-going", "bank-again", "phone-code", "in-app"].forEach(function (id) { shown(id, false); });
+    shown("step-elsewhere", true);
+    shown("here", true);
+    if (!inApp) { offerPhone(); }
+  }
+
+  function handoffLink(then) {
+    post(page.handoff_url, {}).then(function (response) {
+      return response.status === 201 ? response.json() : null;
+    }).then(function (answer) { if (answer) { then(answer); } }, function () { /* asked again on demand */ });
+  }
+
+  // "Continue on your phone": a single-use link the bridge makes on demand, drawn as a QR
+  // code it draws itself; this page takes the step first, so it knows when the phone does.
+  function offerPhone() {
+    var phone = document.getElementById("phone");
+    if (!phone || !phone.hidden) { return; }
+    phone.hidden = false;
+    phone.querySelector("[data-bridge-action=continue-on-phone]").addEventListener("click", function () {
+      claim(true, function () {
+        ["step-elsewhere", "here"].forEach(function (id) { shown(id, false); });
+        handoffLink(function (answer) {
+          document.getElementById("phone-qr").src = answer.qr;
+          shown("phone-code", true);
+          watchHold();
+        });
+      });
+    });
+  }
+
+  // Known in-app browsers (app/inapp.py's table, given in the settings) are not sent to the
+  // bank by themselves: the page offers the customer's own browser, through a handoff link
+  // (on Android an intent:// link, which opens the default browser), or to continue here.
+  var agent = window.navigator.userAgent;
+  var inApp = (page.in_app || []).some(function (browser) {
+    return browser[1].some(function (marker) { return agent.indexOf(marker) >= 0; });
+  });
+  var hereKey = "redirect-bridge:here";  // the customer chose to go on inside the app
+  try { inApp = inApp && window.sessionStorage.getItem(hereKey) !== "1"; } catch (ignored) { /* blocked */ }
+
+  function offerBrowser() {
+    ["bank-going", "step-elsewhere"].forEach(function (id) { shown(id, false); });
+    ["in-app", "here"].forEach(function (id) { shown(id, true); });
+    handoffLink(function (answer) {
+      var open = document.getElementById("in-app-open");
+      var url = new URL(answer.handoff_url);
+      if (/Android/.test(agent)) {
+        open.href = "intent://" + url.host + url.pathname + "#Intent;scheme=" + url.protocol.slice(0, -1) +
+          ";action=android.intent.action.VIEW;category=android.intent.category.BROWSABLE;end";
+        return;
+      }
+      open.href = url.href;
+      shown("in-app-ios", true);
+      document.querySelector("[data-bridge-action=copy-link]").addEventListener("click", function () {
+        if (window.navigator.clipboard) { window.navigator.clipboard.writeText(url.href).catch(function () { /* the link stays */ }); }
+      });
+    });
+  }
+
+  // The page of a link that moves the step here: claimed from its own script, never by a GET.
+  if (page.handoff) {
+    var handoff = document.getElementById("handoff-form");
+    if (handoff) {
+      handoff.elements.page.value = ownId();
+      HTMLFormElement.prototype.submit.call(handoff);
+    }
+    return;
+  }
+
   notify();
   if (page.done) {
     // Back from the bank with the outcome known: on to the shop, unless a partner page embeds us.
@@ -110,11 +232,43 @@
   }
   var form = document.getElementById("bank-form");
   var link = document.getElementById("bank-go");
+  var here = document.querySelector("[data-bridge-action=continue-here]");
+  if (here) {
+    here.addEventListener("click", function () {
+      try { window.sessionStorage.setItem(hereKey, "1"); } catch (ignored) { /* blocked */ }
+      inApp = false;
+      claim(true, function () {
+        ["step-elsewhere", "in-app", "here"].forEach(function (id) { shown(id, false); });
+        if (form || link) { send(form, link); } else { watchHold(); }
+      });
+    });
+  }
   if (form || link) {
     window.addEventListener("pageshow", function (event) {
-      if (event.persisted) { document.getElementById("bank-again").hidden = false; follow(); }
+      if (event.persisted) { shown("bank-again", true); follow(); watchHold(); }
     });
-    if (goOnce(form, link)) { return; }
+    // The button that opens the bank page again asks first too.
+    var again = form || document.querySelector("#bank-again a");
+    again.addEventListener(form ? "submit" : "click", function (event) {
+      event.preventDefault();
+      claim(false, function (held) { if (held) { send(form, link); } else { elsewhere(); } });
+    });
+    // A window the embedding script opens for the step (?take=1) is that step.
+    var take = /[?&]take=1(&|$)/.test(window.location.search);
+    claim(take, function (held) {
+      if (!held) { elsewhere(); follow(); return; }
+      if (inApp) { offerBrowser(); watchHold(); follow(); return; }
+      if (goOnce(form, link)) { return; }
+      offerPhone();
+      watchHold();
+      follow();
+    });
+    return;
+  }
+  if (here && inApp) {
+    claim(false, function (held) { if (held) { offerBrowser(); watchHold(); } else { elsewhere(); } });
+  } else if (here) {
+    offerPhone();
   }
   follow();
 }());

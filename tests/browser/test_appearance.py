@@ -10,6 +10,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from ..payloads import inform, redirect, webhook
+from ..test_inapp import SAMPLES
 from .conftest import Console
 from .harness import Bank, Bridge
 
@@ -168,5 +169,41 @@ def test_status_text_is_announced_and_motion_can_be_turned_off(
             "getComputedStyle(document.querySelector('.spinner')).animationName"
         )
         assert animation == "none"
+    finally:
+        context.close()
+
+
+def test_continue_on_your_phone_the_step_open_elsewhere_and_an_in_app_browser(
+    browser: Browser,
+    page: Page,
+    bridge: Bridge,
+    bank: Bank,
+    session_id: str,
+    screenshots: Path,
+) -> None:
+    token = bridge.token(session_id)
+    page.goto(token["pay_url"])
+    page.click("[data-bridge-action=continue-on-phone]")
+    expect(page.locator("#phone-qr")).to_be_visible()
+    page.screenshot(path=screenshots / "phone.png")
+    fits_a_phone(page)
+    bridge.send(webhook("action_required", session_id, interaction=bank_step(bank)))
+    page.wait_for_url(f"{bank.url}/**")
+    second = page.context.new_page()
+    second.goto(token["pay_url"])
+    expect(second.locator("#step-elsewhere")).to_be_visible()
+    second.screenshot(path=screenshots / "open-elsewhere.png")
+    fits_a_phone(second)
+    context = browser.new_context(
+        user_agent=SAMPLES[0][1], viewport={"width": 390, "height": 800}, is_mobile=True
+    )
+    in_app = f"{session_id}_app"  # a session of its own: the one above is held elsewhere
+    bridge.send(webhook("action_required", in_app, interaction=bank_step(bank)))
+    try:
+        app = context.new_page()
+        app.goto(bridge.token(in_app)["pay_url"])
+        expect(app.locator("#in-app")).to_be_visible()
+        app.screenshot(path=screenshots / "in-app.png")
+        fits_a_phone(app)
     finally:
         context.close()
