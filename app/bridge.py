@@ -17,7 +17,9 @@ from dataclasses import dataclass, field, replace
 
 from . import events, lifecycle
 from .answers import Answers, Shown
+from .banks import Banks
 from .config import DAY, Settings, redacted_url
+from .framing import BankSteps, Frames
 from .lifecycle import Session
 from .limits import RateLimiter
 from .metrics import Metrics
@@ -56,6 +58,7 @@ class Bridge:
     key_guesses: RateLimiter = field(default_factory=lambda: RateLimiter(KEY_GUESSES))
     relay: Relay | None = None
     answers: Answers = field(init=False)  # built from sessions, dropped as they change
+    banks: Banks = field(init=False)  # what is known of bank origins' frames
     _sweeper: asyncio.Task[None] | None = field(default=None, repr=False)
     _pages_seen: dict[Shown, None] = field(default_factory=dict)
 
@@ -64,6 +67,9 @@ class Bridge:
             self.store.emit = events.emitted
         self.answers = Answers(
             self.store.changes, max_bytes=self.settings.kept_answers_mb * 1024 * 1024
+        )
+        self.banks = Banks(
+            self.store, self.clock, self.metrics, allow_http=self.settings.allow_insecure_acs
         )
 
     @classmethod
@@ -100,6 +106,7 @@ class Bridge:
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="sweep")
 
     async def stop(self) -> None:
+        await self.banks.stop()
         if self.relay is not None:
             await self.relay.stop()
         if self._sweeper is not None:
@@ -141,6 +148,9 @@ class Bridge:
         self._count_transition(changed)
         if not (changed.duplicate or changed.ignored):
             self._wake_the_relay()
+        if changed.after is not None and changed.after != changed.before:
+            if origin := self.banks.origin_of(changed.after):
+                self.banks.notice(origin)  # in the background: the provider's 200 waits for none
         return changed
 
     def _relays(self, kind: str) -> bool:
@@ -239,6 +249,15 @@ class Bridge:
         )
         assert changed.after is not None
         return lifecycle.at(changed.after, now)
+
+    async def bank_frames(self, origin: str) -> Frames:
+        """What the embedding script is told of a bank origin's frames."""
+        return await self.banks.frames(origin)
+
+    async def count_bank_step(self, session: Session, steps: BankSteps) -> None:
+        """What a customer's bank step showed of its bank's frames, kept for every instance."""
+        if origin := self.banks.origin_of(session):
+            await self.banks.count(origin, steps)
 
     async def events(self, session_id: str) -> list[Event] | None:
         """The session's history, oldest first; ``None`` for a session the bridge does not know

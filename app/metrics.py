@@ -107,6 +107,13 @@ class Metrics:
             ["route"],
             registry=self.registry,
         )
+        self.bank_looks = Counter(
+            "bridge_bank_looks",
+            "Looks at a bank origin's answer headers by what they said of frames: refused,"
+            " allowed, or unknown (no answer, or none to be sure of)",
+            ["frames"],
+            registry=self.registry,
+        )
         self._children: dict[tuple[Any, ...], Any] = {}
         self._start_at_zero()
 
@@ -158,6 +165,9 @@ class Metrics:
 
     def kept_answer(self, route: str, outcome: str) -> None:
         _child(self._children, self.kept_answers, route, outcome).inc()
+
+    def bank_look(self, frames: str) -> None:
+        _child(self._children, self.bank_looks, frames).inc()
 
     def fast_path_fault(self, route: str) -> None:
         _child(self._children, self.fast_path_faults, route).inc()
