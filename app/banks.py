@@ -107,8 +107,8 @@ class Banks:
                     "a bank origin gave no answer to the frame check (%s)", type(error).__name__
                 )
                 frames = None
-            self._metrics.bank_look((frames or Frames.UNKNOWN).value)
             await self._store.record_bank_look(origin, frames)
+            self._metrics.bank_look((frames or Frames.UNKNOWN).value)
         except StorageUnavailableError:
             log.warning("a bank origin's frame check was not stored")
 

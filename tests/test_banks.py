@@ -4,6 +4,8 @@ looked at cautiously and never more than once an interval."""
 from __future__ import annotations
 
 import asyncio
+import re
+from typing import Any
 
 from aiohttp import web
 
@@ -12,8 +14,9 @@ from app.framing import STALLS_TO_LEARN, BankSteps, Frames
 from app.metrics import Metrics
 from app.store import Store
 
-from .conftest import FakeClock
+from .conftest import FakeClock, Partner, Provider
 from .database import open_store
+from .payloads import redirect
 
 ORIGIN = "https://acs.bank.example"
 
@@ -148,3 +151,33 @@ async def test_a_look_carries_no_customer_data() -> None:
             assert "Cookie" not in request.headers and "Referer" not in request.headers
     finally:
         await runner.cleanup()
+
+
+def bank_frames(page: str) -> str:
+    found = re.search(r'"bank_frames": "(\w+)"', page)
+    assert found, page
+    return found[1]
+
+
+async def test_customers_teach_the_bridge_through_its_pages(
+    client: Any, provider: Provider, partner: Partner
+) -> None:
+    """Framed steps taken to a window after the wait, and a return in a window, make the next
+    bank page say the bank refuses frames; a return inside a frame says it allows them."""
+    tokens = []
+    for number in range(STALLS_TO_LEARN + 1):
+        session_id = f"ps_{number}"
+        tokens.append(await partner.token(session_id))
+        await provider.deliver("action_required", session_id, interaction=redirect())
+    first = await client.get(f"/pay/{tokens[0]}")
+    assert bank_frames(await first.get_data(as_text=True)) == "unknown"
+    for token in tokens[:STALLS_TO_LEARN]:
+        window = await client.get(f"/pay/{token}?window=popup&after=stall")
+        assert bank_frames(await window.get_data(as_text=True)) == "unknown"
+    await client.post(f"/pay/{tokens[0]}/return", headers={"Sec-Fetch-Dest": "document"})
+    await client.post(f"/pay/{tokens[0]}/return", headers={"Sec-Fetch-Dest": "document"})
+    learned = await client.get(f"/pay/{tokens[-1]}")
+    assert bank_frames(await learned.get_data(as_text=True)) == "refused"
+    await client.post(f"/pay/{tokens[1]}/return", headers={"Sec-Fetch-Dest": "iframe"})
+    again = await client.get(f"/pay/{tokens[-1]}?lang=en")
+    assert bank_frames(await again.get_data(as_text=True)) == "allowed"

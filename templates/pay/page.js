@@ -37,8 +37,12 @@
 
   // Tell the embedding page (iframe parent or popup opener) about the status; only to the
   // partner origins the bridge was configured with, never to "*".
-  function notify() {
+  // A framed bank page also says, before its form goes, what the bridge knows of the bank's
+  // frames: the embedding script offers a window if the step stalls, and takes it to one at
+  // once when the bank is known to refuse frames (the form then stays here).
+  function notify(atBank) {
     var message = { source: "redirect-bridge", type: "status", status: page.status, done: page.done };
+    if (atBank) { message.bank = { frames: page.bank_frames, lang: page.lang }; }
     [framed ? window.parent : null, window.opener].forEach(function (target) {
       if (!target) { return; }
       targetOrigins(target).forEach(function (origin) {
@@ -50,7 +54,8 @@
   // The bank step goes once per tab: Back, or a reload after the bank, shows a button instead
   // of posting the old form again. Returns whether the page is on its way to the bank.
   function goOnce(form, link) {
-    var key = "redirect-bridge:sent:" + page.action_id;
+    // The window a framed step moved to is that step, sent once of its own.
+    var key = "redirect-bridge:sent:" + page.action_id + (page.window ? ":window" : "");
     var sent = false;
     try { sent = window.sessionStorage.getItem(key) === "1"; } catch (ignored) { /* storage blocked */ }
     if (sent) { document.getElementById("bank-again").hidden = false; return false; }
@@ -84,15 +89,29 @@
     poll();
   }
 
-  notify();
+  // What the browser did with the bank step, for the session's history (no customer data).
+  function report(what) {
+    fetch(page.browser_url, {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(what),
+      credentials: "omit", keepalive: true
+    }).catch(function () { /* the history misses it; the customer does not */ });
+  }
+
+  var form = document.getElementById("bank-form");
+  var link = document.getElementById("bank-go");
+  notify(framed && Boolean(form || link));
   if (page.done) {
     // Back from the bank with the outcome known: on to the shop, unless a partner page embeds us.
     if (page.onward_url && !framed && !window.opener) { window.location.replace(page.onward_url); }
     return;
   }
-  var form = document.getElementById("bank-form");
-  var link = document.getElementById("bank-go");
   if (form || link) {
+    if (framed && page.bank_frames === "refused") {
+      document.getElementById("bank-window").hidden = false;
+      follow();
+      return;
+    }
+    if (page.window) { report({ event: "fallback", mode: page.window }); }
     window.addEventListener("pageshow", function (event) {
       if (event.persisted) { document.getElementById("bank-again").hidden = false; follow(); }
     });
