@@ -196,6 +196,24 @@ def test_a_known_refusal_offers_a_popup_at_once_when_the_shop_prefers_it(
     assert step.posts() == 1
 
 
+def test_a_page_embedded_by_an_older_script_offers_the_window_itself(
+    step_at: Callable[[str], Step],
+) -> None:
+    """The script pinned before windows existed cannot move the step: the bridge's page in the
+    frame neither posts into a refusal nor strands the customer, but links to the window."""
+    step = step_at("every")
+    step.instructed(looked="refused")
+    step.checkout(pinned="0.1.0")
+    link = step.tab.frame_locator(FRAME).locator("#bank-window a")
+    expect(link).to_have_text("Continue to your bank")
+    expect(step.tab.locator(OPEN_WINDOW)).to_have_count(0)
+    assert step.posts() == 0
+    went = step.top_urls()
+    link.click()
+    step.finish_in_page(went, "window=page&after=known")
+    assert step.posts() == 1
+
+
 def test_a_refused_form_answer_is_offered_a_window_within_15_seconds(
     step_at: Callable[[str], Step], console: Console, screenshots: Path
 ) -> None:
