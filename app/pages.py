@@ -155,8 +155,8 @@ async def _bank_window(token: str, session: Session, action: BankStep) -> dict[s
         "bank_frames": (await bridge().bank_frames(action.origin)).value,
         "lang": language(),
         "window": window,
-        "window_url": path + _query(window="page", after="known", lang=_arg("lang")),
-        "browser_url": path + "/browser",
+        "window_url": path + _query(window="page", after="known", take=True, lang=_arg("lang")),
+        "report_url": path + "/browser",  # where the page tells how the step went
     }
 
 

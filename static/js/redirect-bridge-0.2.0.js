@@ -73,9 +73,10 @@
   }
 
   // The pay page as the window a framed step moves to: "popup" or "page"; after "known" (the
-  // bank refuses frames) or "stall" (the frame never came back).
+  // bank refuses frames) or "stall" (the frame never came back). It takes the step (take=1):
+  // it is the step, not a second view of it.
   function windowUrl(payUrl, kind, after) {
-    var url = payUrl + "?window=" + kind + "&after=" + after;
+    var url = payUrl + "?window=" + kind + "&after=" + after + "&take=1";
     return kind === "popup" ? url + "&embedder=" + encodeURIComponent(global.location.origin) : url;
   }
 

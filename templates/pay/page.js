@@ -89,12 +89,16 @@
     poll();
   }
 
-  // What the browser did with the bank step, for the session's history (no customer data).
-  function report(what) {
-    fetch(page.browser_url, {
-      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(what),
-      credentials: "omit", keepalive: true
-    }).catch(function () { /* the history misses it; the customer does not */ });
+  // Tell the bridge what became of the bank step (its history): kept alive past this page's
+  // unload, which follows at once. A report lost is no harm.
+  function report(event, mode) {
+    try {
+      fetch(page.report_url, {
+        method: "POST", keepalive: true, credentials: "omit", cache: "no-store",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ event: event, mode: mode })
+      }).catch(function () { /* gone with the page, or refused */ });
+    } catch (ignored) { /* no fetch */ }
   }
 
   var form = document.getElementById("bank-form");
@@ -111,7 +115,7 @@
       follow();
       return;
     }
-    if (page.window) { report({ event: "fallback", mode: page.window }); }
+    if (page.window) { report("fallback", page.window); }
     window.addEventListener("pageshow", function (event) {
       if (event.persisted) { document.getElementById("bank-again").hidden = false; follow(); }
     });
