@@ -11,12 +11,12 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Page, Request, expect
 
 from ..payloads import redirect, webhook
 from .conftest import CHROMIUM, CHROMIUM_ARGS, Console
@@ -70,6 +70,14 @@ class Step:
     bank: Bank
     token: dict[str, Any]
     session_id: str
+    reports: list[Any] = field(default_factory=list)  # what the bridge's pages reported
+
+    def __post_init__(self) -> None:
+        def record(request: Request) -> None:
+            if request.method == "POST" and request.url.endswith("/browser"):
+                self.reports.append(request.post_data_json)
+
+        self.tab.context.on("request", record)
 
     def instructed(self, looked: str | None = None) -> None:
         """The provider asks for the bank step; with ``looked``, wait until the bridge has
@@ -178,6 +186,7 @@ def test_a_bank_known_to_refuse_frames_gets_the_whole_page_at_once(
     step.checkout()
     step.finish_in_page(went, "window=page&after=known&take=1")
     assert step.posts() == 1  # the frame held its form back: the window's is the one step
+    assert step.reports == [{"event": "fallback", "mode": "page"}]
 
 
 def test_a_known_refusal_offers_a_popup_at_once_when_the_shop_prefers_it(
@@ -194,6 +203,7 @@ def test_a_known_refusal_offers_a_popup_at_once_when_the_shop_prefers_it(
         button.click()
     step.finish_in_popup(opened.value)
     assert step.posts() == 1
+    assert step.reports == [{"event": "fallback", "mode": "popup"}]
 
 
 def test_a_page_embedded_by_an_older_script_offers_the_window_itself(
@@ -212,6 +222,7 @@ def test_a_page_embedded_by_an_older_script_offers_the_window_itself(
     link.click()
     step.finish_in_page(went, "window=page&after=known&take=1")
     assert step.posts() == 1
+    assert step.reports == [{"event": "fallback", "mode": "page"}]
 
 
 def test_a_refused_form_answer_is_offered_a_window_within_15_seconds(
@@ -234,6 +245,7 @@ def test_a_refused_form_answer_is_offered_a_window_within_15_seconds(
         button.click()
     step.finish_in_popup(opened.value)
     assert step.posts() == 2  # the frame's, refused, and the window's: the one live step
+    assert step.reports == [{"event": "fallback", "mode": "popup"}]
 
 
 def test_with_popups_blocked_the_click_takes_the_whole_page(
@@ -249,6 +261,7 @@ def test_with_popups_blocked_the_click_takes_the_whole_page(
     button.click()
     step.finish_in_page(went, "window=page&after=stall&take=1")
     assert step.posts() == 2
+    assert step.reports == [{"event": "fallback", "mode": "page"}]
 
 
 def test_a_bank_that_allows_frames_stays_framed(
@@ -277,6 +290,7 @@ def test_a_bank_that_allows_frames_stays_framed(
     step.tab.wait_for_function(LAST_IS_COMPLETE, timeout=5000)
     assert step.tab.evaluate("window.events.at(-1)") == ["complete", "succeeded"]
     assert step.posts() == 1
+    assert step.reports == []  # no fallback
     context.close()
 
 
