@@ -60,6 +60,7 @@
     try { sent = window.sessionStorage.getItem(key) === "1"; } catch (ignored) { /* storage blocked */ }
     if (sent) { document.getElementById("bank-again").hidden = false; return false; }
     try { window.sessionStorage.setItem(key, "1"); } catch (ignored) { /* storage blocked */ }
+    if (page.window) { report("fallback", page.window); }  // once, as the step leaves
     if (form) {
       // Through the prototype: a field named "submit" shadows form.submit.
       HTMLFormElement.prototype.submit.call(form);
@@ -115,7 +116,6 @@
       follow();
       return;
     }
-    if (page.window) { report("fallback", page.window); }
     window.addEventListener("pageshow", function (event) {
       if (event.persisted) { document.getElementById("bank-again").hidden = false; follow(); }
     });
