@@ -111,6 +111,7 @@ class Banks:
             self._metrics.bank_look((frames or Frames.UNKNOWN).value)
         except StorageUnavailableError:
             log.warning("a bank origin's frame check was not stored")
+            self._noticed.pop(origin, None)  # the next instruction naming it tries again
 
     async def frames(self, origin: str) -> Frames:
         """What the embedding script is told of ``origin``'s frames."""

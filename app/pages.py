@@ -144,7 +144,9 @@ async def _bank_window(token: str, session: Session, action: BankStep) -> dict[s
     """What the bank page's script needs to take a framed step to a window: what the bridge
     knows of the bank's frames (a step it knows will be refused is not submitted in a frame),
     and, on a page opened as that window (``?window=popup|page``, made by the embedding script;
-    ``after=stall`` when its frame never came back), which one it is."""
+    ``after=stall`` when its frame never came back), which one it is. What is known of the
+    bank goes out with the page, kept until its session changes: a verdict learned meanwhile
+    reaches the next step's page, and this one still offers the window after the wait."""
     window = _arg("window")
     if window not in WINDOWS:
         window = None

@@ -7,12 +7,13 @@ import asyncio
 import re
 from typing import Any
 
+import pytest
 from aiohttp import web
 
 from app.banks import LOOK_INTERVAL, Banks, look_at
 from app.framing import STALLS_TO_LEARN, BankSteps, Frames
 from app.metrics import Metrics
-from app.store import Store
+from app.store import StorageUnavailableError, Store
 
 from .conftest import FakeClock, Partner, Provider
 from .database import open_store
@@ -181,3 +182,24 @@ async def test_customers_teach_the_bridge_through_its_pages(
     await client.post(f"/pay/{tokens[1]}/return", headers={"Sec-Fetch-Dest": "iframe"})
     again = await client.get(f"/pay/{tokens[-1]}?lang=en")
     assert bank_frames(await again.get_data(as_text=True)) == "allowed"
+
+
+async def test_a_look_storage_missed_is_tried_at_the_next_notice(
+    store: Store, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    looks = Looks(Frames.REFUSED)
+    banks = Banks(store, clock, Metrics(), allow_http=False, look=looks)
+    claim = store.claim_bank_look
+
+    async def unavailable(origin: str, now: float, since: float) -> bool:
+        raise StorageUnavailableError("down")
+
+    monkeypatch.setattr(store, "claim_bank_look", unavailable)
+    banks.notice(ORIGIN)
+    await settled(banks)
+    assert looks.origins == []
+    monkeypatch.setattr(store, "claim_bank_look", claim)
+    banks.notice(ORIGIN)
+    await settled(banks)
+    assert looks.origins == [ORIGIN]
+    assert await banks.frames(ORIGIN) is Frames.REFUSED
