@@ -194,7 +194,7 @@ def test_a_known_refusal_offers_a_popup_at_once_when_the_shop_prefers_it(
 ) -> None:
     step = step_at("every")
     step.instructed(looked="refused")
-    step.checkout(fallback="popup")
+    step.checkout(fallback="popup", size="full")  # the button comes above a frame on top
     button = step.tab.locator(f"{FRAME} + {OPEN_WINDOW}")
     expect(button).to_have_text("Bank page not showing? Open it in a new window")
     expect(step.tab.frame_locator(FRAME).locator("#bank-window")).to_be_visible()
