@@ -39,7 +39,7 @@ from .openapi import BridgeOpenAPI
 from .scope import ASGIApp
 from .telemetry import Telemetry
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 # Seconds a route waits for a request's body before answering 408 (Quart's default is 60). The
 # bodies the bridge reads are small (webhooks of at most 64 KB, a bank's form post): a client
 # that takes longer is holding a connection open, not sending.

@@ -18,8 +18,10 @@ from dataclasses import dataclass, field, replace
 
 from . import events, lifecycle
 from .answers import Answers, Shown
-from .banks import BankSteps
+from .bank_outcomes import BankOutcomes
+from .banks import Banks
 from .config import DAY, Settings, redacted_url
+from .framing import BankSteps, Frames
 from .lifecycle import Session
 from .limits import RateLimiter
 from .metrics import Metrics
@@ -67,7 +69,8 @@ class Bridge:
     page_calls: RateLimiter = field(default_factory=lambda: RateLimiter(PAGE_CALLS))
     relay: Relay | None = None
     answers: Answers = field(init=False)  # built from sessions, dropped as they change
-    banks: BankSteps = field(init=False)  # what came of bank steps, per bank, for the metrics
+    bank_outcomes: BankOutcomes = field(init=False)  # what came of bank steps, for the metrics
+    banks: Banks = field(init=False)  # what is known of bank origins' frames
     _sweeper: asyncio.Task[None] | None = field(default=None, repr=False)
     _pages_seen: dict[Shown, None] = field(default_factory=dict)
 
@@ -77,7 +80,12 @@ class Bridge:
         self.answers = Answers(
             self.store.changes, max_bytes=self.settings.kept_answers_mb * 1024 * 1024
         )
-        self.banks = BankSteps(self.store, self.metrics, self.settings.allow_insecure_acs)
+        self.bank_outcomes = BankOutcomes(
+            self.store, self.metrics, self.settings.allow_insecure_acs
+        )
+        self.banks = Banks(
+            self.store, self.clock, self.metrics, allow_http=self.settings.allow_insecure_acs
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings, clock: Callable[[], float] = time.time) -> Bridge:
@@ -113,6 +121,7 @@ class Bridge:
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="sweep")
 
     async def stop(self) -> None:
+        await self.banks.stop()
         if self.relay is not None:
             await self.relay.stop()
         if self._sweeper is not None:
@@ -154,6 +163,9 @@ class Bridge:
         self._count_transition(changed)
         if not (changed.duplicate or changed.ignored):
             self._wake_the_relay()
+        if changed.after is not None and changed.after != changed.before:
+            if origin := self.banks.origin_of(changed.after):
+                self.banks.notice(origin)  # in the background: the provider's 200 waits for none
         return changed
 
     def _relays(self, kind: str) -> bool:
@@ -250,7 +262,7 @@ class Bridge:
             ),
             Event(session_id, now, "return", {}),
         )
-        await self.banks.returned(changed.before, now)
+        await self.bank_outcomes.returned(changed.before, now)
         assert changed.after is not None
         return lifecycle.at(changed.after, now)
 
@@ -267,7 +279,7 @@ class Bridge:
             Event(session_id, now, "cancel", {}),
         )
         self._count_transition(changed)
-        await self.banks.ended(changed)
+        await self.bank_outcomes.ended(changed)
         assert changed.after is not None
         return lifecycle.at(changed.after, now)
 
@@ -285,7 +297,7 @@ class Bridge:
         report = Event(session.id, self.clock(), "browser", {"event": event, "mode": mode})
         stored = await self.store.add_counted_event(report, BROWSER_EVENTS_KEPT)
         if stored:  # counted as often as kept, a few dozen a session at most
-            self.banks.reported(session, event)
+            self.bank_outcomes.reported(session, event)
         return stored
 
     async def hold_step(self, token: str, session_id: str, page: str, *, take: bool) -> bool:
@@ -322,6 +334,15 @@ class Bridge:
             return None
         log.info("session %s: another browser took the bank step", claimed.session_id)
         return self.tokens.mint(claimed.session_id, claimed.return_url).token
+
+    async def bank_frames(self, origin: str) -> Frames:
+        """What the embedding script is told of a bank origin's frames."""
+        return await self.banks.frames(origin)
+
+    async def count_bank_step(self, session: Session, steps: BankSteps) -> None:
+        """What a customer's bank step showed of its bank's frames, kept for every instance."""
+        if origin := self.banks.origin_of(session):
+            await self.banks.count(origin, steps)
 
     async def events(self, session_id: str) -> list[Event] | None:
         """The session's history, oldest first; ``None`` for a session the bridge does not know
@@ -386,7 +407,7 @@ class Bridge:
             if changed.after is not None and changed.after.timed_out:
                 log.info("session %s: the action window ended", session_id)
             self._count_transition(changed)
-            await self.banks.ended(changed)
+            await self.bank_outcomes.ended(changed)
         return len(due)
 
     def _count_transition(self, changed: Changed) -> None:

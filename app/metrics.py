@@ -29,7 +29,7 @@ from .store import DeliveryState
 
 # What the webhook route counts a refused delivery as (app/webhooks.py).
 WEBHOOK_REFUSALS = ("invalid_signature", "invalid_json", "not_a_webhook", "body_too_large")
-# What came of a bank step (app/banks.py), and how many bank origins a process names apart.
+# What came of a bank step (app/bank_outcomes.py), and how many bank origins a process names apart.
 BANK_OUTCOMES = ("returned", "fallback", "abandoned")
 BANK_ORIGINS = 100
 OTHER_BANKS = "other"
@@ -128,6 +128,13 @@ class Metrics:
             registry=self.registry,
         )
         self._banks: dict[str, None] = {}  # the origins named apart, the first seen
+        self.bank_looks = Counter(
+            "bridge_bank_looks",
+            "Looks at a bank origin's answer headers by what they said of frames: refused,"
+            " allowed, or unknown (no answer, or none to be sure of)",
+            ["frames"],
+            registry=self.registry,
+        )
         self._children: dict[tuple[Any, ...], Any] = {}
         self._start_at_zero()
 
@@ -184,6 +191,9 @@ class Metrics:
 
     def kept_answer(self, route: str, outcome: str) -> None:
         _child(self._children, self.kept_answers, route, outcome).inc()
+
+    def bank_look(self, frames: str) -> None:
+        _child(self._children, self.bank_looks, frames).inc()
 
     def fast_path_fault(self, route: str) -> None:
         _child(self._children, self.fast_path_faults, route).inc()

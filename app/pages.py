@@ -15,6 +15,8 @@ from .actions import BankStep, Elsewhere, QRCode, RefusedActionError, customer_a
 from .answers import Shown
 from .current import bridge, mark
 from .errors import found
+from .framing import BankSteps
+from .i18n import language
 from .inapp import script_table
 from .keeping import KeptPage, PageNote, VariesBy
 from .lifecycle import Session, Status
@@ -27,6 +29,8 @@ from .security import Page, origin_matches
 
 log = logging.getLogger(__name__)
 bp = Blueprint("pages", __name__)
+# The windows the embedding script opens for a framed bank step (?window=).
+WINDOWS = ("popup", "page")
 # Every request input a customer page reads, besides its path: app.front sends a kept page
 # again only to requests alike in all of them. Reading another one means declaring it here.
 VARIES_BY = VariesBy(
@@ -63,6 +67,10 @@ async def came_back(token: str) -> Response:
     pending = session.action_received_at is not None and not session.customer_returned
     if pending and request.method != "HEAD":
         session = await bridge().record_return(session.id)
+        # Back inside a frame: this bank's pages can be framed; in a window: it works there.
+        framed = request.headers.get("Sec-Fetch-Dest") == "iframe"
+        steps = BankSteps(framed_returns=1) if framed else BankSteps(windowed_returns=1)
+        await bridge().count_bank_step(session, steps)
     return await _page(token, session, returned=True)
 
 
@@ -98,11 +106,11 @@ async def _page(token: str, session: Session, *, returned: bool) -> Response:
         # A link to the shop carries the time it was made: that page is made every time.
         return await _html("pay/outcome.html", keep=onward is None, onward=onward, **context)
     if session.status is Status.ACTION_REQUIRED and not session.customer_returned:
-        return await _action_page(session, context)
+        return await _action_page(token, session, context)
     return await _html("pay/waiting.html", keep=True, **context)
 
 
-async def _action_page(session: Session, context: dict[str, Any]) -> Response:
+async def _action_page(token: str, session: Session, context: dict[str, Any]) -> Response:
     assert session.interaction is not None
     try:
         action = customer_action(
@@ -116,6 +124,7 @@ async def _action_page(session: Session, context: dict[str, Any]) -> Response:
     if isinstance(action, Elsewhere):
         return await _html("pay/elsewhere.html", keep=True, **context)
     assert isinstance(action, BankStep)
+    context["page"].update(await _bank_window(token, session, action))
     return await _html(
         "pay/bank.html", keep=True, bank_origin=action.origin, step=action, **context
     )
@@ -144,6 +153,28 @@ async def _html(
         bank_origin=bank_origin,
     )
     return Page(await render_template(template, **context), status, note=note)
+
+
+async def _bank_window(token: str, session: Session, action: BankStep) -> dict[str, Any]:
+    """What the bank page's script needs to take a framed step to a window: what the bridge
+    knows of the bank's frames (a step it knows will be refused is not submitted in a frame),
+    and, on a page opened as that window (``?window=popup|page``, made by the embedding script;
+    ``after=stall`` when its frame never came back), which one it is. What is known of the
+    bank goes out with the page, kept until its session changes: a verdict learned meanwhile
+    reaches the next step's page, and this one still offers the window after the wait."""
+    window = _arg("window")
+    if window not in WINDOWS:
+        window = None
+    elif _arg("after") == "stall" and request.method == "GET":
+        await bridge().count_bank_step(session, BankSteps(stalled=1))
+    path = local(pay_path(token))
+    return {
+        "bank_frames": (await bridge().bank_frames(action.origin)).value,
+        "lang": language(),
+        "window": window,
+        "window_url": path + _query(window="page", after="known", take=True, lang=_arg("lang")),
+        "report_url": path + "/browser",  # where the page tells how the step went
+    }
 
 
 def _view(session: Session, step: str) -> Shown:

@@ -15,7 +15,9 @@ from quart.typing import TestClientProtocol
 
 from app import create_app
 from app.signature import sign
+from app.store import Store
 
+from .database import open_store
 from .payloads import webhook
 from .postgres import PostgresServer
 
@@ -68,6 +70,15 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/bridge.sqlite3"
     return request.getfixturevalue("postgres").new_database()
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    """A store opened on each engine, as a bridge with the default settings opens it."""
+    opened = open_store(database_url)
+    await opened.open()
+    yield opened
+    await opened.close()
 
 
 @pytest.fixture

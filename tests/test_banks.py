@@ -1,161 +1,205 @@
-"""Bank steps per bank on ``/metrics``: returned, fallback, abandoned, and the time to return."""
+"""What the bridge learns of bank origins' frames: kept for every instance, on each engine,
+looked at cautiously and never more than once an interval."""
 
 from __future__ import annotations
 
+import asyncio
+import re
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
-from quart import Quart
+import pytest
+from aiohttp import web
 
-from app.metrics import BANK_ORIGINS, Metrics
+from app.banks import LOOK_INTERVAL, Banks, look_at
+from app.framing import STALLS_TO_LEARN, BankSteps, Frames
+from app.metrics import Metrics
+from app.store import StorageUnavailableError, Store
 
 from .conftest import FakeClock, Partner, Provider
+from .database import open_store
 from .payloads import redirect
-from .test_cancel import OURS
 
-BANK = "https://acs.bank.test"  # tests/payloads.py's BANK_URL's origin
-STEPS = "bridge_bank_steps_total"
-RETURN_TIME = "bridge_bank_step_return_seconds"  # a histogram: _count, _sum, _bucket
+ORIGIN = "https://acs.bank.example"
 
 
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
+class Looks:
+    """A look that answers what it is told and counts who asked."""
+
+    def __init__(self, answer: Frames | None) -> None:
+        self.answer = answer
+        self.origins: list[str] = []
+
+    async def __call__(self, origin: str) -> Frames | None:
+        self.origins.append(origin)
+        return self.answer
 
 
-async def scraped(client: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return samples(await (await client.get("/metrics")).get_data(as_text=True))
+async def settled(banks: Banks) -> None:
+    while banks._looking:
+        await asyncio.sleep(0.01)
 
 
-def steps(seen: dict[Any, float], outcome: str, bank: str = BANK) -> float | None:
-    return seen.get((STEPS, (("bank", bank), ("outcome", outcome))))
+async def test_a_record_is_kept_per_origin_and_counts_add_up(store: Store) -> None:
+    assert await store.bank(ORIGIN) is None
+    await store.count_bank_steps(ORIGIN, BankSteps(stalled=1))
+    await store.count_bank_steps(ORIGIN, BankSteps(stalled=1, windowed_returns=1))
+    record = await store.bank(ORIGIN)
+    assert record is not None
+    assert (record.stalled, record.framed_returns, record.windowed_returns) == (2, 0, 1)
+    assert record.headers is None and record.looked_at is None
+    assert await store.bank("https://other.bank.example") is None
 
 
-async def the_form_went(client: Any, token: str, mode: str = "page") -> None:
-    body = {"event": "bank", "mode": mode}
-    assert (await client.post(f"/pay/{token}/browser", json=body, headers=OURS)).status_code == 204
-
-
-async def at_the_bank(
-    provider: Provider, partner: Partner, client: Any, mode: str = "page", session_id: str = "ps_1"
-) -> str:
-    """A session's bank step under way: its form went, in ``mode``; the customer's token."""
-    token = await partner.token(session_id)
-    await provider.deliver("action_required", session_id)
-    await the_form_went(client, token, mode)
-    return token
-
-
-async def test_every_outcome_starts_at_zero_for_other_banks_and_for_each_bank_seen(
-    provider: Provider, partner: Partner, client: Any
+async def test_one_look_an_interval_whichever_instance_asks(
+    store: Store, database_url: str
 ) -> None:
-    seen = await scraped(client)
-    assert [steps(seen, outcome, "other") for outcome in ("returned", "fallback", "abandoned")] == [
-        0.0,
-        0.0,
-        0.0,
-    ]
-    assert steps(seen, "returned") is None
-    await at_the_bank(provider, partner, client)
-    seen = await scraped(client)
-    assert [steps(seen, outcome) for outcome in ("returned", "fallback", "abandoned")] == [
-        0.0,
-        0.0,
-        0.0,
-    ]
+    assert await store.claim_bank_look(ORIGIN, 1000.0, 1000.0 - LOOK_INTERVAL)
+    other = open_store(database_url)  # another instance on the same database
+    await other.open()
+    try:
+        assert not await other.claim_bank_look(ORIGIN, 1010.0, 1010.0 - LOOK_INTERVAL)
+        await store.record_bank_look(ORIGIN, Frames.REFUSED)
+        record = await other.bank(ORIGIN)
+        assert record is not None and record.headers is Frames.REFUSED
+        assert record.looked_at == 1000.0
+        later = 1001.0 + LOOK_INTERVAL
+        assert await other.claim_bank_look(ORIGIN, later, later - LOOK_INTERVAL)
+        await other.record_bank_look(ORIGIN, None)  # that look said nothing sure
+        record = await store.bank(ORIGIN)
+        assert record is not None and record.headers is None and record.looked_at == later
+    finally:
+        await other.close()
 
 
-async def test_a_return_counts_with_the_time_since_the_form_went(
-    provider: Provider, partner: Partner, client: Any, clock: FakeClock
+async def test_banks_look_in_the_background_once_an_interval(
+    store: Store, clock: FakeClock
 ) -> None:
-    token = await at_the_bank(provider, partner, client)
-    clock.advance(42)
-    assert (await client.get(f"/pay/{token}/return")).status_code == 200
-    await client.get(f"/pay/{token}/return")  # once per step
-    seen = await scraped(client)
-    assert steps(seen, "returned") == 1.0
-    assert steps(seen, "abandoned") == 0.0
-    assert seen[(f"{RETURN_TIME}_count", (("bank", BANK),))] == 1.0
-    assert seen[(f"{RETURN_TIME}_sum", (("bank", BANK),))] == 42.0
-
-
-async def test_a_return_after_the_providers_final_word_still_names_the_bank(
-    provider: Provider, partner: Partner, client: Any, clock: FakeClock
-) -> None:
-    token = await at_the_bank(provider, partner, client)
-    await provider.deliver("payment_finished", session_status="accepted")  # drops the step
-    clock.advance(5)
-    await client.post(f"/pay/{token}/return")
-    assert steps(await scraped(client), "returned") == 1.0
-
-
-async def test_a_framed_step_that_went_to_a_window_is_a_fallback(
-    provider: Provider, partner: Partner, client: Any
-) -> None:
-    token = await at_the_bank(provider, partner, client, "iframe")
-    body = {"event": "fallback", "mode": "popup"}
-    await client.post(f"/pay/{token}/browser", json=body, headers=OURS)
-    seen = await scraped(client)
-    assert (steps(seen, "fallback"), steps(seen, "returned")) == (1.0, 0.0)
-
-
-async def test_a_customer_who_gives_up_after_the_form_went_abandoned_the_step(
-    provider: Provider, partner: Partner, client: Any
-) -> None:
-    token = await at_the_bank(provider, partner, client)
-    await client.post(f"/pay/{token}/cancel", headers=OURS)
-    await client.post(f"/pay/{token}/cancel", headers=OURS)  # no news
-    assert steps(await scraped(client), "abandoned") == 1.0
-
-
-async def test_a_window_that_passes_after_the_form_went_abandoned_the_step(
-    app: Quart, provider: Provider, partner: Partner, client: Any, clock: FakeClock
-) -> None:
-    await at_the_bank(provider, partner, client)
-    clock.advance(3600)
-    assert await app.extensions["bridge"].sweep() == 1
-    assert steps(await scraped(client), "abandoned") == 1.0
-
-
-async def test_no_step_is_abandoned_without_a_form_gone_or_after_a_return(
-    provider: Provider, partner: Partner, client: Any, clock: FakeClock
-) -> None:
-    token = await partner.token()
-    await provider.deliver("action_required")
-    await client.post(f"/pay/{token}/cancel", headers=OURS)  # the form never went
-    other = await at_the_bank(provider, partner, client, session_id="ps_2")
-    await client.get(f"/pay/{other}/return")
-    await client.post(f"/pay/{other}/cancel", headers=OURS)  # back, then gave up waiting
-    seen = await scraped(client)
-    assert (steps(seen, "abandoned"), steps(seen, "returned")) == (0.0, 1.0)
-
-
-async def test_only_a_bank_step_is_counted(
-    provider: Provider, partner: Partner, client: Any
-) -> None:
-    token = await partner.token()
-    await provider.deliver("action_required", interaction=redirect(url="http://acs.bank.test/"))
-    await the_form_went(client, token)  # a bank URL the bridge refused: no bank to name
-    await client.post(f"/pay/{token}/cancel", headers=OURS)
-    seen = await scraped(client)
-    assert not [key for key in seen if key[0] == STEPS and ("bank", "other") not in key[1]]
-    assert steps(seen, "abandoned", "other") == 0.0
-
-
-def test_a_process_names_the_first_banks_apart_then_other() -> None:
+    looks = Looks(Frames.REFUSED)
     metrics = Metrics()
-    origins = [f"https://acs{number}.bank.test" for number in range(BANK_ORIGINS + 5)]
-    for origin in origins:
-        metrics.bank_step(origin, "returned", 3.0)
-    seen = samples(metrics.exposition().decode())
-    named = {
-        dict(labels)["bank"] for name, labels in seen if name == STEPS and seen[(name, labels)]
-    }
-    assert named == {*origins[:BANK_ORIGINS], "other"}
-    assert steps(seen, "returned", "other") == 5.0
-    assert steps(seen, "returned", origins[0]) == 1.0
-    assert metrics.bank_seen(origins[0]) == origins[0]
-    assert metrics.bank_seen("https://new.bank.test") == "other"
+    banks = Banks(store, clock, metrics, allow_http=False, look=looks)
+    assert await banks.frames(ORIGIN) is Frames.UNKNOWN
+    banks.notice(ORIGIN)
+    banks.notice(ORIGIN)
+    await settled(banks)
+    assert looks.origins == [ORIGIN]
+    assert await banks.frames(ORIGIN) is Frames.REFUSED
+    assert b'bridge_bank_looks_total{frames="refused"} 1.0' in metrics.exposition()
+    # Another instance, within the interval: the store says someone looked.
+    elsewhere = Banks(store, clock, Metrics(), allow_http=False, look=looks)
+    elsewhere.notice(ORIGIN)
+    await settled(elsewhere)
+    assert looks.origins == [ORIGIN]
+    clock.advance(LOOK_INTERVAL + 1)
+    looks.answer = Frames.ALLOWED
+    banks.notice(ORIGIN)
+    await settled(banks)
+    assert looks.origins == [ORIGIN, ORIGIN]
+    assert await banks.frames(ORIGIN) is Frames.ALLOWED
+    # Plain http is never looked at, unless insecure bank URLs are allowed (demo, tests).
+    banks.notice("http://acs.bank.example")
+    await settled(banks)
+    assert looks.origins == [ORIGIN, ORIGIN]
+    await banks.stop()
+
+
+async def test_customers_teach_what_the_headers_did_not_show(
+    store: Store, clock: FakeClock
+) -> None:
+    banks = Banks(store, clock, Metrics(), allow_http=False, look=Looks(Frames.ALLOWED))
+    banks.notice(ORIGIN)
+    await settled(banks)
+    assert await banks.frames(ORIGIN) is Frames.ALLOWED
+    for _ in range(STALLS_TO_LEARN):
+        await banks.count(ORIGIN, BankSteps(stalled=1))
+    await banks.count(ORIGIN, BankSteps(windowed_returns=1))
+    assert await banks.frames(ORIGIN) is Frames.REFUSED
+    await banks.count(ORIGIN, BankSteps(framed_returns=1))
+    assert await banks.frames(ORIGIN) is Frames.ALLOWED
+
+
+async def test_a_look_carries_no_customer_data() -> None:
+    """The origin's root alone: no path, query, cookie or referrer; no redirect followed."""
+    seen: list[web.Request] = []
+    state = {"kind": ""}
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        seen.append(request)
+        kind = state["kind"]
+        if kind == "refuses":
+            return web.Response(text="x" * 100_000, headers={"X-Frame-Options": "DENY"})
+        if kind == "moves":
+            raise web.HTTPFound("/elsewhere")
+        return web.Response(text="hello")
+
+    app = web.Application()
+    app.router.add_route("GET", "/{tail:.*}", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    origin = f"http://127.0.0.1:{port}"
+    try:
+        for kind, expected in (
+            ("refuses", Frames.REFUSED),
+            ("allows", Frames.ALLOWED),
+            ("moves", None),
+        ):
+            state["kind"] = kind
+            assert await look_at(origin) is expected
+        assert [request.path_qs for request in seen] == ["/", "/", "/"]
+        for request in seen:
+            assert "Cookie" not in request.headers and "Referer" not in request.headers
+    finally:
+        await runner.cleanup()
+
+
+def bank_frames(page: str) -> str:
+    found = re.search(r'"bank_frames": "(\w+)"', page)
+    assert found, page
+    return found[1]
+
+
+async def test_customers_teach_the_bridge_through_its_pages(
+    client: Any, provider: Provider, partner: Partner
+) -> None:
+    """Framed steps taken to a window after the wait, and a return in a window, make the next
+    bank page say the bank refuses frames; a return inside a frame says it allows them."""
+    tokens = []
+    for number in range(STALLS_TO_LEARN + 1):
+        session_id = f"ps_{number}"
+        tokens.append(await partner.token(session_id))
+        await provider.deliver("action_required", session_id, interaction=redirect())
+    first = await client.get(f"/pay/{tokens[0]}")
+    assert bank_frames(await first.get_data(as_text=True)) == "unknown"
+    for token in tokens[:STALLS_TO_LEARN]:
+        window = await client.get(f"/pay/{token}?window=popup&after=stall")
+        assert bank_frames(await window.get_data(as_text=True)) == "unknown"
+    await client.post(f"/pay/{tokens[0]}/return", headers={"Sec-Fetch-Dest": "document"})
+    await client.post(f"/pay/{tokens[0]}/return", headers={"Sec-Fetch-Dest": "document"})
+    learned = await client.get(f"/pay/{tokens[-1]}")
+    assert bank_frames(await learned.get_data(as_text=True)) == "refused"
+    await client.post(f"/pay/{tokens[1]}/return", headers={"Sec-Fetch-Dest": "iframe"})
+    again = await client.get(f"/pay/{tokens[-1]}?lang=en")
+    assert bank_frames(await again.get_data(as_text=True)) == "allowed"
+
+
+async def test_a_look_storage_missed_is_tried_at_the_next_notice(
+    store: Store, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    looks = Looks(Frames.REFUSED)
+    banks = Banks(store, clock, Metrics(), allow_http=False, look=looks)
+    claim = store.claim_bank_look
+
+    async def unavailable(origin: str, now: float, since: float) -> bool:
+        raise StorageUnavailableError("down")
+
+    monkeypatch.setattr(store, "claim_bank_look", unavailable)
+    banks.notice(ORIGIN)
+    await settled(banks)
+    assert looks.origins == []
+    monkeypatch.setattr(store, "claim_bank_look", claim)
+    banks.notice(ORIGIN)
+    await settled(banks)
+    assert looks.origins == [ORIGIN]
+    assert await banks.frames(ORIGIN) is Frames.REFUSED

@@ -11,7 +11,7 @@ import os
 import sqlite3
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,14 +44,6 @@ def moved(status: Status) -> Callable[[Session | None], Session]:
         return Session(id="ps_1", status=status, created_at=1.0, updated_at=2.0)
 
     return update
-
-
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[Store]:
-    opened = open_store(database_url)
-    await opened.open()
-    yield opened
-    await opened.close()
 
 
 async def test_schema_is_created_and_upgrades_are_idempotent(database_url: str) -> None:

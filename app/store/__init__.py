@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from ..changes import ChangeFeed
+from ..framing import BankRecord, BankSteps, Frames
 from ..ids import message_id
 from ..lifecycle import Session
 
@@ -295,6 +296,23 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def sessions_due(self, now: float, limit: int = 500) -> list[str]:
         """Sessions whose action window has ended but whose status still says so."""
+
+    @abc.abstractmethod
+    async def bank(self, origin: str) -> BankRecord | None:
+        """What is known of a bank origin's frames, if anything."""
+
+    @abc.abstractmethod
+    async def claim_bank_look(self, origin: str, now: float, since: float) -> bool:
+        """Begin a look at a bank origin's headers at ``now``, unless one was begun after
+        ``since`` (by any instance): whether this caller is to look."""
+
+    @abc.abstractmethod
+    async def record_bank_look(self, origin: str, headers: Frames | None) -> None:
+        """What the look begun last at a bank origin's headers saw (``None``: nothing sure)."""
+
+    @abc.abstractmethod
+    async def count_bank_steps(self, origin: str, steps: BankSteps) -> None:
+        """Add what one customer's bank step showed to the bank origin's record."""
 
 
 def open_store(database_url: str, *, pool_min: int, pool_max: int, timeout: float) -> Store:

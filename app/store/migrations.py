@@ -311,6 +311,29 @@ MIGRATIONS: tuple[Migration, ...] = (
     CREATE INDEX handoffs_by_expiry ON handoffs (expires_at);
     """,
     ),
+    # 10. What the bridge knows of each bank origin's frames (app.framing), for every instance.
+    Migration(
+        sqlite="""
+    CREATE TABLE banks (
+        origin TEXT PRIMARY KEY,
+        looked_at REAL,
+        headers TEXT,
+        stalled INTEGER NOT NULL DEFAULT 0,
+        framed_returns INTEGER NOT NULL DEFAULT 0,
+        windowed_returns INTEGER NOT NULL DEFAULT 0
+    );
+    """,
+        postgres="""
+    CREATE TABLE banks (
+        origin TEXT PRIMARY KEY,
+        looked_at DOUBLE PRECISION,
+        headers TEXT,
+        stalled BIGINT NOT NULL DEFAULT 0,
+        framed_returns BIGINT NOT NULL DEFAULT 0,
+        windowed_returns BIGINT NOT NULL DEFAULT 0
+    );
+    """,
+    ),
 )
 DATED = 4  # the migration that added the provider's clock: sessions are dated after it
 

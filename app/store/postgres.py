@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
+from ..framing import BankRecord, BankSteps, Frames
 from ..lifecycle import Session, Status
 from . import (
     Attempt,
@@ -398,6 +399,23 @@ class PostgresStore(Store):
                 return claimed
 
         return await self._run(work)
+
+    async def bank(self, origin: str) -> BankRecord | None:
+        row = await self._run(lambda db: db.fetchrow(POSTGRES.SELECT_BANK, origin))
+        return sql.bank_from_row(None if row is None else tuple(row))
+
+    async def claim_bank_look(self, origin: str, now: float, since: float) -> bool:
+        claimed = await self._run(
+            lambda db: db.fetchval(POSTGRES.CLAIM_BANK_LOOK, origin, now, since)
+        )
+        return claimed is not None
+
+    async def record_bank_look(self, origin: str, headers: Frames | None) -> None:
+        await self._run(lambda db: db.execute(POSTGRES.RECORD_BANK_LOOK, headers, origin))
+
+    async def count_bank_steps(self, origin: str, steps: BankSteps) -> None:
+        row = sql.bank_steps_row(origin, steps)
+        await self._run(lambda db: db.execute(POSTGRES.COUNT_BANK_STEPS, *row))
 
     async def forgotten(self, session_id: str) -> Forgotten | None:
         return sql.forgotten_from_row(

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .. import lifecycle
+from ..framing import BankRecord, BankSteps, Frames
 from ..ids import message_id
 from ..lifecycle import Session, Status
 from . import (
@@ -106,6 +107,45 @@ def session_from_row(row: Mapping[str, Any] | tuple[Any, ...] | None) -> Session
         provider_updated_at=provider_updated_at,
         next_action=next_action,
     )
+
+
+# -- bank origins (app.framing) -------------------------------------------------------------------
+
+SELECT_BANK = (
+    "SELECT origin, looked_at, headers, stalled, framed_returns, windowed_returns FROM banks"
+    " WHERE origin = ?"
+)
+# Begins a look when none was begun since the given time: one instance wins it.
+CLAIM_BANK_LOOK = (
+    "INSERT INTO banks (origin, looked_at) VALUES (?, ?) ON CONFLICT (origin) DO UPDATE"
+    " SET looked_at = excluded.looked_at"
+    " WHERE banks.looked_at IS NULL OR banks.looked_at < ? RETURNING origin"
+)
+RECORD_BANK_LOOK = "UPDATE banks SET headers = ? WHERE origin = ?"
+COUNT_BANK_STEPS = (
+    "INSERT INTO banks (origin, stalled, framed_returns, windowed_returns) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (origin) DO UPDATE SET stalled = banks.stalled + excluded.stalled,"
+    " framed_returns = banks.framed_returns + excluded.framed_returns,"
+    " windowed_returns = banks.windowed_returns + excluded.windowed_returns"
+)
+
+
+def bank_from_row(row: Mapping[str, Any] | tuple[Any, ...] | None) -> BankRecord | None:
+    if row is None:
+        return None
+    origin, looked_at, headers, stalled, framed_returns, windowed_returns = tuple(row)
+    return BankRecord(
+        origin,
+        looked_at,
+        Frames(headers) if headers else None,
+        stalled,
+        framed_returns,
+        windowed_returns,
+    )
+
+
+def bank_steps_row(origin: str, steps: BankSteps) -> tuple[Any, ...]:
+    return (origin, steps.stalled, steps.framed_returns, steps.windowed_returns)
 
 
 # -- history, relay and retention --------------------------------------------------------------

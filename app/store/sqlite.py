@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ..framing import BankRecord, BankSteps, Frames
 from ..lifecycle import Session, Status
 from . import (
     Attempt,
@@ -347,6 +348,28 @@ class SQLiteStore(Store):
             return claimed
 
         return await self._transaction("", work)
+
+    async def bank(self, origin: str) -> BankRecord | None:
+        rows = await self._read(sql.SELECT_BANK, (origin,))
+        return sql.bank_from_row(rows[0] if rows else None)
+
+    async def claim_bank_look(self, origin: str, now: float, since: float) -> bool:
+        def work(db: sqlite3.Connection) -> bool:
+            return db.execute(sql.CLAIM_BANK_LOOK, (origin, now, since)).fetchone() is not None
+
+        return await self._transaction("", work)
+
+    async def record_bank_look(self, origin: str, headers: Frames | None) -> None:
+        def work(db: sqlite3.Connection) -> None:
+            db.execute(sql.RECORD_BANK_LOOK, (headers, origin))
+
+        await self._transaction("", work)
+
+    async def count_bank_steps(self, origin: str, steps: BankSteps) -> None:
+        def work(db: sqlite3.Connection) -> None:
+            db.execute(sql.COUNT_BANK_STEPS, sql.bank_steps_row(origin, steps))
+
+        await self._transaction("", work)
 
     async def forgotten(self, session_id: str) -> Forgotten | None:
         rows = await self._read(sql.SELECT_FORGOTTEN, (session_id,))

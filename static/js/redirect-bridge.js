@@ -14,12 +14,24 @@
  *                                         //   the step is cleaned up
  *     onError: function (error) {},       // {code, message}: "not_found", "popup_closed",
  *                                         //   "frame_blocked"
- *     transport: "events"                 // "events" (Server-Sent Events) or "poll"
+ *     transport: "events",                // "events" (Server-Sent Events) or "poll"
+ *     fallback: "page",                   // iframe mode, a bank known to refuse frames: "page"
+ *                                         //   (the whole page goes to it at once) or "popup"
+ *                                         //   (the open-window button is offered at once)
+ *     helloTimeout: 10000,                // ms until "frame_blocked" when no bridge page spoke
+ *     stallTimeout: 12000                 // ms after the bank form went until the button
  *   });
  *   flow.stop();                          // stop following and clean up
  *
  * Call start() from the customer's click: browsers only allow a popup opened by a user gesture
  * (a blocked popup falls back to a full redirect).
+ *
+ * In iframe mode a bank may refuse to be framed, and the page cannot see it (the frame fires
+ * "load" all the same). When the bridge knows the bank refuses frames, the step goes to a
+ * window at once (see fallback); otherwise, if the step has not come back from the bank 12 s
+ * after its form went, <button data-bridge-action="open-window"> is put beside the frame (in
+ * the customer's language), whose click takes the step to a popup (the whole page when popups
+ * are blocked). flow.mode says "popup" once it has.
  */
 (function (global) {
   "use strict";
@@ -33,6 +45,13 @@
   var STATUS_PATH = "/api/v1/status/";
   // Every bridge page greets its embedder on load; a frame silent this long was refused.
   var HELLO_MILLISECONDS = 10000;
+  // A framed step not back from the bank this long after its form went is offered a window
+  // (a refused frame looks loaded to its parent: only time tells).
+  var STALL_MILLISECONDS = 12000;
+  var OPEN_WINDOW = {
+    en: "Bank page not showing? Open it in a new window",
+    ru: "Страница банка не открылась? Откройте её в новом окне"
+  };
 
   // The pay page is told who embeds it, so it can greet a partner configured as a pattern
   // (https://*.shop.example) in browsers that do not say who a frame's parent is.
@@ -51,6 +70,25 @@
       statusUrl: base + STATUS_PATH + token,
       payUrl: base + "/pay/" + token
     };
+  }
+
+  // The pay page as the window a framed step moves to: "popup" or "page"; after "known" (the
+  // bank refuses frames) or "stall" (the frame never came back). It takes the step (take=1):
+  // it is the step, not a second view of it.
+  function windowUrl(payUrl, kind, after) {
+    var url = payUrl + "?window=" + kind + "&after=" + after + "&take=1";
+    return kind === "popup" ? url + "&embedder=" + encodeURIComponent(global.location.origin) : url;
+  }
+
+  function popupFeatures(size) {
+    var box = SIZES[size] || SIZES["500x600"];
+    return "popup,width=" + box[0] + ",height=" + box[1];
+  }
+
+  // The customer's language for the script's own words: the bridge page's, else the browser's.
+  function words(table, lang) {
+    var asked = (lang || global.navigator.language || "en").slice(0, 2).toLowerCase();
+    return table[asked] || table.en;
   }
 
   function makeFrame(payUrl, size, container) {
@@ -90,6 +128,10 @@
     var stream = null;
     var streamed = 0;  // how many answers the event stream has delivered
     var hello = null;
+    var stall = null;   // the wait for a framed step to come back from the bank
+    var button = null;  // the offer of a window beside the frame
+    var after = "stall";
+    var lang = null;
 
     function cleanUp() {
       stopped = true;
@@ -98,8 +140,74 @@
       if (stream) { stream.close(); }
       if (hello) { global.clearTimeout(hello); }
       if (watchPopup) { global.clearInterval(watchPopup); }
-      if (frame && frame.parentNode) { frame.parentNode.removeChild(frame); }
+      dropFrame();
       if (popup && !popup.closed) { popup.close(); }
+    }
+
+    function dropFrame() {
+      if (stall) { global.clearTimeout(stall); stall = null; }
+      if (button && button.parentNode) { button.parentNode.removeChild(button); }
+      if (frame && frame.parentNode) { frame.parentNode.removeChild(frame); }
+      button = null;
+      frame = null;
+    }
+
+    function watch() {
+      watchPopup = global.setInterval(function () {
+        if (popup.closed && !stopped) {
+          global.clearInterval(watchPopup);
+          watchPopup = null;
+          // Closed, or only looks it (a bank's page may cut the tie to its opener): the
+          // status API still says what happened.
+          onError({ code: "popup_closed", message: "the bank window was closed or cut off" });
+          poll(false);
+        }
+      }, 500);
+    }
+
+    // The framed step moves to a window, which is that step: a popup (from a click: browsers
+    // block one opened otherwise), or the whole page when there is none.
+    function toWindow(kind) {
+      if (kind === "popup") {
+        popup = global.open(windowUrl(bridge.payUrl, "popup", after), "redirect-bridge",
+          popupFeatures(options.size));
+      }
+      if (!popup) {
+        cleanUp();
+        global.location.assign(windowUrl(bridge.payUrl, "page", after));
+        return;
+      }
+      dropFrame();  // its bank page was refused or never came back: one step at the bank
+      mode = "popup";
+      watch();
+    }
+
+    function offerWindow() {
+      if (button || stopped || !frame) { return; }
+      button = document.createElement("button");
+      button.type = "button";
+      button.setAttribute("data-bridge-action", "open-window");
+      button.textContent = words(OPEN_WINDOW, lang);
+      if (options.size === "full") {  // above the frame that covers the page
+        button.style.cssText = "position:fixed;left:50%;bottom:16px;transform:translateX(-50%);z-index:2147483647";
+      }
+      button.addEventListener("click", function () { toWindow("popup"); });
+      frame.parentNode.insertBefore(button, frame.nextSibling);
+    }
+
+    // The bridge's page in the frame is about to send the form to the bank (or, with the bank
+    // known to refuse frames, holds it back for a window).
+    function atBank(data) {
+      lang = typeof data.lang === "string" ? data.lang : null;
+      if (data.frames === "refused") {
+        after = "known";
+        if (options.fallback === "popup") { offerWindow(); } else { toWindow("page"); }
+      } else if (!stall && !button) {
+        stall = global.setTimeout(function () {
+          stall = null;
+          offerWindow();
+        }, options.stallTimeout || STALL_MILLISECONDS);
+      }
     }
 
     function seen(answer) {
@@ -177,6 +285,12 @@
       var data = event.data;
       if (data && data.source === "redirect-bridge" && data.type === "status") {
         if (hello) { global.clearTimeout(hello); hello = null; }
+        // A bridge page in the frame again: the step came back, or never left.
+        if (stall) { global.clearTimeout(stall); stall = null; }
+        if (button && button.parentNode) { button.parentNode.removeChild(button); button = null; }
+        // Its bank form about to go: what is said of the bank only ever moves the step to a
+        // window.
+        if (data.bank && frame) { atBank(data.bank); }
         poll(false);  // a stalled stream (a buffering proxy) gets help this way too
       }
     }
@@ -192,21 +306,11 @@
         });
       }, options.helloTimeout || HELLO_MILLISECONDS);
     } else if (mode === "popup") {
-      var box = SIZES[options.size] || SIZES["500x600"];
-      popup = global.open(embedded(bridge.payUrl), "redirect-bridge", "popup,width=" + box[0] + ",height=" + box[1]);
+      popup = global.open(embedded(bridge.payUrl), "redirect-bridge", popupFeatures(options.size));
       if (!popup) {
         mode = "redirect";  // blocked: the whole page goes instead
       } else {
-        watchPopup = global.setInterval(function () {
-          if (popup.closed && !stopped) {
-            global.clearInterval(watchPopup);
-            watchPopup = null;
-            // Closed, or only looks it (a bank's page may cut the tie to its opener): the
-            // status API still says what happened.
-            onError({ code: "popup_closed", message: "the bank window was closed or cut off" });
-            poll(false);
-          }
-        }, 500);
+        watch();
       }
     }
     if (mode === "redirect") {

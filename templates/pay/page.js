@@ -37,8 +37,12 @@
 
   // Tell the embedding page (iframe parent or popup opener) about the status; only to the
   // partner origins the bridge was configured with, never to "*".
-  function notify() {
+  // A framed bank page also says, before its form goes, what the bridge knows of the bank's
+  // frames: the embedding script offers a window if the step stalls, and takes it to one at
+  // once when the bank is known to refuse frames (the form then stays here).
+  function notify(atBank) {
     var message = { source: "redirect-bridge", type: "status", status: page.status, done: page.done };
+    if (atBank) { message.bank = { frames: page.bank_frames, lang: page.lang }; }
     [framed ? window.parent : null, window.opener].forEach(function (target) {
       if (!target) { return; }
       targetOrigins(target).forEach(function (origin) {
@@ -66,7 +70,8 @@
 
   // The bank step goes once per tab: Back, or a reload after the bank, shows a button instead
   // of posting the old form again. Returns whether the page is on its way to the bank.
-  var sentKey = "redirect-bridge:sent:" + page.action_id;
+  // The window a framed step moved to is that step, sent once of its own.
+  var sentKey = "redirect-bridge:sent:" + page.action_id + (page.window ? ":window" : "");
   function goOnce(form, link) {
     var sent = false;
     try { sent = window.sessionStorage.getItem(sentKey) === "1"; } catch (ignored) { /* storage blocked */ }
@@ -79,6 +84,7 @@
   function send(form, link) {
     try { window.sessionStorage.setItem(sentKey, "1"); } catch (ignored) { /* storage blocked */ }
     report("bank", windowMode());
+    if (page.window) { report("fallback", page.window); }  // once, as the step leaves
     if (form) {
       // Through the prototype: a field named "submit" shadows form.submit.
       HTMLFormElement.prototype.submit.call(form);
@@ -224,14 +230,14 @@
     return;
   }
 
-  notify();
+  var form = document.getElementById("bank-form");
+  var link = document.getElementById("bank-go");
+  notify(framed && Boolean(form || link));
   if (page.done) {
     // Back from the bank with the outcome known: on to the shop, unless a partner page embeds us.
     if (page.onward_url && !framed && !window.opener) { window.location.replace(page.onward_url); }
     return;
   }
-  var form = document.getElementById("bank-form");
-  var link = document.getElementById("bank-go");
   var here = document.querySelector("[data-bridge-action=continue-here]");
   if (here) {
     here.addEventListener("click", function () {
@@ -244,6 +250,11 @@
     });
   }
   if (form || link) {
+    if (framed && page.bank_frames === "refused") {
+      document.getElementById("bank-window").hidden = false;
+      follow();
+      return;
+    }
     window.addEventListener("pageshow", function (event) {
       if (event.persisted) { shown("bank-again", true); follow(); watchHold(); }
     });

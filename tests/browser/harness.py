@@ -74,13 +74,32 @@ class Arrival:
 
 @dataclass
 class Bank:
-    """Records exactly what arrives, and offers a button back to ``TermUrl``."""
+    """Records exactly what arrives, and offers a button back to ``TermUrl``.
+
+    ``refuse``: ``"every"`` answer forbids framing (``X-Frame-Options: DENY``), only the
+    ``"form"``'s (the POST's), or none (``""``). ``looks`` are the requests for its root, where
+    the bridge looks at its headers.
+    """
 
     arrivals: list[Arrival] = field(default_factory=list)
     url: str = ""
+    refuse: str = ""
+    looks: list[Arrival] = field(default_factory=list)
 
     def app(self) -> Quart:
         bank = Quart(__name__)
+
+        @bank.after_request
+        async def frames(response: Response) -> Response:
+            if self.refuse == "every" or (self.refuse == "form" and request.method == "POST"):
+                response.headers["X-Frame-Options"] = "DENY"
+            return response
+
+        @bank.route("/")
+        async def root() -> Response:
+            body = await request.get_data()
+            self.looks.append(Arrival(request.method, "/", request.query_string.decode(), body, []))
+            return Response("<!doctype html><title>Bank</title>", content_type="text/html")
 
         @bank.route("/favicon.ico")
         async def favicon() -> Response:
@@ -179,6 +198,8 @@ window.startBridge = function (overrides) {
   if (query.get("size")) { options.size = query.get("size"); }
   if (query.get("transport")) { options.transport = query.get("transport"); }
   if (query.get("hello")) { options.helloTimeout = Number(query.get("hello")); }
+  if (query.get("stall")) { options.stallTimeout = Number(query.get("stall")); }
+  if (query.get("fallback")) { options.fallback = query.get("fallback"); }
   Object.assign(options, overrides || {});
   window.flow = RedirectBridge.start(options);
   return window.flow.mode;
