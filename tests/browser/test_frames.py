@@ -8,6 +8,7 @@ learns of an origin; each counts what the bank received: one live step, never a 
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -78,6 +79,21 @@ class Step:
                 self.reports.append(request.post_data_json)
 
         self.tab.context.on("request", record)
+
+    @property
+    def fallbacks(self) -> list[Any]:
+        """The reports that the step went to a window (every form sent reports ``bank`` too)."""
+        return [report for report in self.reports if report["event"] == "fallback"]
+
+    def history(self) -> list[dict[str, Any]]:
+        """The session's ``browser`` events, as the partner reads them."""
+        answer = self.bridge.call(
+            "GET",
+            f"/api/v1/sessions/{self.session_id}/events",
+            headers={"Authorization": f"Bearer {self.bridge.api_key}"},
+        )
+        events = json.loads(answer.body)["events"]
+        return [event for event in events if event["kind"] == "browser"]
 
     def instructed(self, looked: str | None = None) -> None:
         """The provider asks for the bank step; with ``looked``, wait until the bridge has
@@ -150,9 +166,7 @@ def step_at(
     session_id: str,
     console: Console,
 ) -> Callable[[str], Step]:
-    """A step at a new bank refusing as :class:`Bank` takes it. The bridge's page reports the
-    step's window to the history's browser endpoint, answered 404 until that is served."""
-    console.expect_status(404)
+    """A step at a new bank refusing as :class:`Bank` takes it."""
     console.expect_message(REFUSED)
 
     def make(refuse: str) -> Step:
@@ -186,7 +200,9 @@ def test_a_bank_known_to_refuse_frames_gets_the_whole_page_at_once(
     step.checkout()
     step.finish_in_page(went, "window=page&after=known&take=1")
     assert step.posts() == 1  # the frame held its form back: the window's is the one step
-    assert step.reports == [{"event": "fallback", "mode": "page"}]
+    assert step.fallbacks == [{"event": "fallback", "mode": "page"}]
+    told = [(event["event"], event["mode"]) for event in step.history()]
+    assert told == [("bank", "page"), ("fallback", "page")]  # the form went once, from the window
 
 
 def test_a_known_refusal_offers_a_popup_at_once_when_the_shop_prefers_it(
@@ -203,7 +219,7 @@ def test_a_known_refusal_offers_a_popup_at_once_when_the_shop_prefers_it(
         button.click()
     step.finish_in_popup(opened.value)
     assert step.posts() == 1
-    assert step.reports == [{"event": "fallback", "mode": "popup"}]
+    assert step.fallbacks == [{"event": "fallback", "mode": "popup"}]
 
 
 def test_a_page_embedded_by_an_older_script_offers_the_window_itself(
@@ -222,7 +238,7 @@ def test_a_page_embedded_by_an_older_script_offers_the_window_itself(
     link.click()
     step.finish_in_page(went, "window=page&after=known&take=1")
     assert step.posts() == 1
-    assert step.reports == [{"event": "fallback", "mode": "page"}]
+    assert step.fallbacks == [{"event": "fallback", "mode": "page"}]
 
 
 def test_a_refused_form_answer_is_offered_a_window_within_15_seconds(
@@ -245,7 +261,7 @@ def test_a_refused_form_answer_is_offered_a_window_within_15_seconds(
         button.click()
     step.finish_in_popup(opened.value)
     assert step.posts() == 2  # the frame's, refused, and the window's: the one live step
-    assert step.reports == [{"event": "fallback", "mode": "popup"}]
+    assert step.fallbacks == [{"event": "fallback", "mode": "popup"}]
 
 
 def test_with_popups_blocked_the_click_takes_the_whole_page(
@@ -261,7 +277,7 @@ def test_with_popups_blocked_the_click_takes_the_whole_page(
     button.click()
     step.finish_in_page(went, "window=page&after=stall&take=1")
     assert step.posts() == 2
-    assert step.reports == [{"event": "fallback", "mode": "page"}]
+    assert step.fallbacks == [{"event": "fallback", "mode": "page"}]
 
 
 def test_a_bank_that_allows_frames_stays_framed(
@@ -290,7 +306,7 @@ def test_a_bank_that_allows_frames_stays_framed(
     step.tab.wait_for_function(LAST_IS_COMPLETE, timeout=5000)
     assert step.tab.evaluate("window.events.at(-1)") == ["complete", "succeeded"]
     assert step.posts() == 1
-    assert step.reports == []  # no fallback
+    assert step.fallbacks == []  # no fallback
     context.close()
 
 

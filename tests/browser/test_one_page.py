@@ -167,7 +167,8 @@ def test_the_phone_takes_the_step_and_the_first_browser_follows(
             headers={"Authorization": f"Bearer {bridge.api_key}"},
         ).body
     )["events"]
-    assert [e["event"] for e in history if e["kind"] == "browser"] == ["handoff"]
+    told = [(e["event"], e["mode"]) for e in history if e["kind"] == "browser"]
+    assert told == [("handoff", None), ("bank", "page")]  # the phone took it, then sent the form
 
 
 def test_continue_here_takes_the_step_back_from_the_phone(
