@@ -114,7 +114,7 @@ def create_app(
     app.register_blueprint(script.bp)
     app.register_blueprint(probe.bp)
     telemetry.init_app(app)
-    _wrap(app, lambda inner: Front(inner, bridge, status.CORS))
+    _wrap(app, lambda inner: Front(inner, bridge, status.CORS, body_timeout=BODY_TIMEOUT))
     _wrap(app, lambda inner: Telemetry(inner, bridge.metrics))  # the outermost
     _drop_flask_template_context(app)
     app.before_serving(bridge.start)

@@ -12,7 +12,12 @@ from quart import Quart, Response, abort, render_template, request
 from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException, NotFound
 
-from .refusals import InvalidWaitError, TooManyRequestsError, UnknownTokenError
+from .refusals import (
+    InvalidWaitError,
+    RefusedWebhookError,
+    TooManyRequestsError,
+    UnknownTokenError,
+)
 from .schemas import problems
 from .store import StorageUnavailableError
 
@@ -69,6 +74,8 @@ def refusal(error: Exception) -> APIError | None:
     if isinstance(error, TooManyRequestsError):
         headers = {"Retry-After": str(error.retry_after)}
         return APIError(429, _CODES[429], str(error), headers)
+    if isinstance(error, RefusedWebhookError):
+        return APIError(error.status, error.code, str(error))
     if isinstance(error, StorageUnavailableError):  # nothing was written; try again
         message = "the storage cannot be reached; try again"
         return APIError(503, "storage_unavailable", message, {"Retry-After": STORAGE_RETRY_AFTER})
@@ -118,6 +125,7 @@ def init_app(app: Quart) -> None:
         UnknownTokenError,
         InvalidWaitError,
         TooManyRequestsError,
+        RefusedWebhookError,
         StorageUnavailableError,
     ):
         app.register_error_handler(refused_by_the_domain, refused)

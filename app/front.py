@@ -2,14 +2,17 @@
 
 ``GET /api/v1/status/{token}`` and ``GET /pay/{token}`` are read again and again while their
 session stands still, and their answers are built once per change (:mod:`app.answers`): then
-Quart's request object, contexts, hooks and routing cost more than the answer itself. This ASGI
-layer answers a plain status request (long-polls included, which then hold a few KB each
-instead of a whole request context) and a page already built; everything else (a method other
-than GET, another query, a root path) goes on to the app, which answers it as always.
+Quart's request object, contexts, hooks and routing cost more than the answer itself. The
+provider's webhooks are the busiest writes, and there Quart and werkzeug were over half of a
+worker's time. This ASGI layer answers a plain status request (long-polls included, which then
+hold a few KB each instead of a whole request context), a page already built and a plain
+webhook (no query string); everything else (another method or query, a root path) goes on to
+the app, which answers it as always.
 
-The routes' logic exists once: the status answer is :mod:`app.status_service` on both paths, its
-refusals answered as :func:`app.errors.refusal` says on both (storage trouble aside: the app
-tries once more); and a page is sent again exactly
+The routes' logic exists once: the status answer is :mod:`app.status_service` and a webhook
+:mod:`app.webhook_service` on both paths, their refusals answered as :func:`app.errors.refusal`
+says on both (storage trouble aside: the app tries once more, with the body read here); a
+webhook's body is read under the app's own limits (size and time); and a page is sent again exactly
 as the view's answer went out, kept here on its way when the view's note (:mod:`app.keeping`)
 says it may be, under what the note says the page varies by. The tests compare both paths'
 answers byte for byte. Anything else that goes wrong here is logged, counted
@@ -23,14 +26,16 @@ import logging
 import re
 from collections.abc import Awaitable, Iterable
 
+from werkzeug.exceptions import RequestTimeout
 from werkzeug.sansio.utils import get_host
 
-from . import routes, status_service
+from . import routes, status_service, webhook_service
 from .answers import Built
 from .bridge import Bridge
 from .errors import APIError, refusal
 from .keeping import KeptPage, VariesBy, header
 from .scope import HANG_UP, LONG_POLL, PAGE, ROUTE, ASGIApp, Message, Receive, Scope, Send
+from .signature import HEADER
 from .store import StorageUnavailableError
 
 log = logging.getLogger(__name__)
@@ -40,14 +45,23 @@ _WAIT = re.compile(rb"(?:wait=([0-9]*))?")  # a plain query: nothing, or a numbe
 _NOSNIFF = (b"x-content-type-options", b"nosniff")
 _NO_STORE = (b"cache-control", b"no-store")
 _JSON = (b"content-type", b"application/json")
+_SIGNATURE = HEADER.lower().encode()
 
 
 class Front:
     """ASGI middleware: ``app.asgi_app = Front(app.asgi_app, bridge, status_cors)``."""
 
-    def __init__(self, inner: ASGIApp, the_bridge: Bridge, status_cors: dict[str, str]) -> None:
+    def __init__(
+        self,
+        inner: ASGIApp,
+        the_bridge: Bridge,
+        status_cors: dict[str, str],
+        *,
+        body_timeout: float,
+    ) -> None:
         self._inner = inner
         self._bridge = the_bridge
+        self._body_timeout = body_timeout
         self._status_headers = tuple(
             (name.lower().encode(), value.encode()) for name, value in status_cors.items()
         )
@@ -55,13 +69,61 @@ class Front:
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         # Not a coroutine itself: a held long-poll keeps no frame of this dispatch.
-        if scope["type"] == "http" and scope["method"] == "GET" and not scope.get("root_path"):
-            path = scope["path"]
-            if found := _STATUS.fullmatch(path):
-                return self._status(scope, found[1], receive, send)
-            if found := _PAY.fullmatch(path):
-                return self._page(scope, found[1], receive, send)
+        if scope["type"] == "http" and not scope.get("root_path"):
+            method, path = scope["method"], scope["path"]
+            if method == "GET":
+                if found := _STATUS.fullmatch(path):
+                    return self._status(scope, found[1], receive, send)
+                if found := _PAY.fullmatch(path):
+                    return self._page(scope, found[1], receive, send)
+            elif method == "POST" and path == routes.WEBHOOKS and not scope["query_string"]:
+                return self._webhook(scope, receive, send)
         return self._inner(scope, receive, send)
+
+    async def _webhook(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope[ROUTE] = routes.WEBHOOKS
+        the_bridge = self._bridge
+        body, answer, refused = None, None, None
+        try:
+            body = await self._body(scope, receive)
+            if body is None:
+                return  # the client hung up before its body came: nothing to answer
+            signature = header(scope, _SIGNATURE)
+            answer = await webhook_service.receive(the_bridge, body, signature)
+        except TimeoutError:
+            refused = APIError(408, "http_error", RequestTimeout.description)
+        except Exception as error:  # decided here: a kept exception would keep this frame
+            refused = self._refused(error, "webhook")
+        if answer is not None:
+            await _send(send, 200, _webhook_headers(answer), answer, sized=True)
+        elif refused is not None:
+            headers = _webhook_headers(refused.body)
+            await _send(send, refused.status, headers, refused.body, sized=True)
+        else:  # the app tries once more, and answers or refuses itself
+            await self._inner(scope, _replaying(body or b"", receive), send)
+
+    async def _body(self, scope: Scope, receive: Receive) -> bytes | None:
+        """The request's body under the app's limits: a 413 beyond the size (by its
+        ``Content-Length`` at once), ``TimeoutError`` when it takes too long; ``None`` when the
+        client hangs up."""
+        most = self._bridge.settings.webhook_max_bytes
+        declared = header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > most:
+            raise webhook_service.too_large(self._bridge)
+        chunks: list[bytes] = []
+        size = 0
+        async with asyncio.timeout(self._body_timeout):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return None
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > most:
+                    raise webhook_service.too_large(self._bridge)
+                chunks.append(chunk)
+                if not message.get("more_body"):
+                    return b"".join(chunks)
 
     async def _status(self, scope: Scope, token: str, receive: Receive, send: Send) -> None:
         wait = _WAIT.fullmatch(scope["query_string"])
@@ -83,7 +145,7 @@ class Front:
                 gone,
             )
         except Exception as error:  # decided here: a kept exception would keep this frame
-            refused = self._refused(error)
+            refused = self._refused(error, "status")
         if gone is not None:
             gone.cancel()  # before the app reads the request, if it does
         if reply is not None:
@@ -100,14 +162,14 @@ class Front:
                 scope["query_string"] = b""
             await self._inner(scope, receive, send)
 
-    def _refused(self, error: Exception) -> APIError | None:
+    def _refused(self, error: Exception, route: str) -> APIError | None:
         """A refusal's answer, as the app gives it; ``None`` for storage trouble and faults,
         which the app answers (a fault logged and counted)."""
         if isinstance(error, StorageUnavailableError):
             return None
         refused = refusal(error)
         if refused is None:
-            self._fault("status", error)
+            self._fault(route, error)
         return refused
 
     async def _page(self, scope: Scope, token: str, receive: Receive, send: Send) -> None:
@@ -184,6 +246,12 @@ class Front:
         return f"{scope['scheme']}://{get_host(scope['scheme'], host, scope.get('server'))}"
 
 
+def _webhook_headers(body: bytes) -> list[tuple[bytes, bytes]]:
+    """A JSON answer's headers as Quart writes them, with what the app's after-request hook
+    gives every JSON answer outside the customer pages."""
+    return [_JSON, (b"content-length", str(len(body)).encode()), _NOSNIFF, _NO_STORE]
+
+
 def _encoded(headers: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
     return [(name.lower().encode(), value.encode()) for name, value in headers]
 
@@ -197,6 +265,20 @@ def _hang_up(scope: Scope, receive: Receive) -> asyncio.Future[None]:
         offer["future"] = gone
         return gone
     return asyncio.ensure_future(_disconnected(receive))
+
+
+def _replaying(body: bytes, receive: Receive) -> Receive:
+    """``receive``, giving first the whole body already read."""
+    given = False
+
+    async def replaying() -> Message:
+        nonlocal given
+        if given:
+            return await receive()
+        given = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replaying
 
 
 async def _disconnected(receive: Receive) -> None:

@@ -27,7 +27,7 @@ from .lifecycle import Status
 from .provider import WEBHOOK_TYPES
 from .store import DeliveryState
 
-# What the webhook route counts a refused delivery as (app/webhooks.py).
+# What the webhook route counts a refused delivery as (app/webhook_service.py).
 WEBHOOK_REFUSALS = ("invalid_signature", "invalid_json", "not_a_webhook", "body_too_large")
 # What came of a bank step (app/bank_outcomes.py), and how many bank origins a process names apart.
 BANK_OUTCOMES = ("returned", "fallback", "abandoned")

@@ -21,3 +21,13 @@ class TooManyRequestsError(Exception):
     def __init__(self, wait: float) -> None:
         super().__init__("too many requests; try again later")
         self.retry_after = math.ceil(wait)
+
+
+class RefusedWebhookError(Exception):
+    """A request to the webhook route that is no webhook of the provider's: answered ``status``
+    with ``code`` and ``message``."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code

@@ -1,5 +1,5 @@
-"""The customer routes' paths, in one place: the blueprints route them, :mod:`app.links` makes
-links to them, :mod:`app.front` matches them below Quart."""
+"""The paths :mod:`app.front` answers below Quart and the customer routes', in one place: the
+blueprints route them, :mod:`app.links` makes links to them, :mod:`app.front` matches them."""
 
 from __future__ import annotations
 
@@ -35,3 +35,5 @@ HANDOFF = Route("/pay/<token>/handoff")  # a link that moves it to another brows
 HANDOFF_LINK = Route("/pay/handoff/<token>")
 STATUS = Route("/api/v1/status/<token>")
 STATUS_EVENTS = Route("/api/v1/status/<token>/events")
+# The provider's webhooks.
+WEBHOOKS = "/webhooks/smart-glocal"
