@@ -1,4 +1,5 @@
-"""Partner authentication: bearer keys from ``BRIDGE_API_KEYS``, and a wait for a guesser."""
+"""Who may ask: a partner by its bearer key from ``BRIDGE_API_KEYS`` (a guesser waits), and the
+bridge's own pages by their customer token, on the JSON endpoints they post to."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from quart_schema import security_scheme
 
 from .current import bridge
 from .errors import APIError
+from .lifecycle import Session
 from .limits import refuse
+from .origins import from_another_site
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
@@ -28,3 +31,15 @@ def partner_only(view: F) -> F:
         return await view(*args, **kwargs)
 
     return security_scheme([{"partnerKey": []}])(wrapper)  # type: ignore[return-value]
+
+
+async def customer_session(token: str) -> Session:
+    """The session a customer token opens, for the JSON endpoints the bridge's own pages post to
+    (reports, the step's claim, a handoff): a 403 from another site's page, a 404 for a bad
+    token, in JSON as every refusal there."""
+    if from_another_site():
+        raise APIError(403, "forbidden", "only the bridge's own pages may ask this")
+    session = await bridge().customer_session(token)
+    if session is None:
+        raise APIError(404, "not_found", "the token is unknown or has expired")
+    return session

@@ -17,6 +17,7 @@ from quart_schema import hide
 
 from . import routes
 from .actions import qr_image
+from .auth import customer_session
 from .bodies import optional_body
 from .current import bridge
 from .errors import APIError, found
@@ -43,8 +44,7 @@ class ClaimRequest(BaseModel):
 @hide
 async def claim(token: str) -> Response:
     """``{"held": true}`` when the asking page holds the bank step now and may submit it."""
-    _only_from_its_own_pages()
-    session = found(await bridge().customer_session(token))
+    session = await customer_session(token)
     wanted = await optional_body(ClaimRequest, '{"page": "<its id>", "take": false}')
     if wanted.page is None:
         raise APIError(422, "invalid_request", "the body names no page")
@@ -57,10 +57,9 @@ async def claim(token: str) -> Response:
 async def hand_off(token: str) -> Response:
     """A single-use link that opens this session's bank step in another browser, with its QR
     code (drawn here, asked for only when the customer wants it)."""
-    _only_from_its_own_pages()
-    session = found(await bridge().customer_session(token))
-    if session.status.is_outcome:
-        abort(410)  # the customer's part is over: nothing to move
+    session = await customer_session(token)
+    if session.status.is_outcome:  # the customer's part is over: nothing to move
+        raise APIError(410, "gone", "the customer's part of this session is over")
     secret, expires_at = await bridge().hand_off(token, session.id)
     link = external(routes.HANDOFF_LINK.path(secret))
     answer = {"handoff_url": link, "expires_at": iso(expires_at), "qr": qr_image(link)}

@@ -14,10 +14,10 @@ from quart import Blueprint, Response
 from quart_schema import hide
 
 from . import routes
+from .auth import customer_session
 from .bodies import required_body
 from .current import bridge
-from .errors import APIError, refusal
-from .origins import from_another_site
+from .errors import refusal
 from .refusals import TooManyRequestsError
 
 bp = Blueprint("reports", __name__)
@@ -40,11 +40,7 @@ async def report(token: str) -> Response:
     """``204`` once noted (or beyond the session's few dozen, not stored); ``403`` from another
     site's page; ``404`` a bad token; ``400``/``422`` a body that is not a report; ``429``
     beyond the token's rate. Every refusal in JSON."""
-    if from_another_site():
-        raise APIError(403, "forbidden", "only the bridge's own pages report")
-    session = await bridge().customer_session(token)
-    if session is None:
-        raise APIError(404, "not_found", "the token is unknown or has expired")
+    session = await customer_session(token)
     try:
         bridge().count_browser_report(token)
     except TooManyRequestsError as error:

@@ -66,7 +66,10 @@ async def test_another_sites_requests_are_refused(
     token = await partner.token()
     answer = await client.post(f"/pay/{token}/claim", json={"page": TAB_A}, headers=headers)
     assert answer.status_code == 403
-    assert (await client.post(f"/pay/{token}/handoff", headers=headers)).status_code == 403
+    assert (await answer.get_json())["error"]["code"] == "forbidden"
+    answer = await client.post(f"/pay/{token}/handoff", headers=headers)
+    assert answer.status_code == 403
+    assert (await answer.get_json())["error"]["code"] == "forbidden"
     assert await held(client, token, TAB_B)  # nothing was claimed
 
 
@@ -85,8 +88,13 @@ async def test_a_form_whose_origin_the_referrer_policy_hides_is_ours(
 async def test_bad_tokens_and_bodies_are_refused_and_claim_nothing(
     client: Any, partner: Partner
 ) -> None:
-    assert (await claim(client, "not-a-token", TAB_A)).status_code == 404
-    assert (await client.post("/pay/not-a-token/handoff", headers=OURS)).status_code == 404
+    for answer in (
+        await claim(client, "not-a-token", TAB_A),
+        await client.post("/pay/not-a-token/handoff", headers=OURS),
+    ):  # JSON endpoints: every refusal in JSON, as the reports' are
+        assert answer.status_code == 404
+        assert answer.content_type == "application/json"
+        assert (await answer.get_json())["error"]["code"] == "not_found"
     token = await partner.token()
     for body in ({}, {"page": "short"}, {"page": TAB_A, "take": "yes"}, {"page": TAB_A, "x": 1}):
         answer = await client.post(f"/pay/{token}/claim", json=body, headers=OURS)
@@ -212,4 +220,6 @@ async def test_no_handoff_once_the_customers_part_is_over(
 ) -> None:
     token = await partner.token()
     await provider.deliver("payment_finished", session_status="accepted")
-    assert (await client.post(f"/pay/{token}/handoff", headers=OURS)).status_code == 410
+    answer = await client.post(f"/pay/{token}/handoff", headers=OURS)
+    assert answer.status_code == 410
+    assert (await answer.get_json())["error"]["code"] == "gone"
