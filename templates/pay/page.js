@@ -179,11 +179,13 @@
     var phone = document.getElementById("phone");
     if (!phone || !phone.hidden) { return; }
     phone.hidden = false;
-    phone.querySelector("[data-bridge-action=continue-on-phone]").addEventListener("click", function () {
+    var button = phone.querySelector("[data-bridge-action=continue-on-phone]");
+    button.addEventListener("click", function () {
       claim(true, function () {
         ["step-elsewhere", "here"].forEach(function (id) { shown(id, false); });
         handoffLink(function (answer) {
           document.getElementById("phone-qr").src = answer.qr;
+          button.parentNode.hidden = true;  // one link at a time: the code stands for it
           shown("phone-code", true);
           watchHold();
         });

@@ -117,6 +117,7 @@ def a_handoff(page: Page) -> str:
     answer = made.value
     assert answer.status == 201
     expect(page.locator("#phone-qr")).to_be_visible()
+    expect(page.locator(ON_PHONE)).to_be_hidden()  # one link at a time
     assert page.locator("#phone-qr").get_attribute("src").startswith("data:image/svg+xml")
     return str(json.loads(answer.body())["handoff_url"])
 
