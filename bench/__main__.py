@@ -6,6 +6,8 @@ Parts (all by default; --only picks some):
   scale    status lookups with 1,000 vs. 1,000,000 sessions stored; bytes per session
   waiters  10,000 long-polls on one worker: memory per waiter, webhook-to-answer delay
   relay    the webhook route with the relay on (a partner answering 200 at once) and off
+  limit    the bridge's kept page and status answer vs. a bare ASGI callable sending the same
+           bytes under the same server (bench/limit.py): the limit of this server
 
 Load comes from wrk (64 connections, 2 threads) against 127.0.0.1 only; every run is bounded
 by --duration. A benchmark, not a test: it prints numbers and never fails on a missed target.
@@ -28,7 +30,7 @@ from .routes import routes_part
 from .scale import scale_part
 from .waiters import waiters_part
 
-PARTS = ("routes", "servers", "scale", "waiters", "relay")
+PARTS = ("routes", "servers", "scale", "waiters", "relay", "limit")
 ENGINES = ("sqlite", "postgresql")
 
 
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     say("machine: " + ", ".join(f"{key} {value}" for key, value in about.items()))
     with started(chosen) as run:
         try:
-            if {"routes", "servers", "relay"} & set(chosen.only):
+            if {"routes", "servers", "relay", "limit"} & set(chosen.only):
                 run.results |= routes_part(run)
             if "scale" in chosen.only:
                 run.results["scale"] = scale_part(run)

@@ -19,6 +19,9 @@ from .routes import LABELS, ROUTES
 RATIO = {"pay": 1.0, "status": 0.85, "webhook": 0.5}  # of the twin's rate; webhook: relay on
 P99_FACTOR = 1.5  # each route's p99 at most this times the twin's
 SERVER_RATIO = 2.0  # serve (uvicorn) against Quart's default Hypercorn, each route
+# The kept page and the plain status answer against a bare ASGI callable sending the same
+# bytes under the same server and workers (bench/limit.py).
+LIMIT_RATIO = 0.6
 SCALE_RATIO = 0.80  # status lookups with 1,000,000 sessions stored against 1,000
 WAITER_KB = 15.0  # memory per waiting long-poll: (RSS with the waiters - idle RSS) / waiters
 WAITER_P99_MS = 100.0  # from a webhook's 200 to its waiter's answer
@@ -118,6 +121,20 @@ def _servers(part: dict[str, Any], workers: int) -> Table:
     return title, headers, rows, notes
 
 
+def _limit(part: dict[str, Any], workers: int) -> Table:
+    def target(route: str, ratio: float, *_: Result) -> tuple[str, list[str]]:
+        return f">= {LIMIT_RATIO:.2f}", ["ratio"] if ratio < LIMIT_RATIO else []
+
+    _, headers, rows, notes = _pair(part, ("bridge", "limit"), target, workers)
+    notes.append(
+        "the limit: a bare ASGI callable under serve's own server sending the bytes the bridge"
+        " sent (headers and body) for one page and one status answer; the bridge's first round"
+        " also builds each session's page once in each worker"
+    )
+    title = "The bridge's fast path against the server's limit (same server, same workers)"
+    return title, headers, rows, notes
+
+
 def _relay(part: dict[str, Any], workers: int) -> Table:
     """The webhook route with the relay on and off; how far behind the partner heard."""
     _, headers, rows, notes = _pair(part, ("relay on", "relay off"), lambda *_: ("", []), workers)
@@ -176,7 +193,7 @@ def _waiters(part: dict[str, Any], workers: int) -> Table:
 
 
 TABLES = {"routes": _routes, "servers": _servers, "relay": _relay}
-TABLES |= {"scale": _scale, "waiters": _waiters}
+TABLES |= {"limit": _limit, "scale": _scale, "waiters": _waiters}
 
 
 def markdown(table: Table) -> str:

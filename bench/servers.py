@@ -140,6 +140,13 @@ def twin(run: Run, page_bytes: int, status_answer: bytes) -> Server:
     return Server(run, "twin", command, _env() | env, port)
 
 
+def limit(run: Run, answers: Path) -> Server:
+    """bench/limit.py's bare ASGI callable under serve's own server, sending ``answers``."""
+    port, workers = _port(), str(run.settings.workers)
+    command = [sys.executable, "-m", "bench.limit", port, workers]
+    return Server(run, "limit", command, _env() | {"BENCH_LIMIT_ANSWERS": str(answers)}, port)
+
+
 def partner(run: Run) -> Server:
     """bench/partner.py: answers every POST 200 at once, counts them."""
     port = _port()
