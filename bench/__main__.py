@@ -6,6 +6,8 @@ Parts (all by default; --only picks some):
   scale    status lookups with 1,000 vs. 1,000,000 sessions stored; bytes per session
   waiters  10,000 long-polls on one worker: memory per waiter, webhook-to-answer delay
   relay    the webhook route with the relay on (a partner answering 200 at once) and off
+  soak     --soak-minutes of a partner's mix at a fixed rate (half the capacity measured
+           first, or --soak-rate): a row per --soak-window minutes, a verdict at the end
   limit    the bridge's kept page and status answer vs. a bare ASGI callable sending the same
            bytes under the same server (bench/limit.py): the limit of this server
 
@@ -28,9 +30,10 @@ from . import report
 from .common import Settings, say, started
 from .routes import routes_part
 from .scale import scale_part
+from .soak import soak_part
 from .waiters import waiters_part
 
-PARTS = ("routes", "servers", "scale", "waiters", "relay", "limit")
+PARTS = ("routes", "servers", "scale", "waiters", "relay", "limit", "soak")
 ENGINES = ("sqlite", "postgresql")
 
 
@@ -56,6 +59,9 @@ OPTIONS: list[tuple[str, Callable[[str], Any], Any, str]] = [
     ("--scale-engines", _names(ENGINES), ENGINES, "engines for the scale part"),
     ("--sessions", int, 1_000_000, "sessions stored at the scale part's large size"),
     ("--waiters", int, 10_000, "long-polls held open"),
+    ("--soak-minutes", float, 30.0, "the soak's length"),
+    ("--soak-window", float, 5.0, "minutes of the soak a row covers (the first: warm-up)"),
+    ("--soak-rate", float, 0.0, "the soak's requests a second (0: half the capacity measured)"),
 ]
 
 
@@ -78,6 +84,8 @@ def settings(argv: list[str] | None) -> Settings:
             "--rounds, --attempts and --workers must be at least 1, and --engine"
             " sqlite or postgresql"
         )
+    if min(found.soak_minutes, found.soak_window) <= 0 or found.soak_rate < 0:
+        parser.error("--soak-minutes and --soak-window must be above 0, --soak-rate at least 0")
     return found
 
 
@@ -95,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
                 run.results["scale"] = scale_part(run)
             if "waiters" in chosen.only:
                 run.results["waiters"] = waiters_part(run)
+            if "soak" in chosen.only:
+                run.results["soak"] = soak_part(run)
         except KeyboardInterrupt:
             say("interrupted; reporting what was measured")
     report.write(run, about, began)
