@@ -32,7 +32,7 @@ SERVER_HEADERS = {"date", "server"}
 # Made anew for every answer by the bridge: the limit sends the captured one, as many bytes.
 PER_ANSWER_HEADERS = {"x-request-id"}
 # The path prefixes answered, by the name of the bridge's route.
-PREFIXES = {"pay": "/pay/", "status": "/api/v1/status/"}
+PREFIXES = {"kept": "/pay/", "status": "/api/v1/status/"}
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .common import RESULTS, Run
-from .routes import LABELS, ROUTES
+from .routes import KEPT_SESSIONS, LABELS
 
 # The targets, against the bare Quart twin in the same run, 64 connections.
 RATIO = {"pay": 1.0, "status": 0.85, "webhook": 0.5}  # of the twin's rate; webhook: relay on
@@ -76,7 +76,7 @@ def _pair(part: dict[str, Any], names: tuple[str, str], target: Target, workers:
     headers = ["route", f"{first} req/s", f"{second} req/s", "ratio"]
     headers += [f"{first} p50 / p99 ms", f"{second} p50 / p99 ms", "target", "met?"]
     rows, rounds, measured = [], [], dict[str, Result]()
-    for route in (route for route in ROUTES if route in part[first]):
+    for route in (route for route in LABELS if route in part[first]):
         one, other = part[first][route], part[second][route]
         ratio = one["rate"] / other["rate"] if other["rate"] else 0.0
         shown, failures = target(route, ratio, one, other)
@@ -132,8 +132,8 @@ def _limit(part: dict[str, Any], workers: int) -> Table:
     _, headers, rows, notes = _pair(part, ("bridge", "limit"), target, workers)
     notes.append(
         "the limit: a bare ASGI callable under serve's own server sending the bytes the bridge"
-        " sent (headers and body) for one page and one status answer; the bridge's first round"
-        " also builds each session's page once in each worker"
+        " sent (headers and body) for one page and one status answer; the kept pages: the"
+        f" first {KEPT_SESSIONS} sessions', built in every worker during the first warm-up"
     )
     title = "The bridge's fast path against the server's limit (same server, same workers)"
     return title, headers, rows, notes
@@ -205,6 +205,7 @@ def _soak(part: dict[str, Any], workers: int) -> list[Table]:
     headers = ["window", "minutes", "req/s", "webhooks/s", "p50 / p99 ms"]
     headers += ["RSS MB per worker", "connections per worker", "fds per worker"]
     headers += ["relay backlog", "sessions stored", "deleted", "held answered", "5xx", "failed"]
+    headers += ["others' cores"]
     rows = []
     for number, row in enumerate(part["rows"], 1):
         held = f"{row['held'].get('long-poll', 0):,} / {row['held'].get('events', 0):,}"
@@ -214,12 +215,13 @@ def _soak(part: dict[str, Any], workers: int) -> list[Table]:
         rows[-1] += [_per_worker(row, "rss", 1e6), _per_worker(row, "connections")]
         rows[-1] += [_per_worker(row, "fds"), f"{row['backlog']:,}", f"{row['sessions']:,}"]
         rows[-1] += [f"{row['deleted']:,}", held, str(row["server_errors"])]
-        rows[-1] += [str(sum(row["failed"].values()))]
+        rows[-1] += [str(sum(row["failed"].values())), f"{row['other_cores']:.2f}"]
     asked = f"{part['rate_asked']:,.0f} requests a second"
     asked += f" (half the capacity measured, {part['capacity']:,.0f})" if part["capacity"] else ""
     notes = [
         f"{asked}, {part['journeys_per_second']:,.1f} journeys a second, {part['engine']};"
-        f" retention {part['retention_seconds']:g} s; held answered: long-polls / event streams",
+        f" retention {part['retention_seconds']:g} s; held answered: long-polls / event streams;"
+        " others' cores: the CPU processes not the run's used meanwhile",
         "latencies from when each request was due (an open loop); the client started requests"
         " late by at most (p99 per window) "
         + " / ".join(f"{row['late_p99_ms']:,.0f}" for row in part["rows"])
@@ -230,7 +232,7 @@ def _soak(part: dict[str, Any], workers: int) -> list[Table]:
         failed.update(row["failed"])
     if failed:
         notes.append("failed: " + ", ".join(f"{why} {count}" for why, count in failed.items()))
-    title = f"The soak: {part['rows'][-1]['minutes'][1]:g} minutes at a fixed rate"
+    title = f"The soak: {part['rows'][-1]['minutes'][1]:g} min at a fixed rate"
     return [(title, headers, rows, notes), _soak_verdict(part)]
 
 

@@ -18,6 +18,7 @@ import asyncio
 import collections
 import contextlib
 import math
+import multiprocessing
 import os
 import re
 import time
@@ -29,7 +30,7 @@ from typing import Any
 from . import client, db, mix, servers
 from .common import Run, http, run_async, say
 from .pacer import Pacer, Tally
-from .wrk import CONNECTIONS, connections_by_process, wait_for_quiet
+from .wrk import CONNECTIONS, Monitor, connections_by_process, wait_for_quiet
 
 DAY = 86_400
 RETENTION = (60.0, 300.0)  # seconds, at least and at most: half a window between
@@ -110,9 +111,10 @@ async def _feed(run: Run, pacer: Pacer, rate: float, wall: float, seconds: int) 
     due, and handed to the pacer, for ``seconds`` of the soak."""
     loop, credentials, port = asyncio.get_running_loop(), run.credentials, pacer.port
     base = loop.time() + (wall - time.time())  # the loop's clock at ``wall``
-    secrets = credentials.private_pem(), credentials.secret
-    planning = partial(mix.plan, *secrets, _ttl(run), port, "ps_soak_")
-    with ProcessPoolExecutor(1) as signer:
+    signing = credentials.private_pem(), credentials.secret
+    planning = partial(mix.plan, *signing, _ttl(run), port, "ps_soak_")
+    # Spawned, not forked: this process runs an event loop and threads.
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as signer:
         batches = collections.deque(
             loop.run_in_executor(signer, planning, _starts(rate, wall, second))
             for second in range(min(AHEAD, seconds))
@@ -137,10 +139,13 @@ async def _windows(run: Run, server: servers.Server, rate: float) -> dict[str, A
     begun, rows = loop.time() + LEAD, list[dict[str, Any]]()
     say(f"soak: {rate:,.0f} requests a second ({journeys:,.1f} journeys) for {total / 60:g} min")
     for index in range(math.ceil(total / window)):
-        ends = min((index + 1) * window, total)
+        ends, others = min((index + 1) * window, total), Monitor(run.roots)
         await asyncio.sleep(max(begun + ends - loop.time(), 0))
+        if feeding.done():
+            feeding.result()  # the planning failed: say why now, not after the soak
         tally, pacer.tally = pacer.tally, Tally()
         row = _row(tally, ends - index * window) | await asyncio.to_thread(sampler.sample)
+        row |= others.stop()  # what processes not the run's used of the CPUs meanwhile
         rows.append(row | {"minutes": [round(index * window / 60, 2), round(ends / 60, 2)]})
         rows[-1]["accepted"] = tally.accepted
         rss = "/".join(f"{w['rss'] / 1e6:.0f}" for w in row["workers"].values())
@@ -191,8 +196,8 @@ def _capacity(run: Run, server: servers.Server) -> float:
     count = math.ceil(CAPACITY_GUESS * seconds / mix.requests_per_journey())
     say(f"soak: measuring the capacity, {count:,} journeys in a closed loop for {seconds:g} s")
     chunks = [range(start, min(start + 500, count)) for start in range(0, count, 500)]
-    secrets = credentials.private_pem(), credentials.secret
-    planning = partial(mix.plan, *secrets, _ttl(run), server.port, "ps_capacity_")
+    signing = credentials.private_pem(), credentials.secret
+    planning = partial(mix.plan, *signing, _ttl(run), server.port, "ps_capacity_")
     now = time.time() + 30  # dated a little ahead: the signing takes a while
     with ProcessPoolExecutor(os.cpu_count()) as pool:
         planned = pool.map(planning, [{number: now for number in chunk} for chunk in chunks])
