@@ -130,6 +130,9 @@ class Pool:
                 if attempt:
                     raise
                 continue
+            except BaseException:  # given up on (a timeout): its answer may still come
+                connection.transport.close()
+                raise
             self.idle.append(connection)
             return answer
         raise AssertionError("unreachable")

@@ -25,6 +25,7 @@ from .mix import FINAL, PAGE_DELAY, WAIT, Journey, Request
 EXPECTED = {"webhook": {200}, "page": {200}, "return": {200, 303}, "poll": {200, 304}}
 EXPECTED |= {"long-poll": {200, 304}, "events": {200}}
 IN_FLIGHT = 1024  # requests the client has open at once, held ones aside
+TIMEOUT = 30.0  # seconds an answer may take (a long-poll: on top of its wait)
 _FINAL_EVENT = re.compile(rb'"status": ?"(?:' + "|".join(FINAL).encode() + rb')"')
 
 
@@ -89,8 +90,8 @@ class Pacer:
         tally.late_ms.append((self.loop.time() - due) * 1000)
         try:
             async with self.gate:
-                answer = await self.pool.ask(planned.data)
-        except OSError as error:  # ConnectionError among them
+                answer = await asyncio.wait_for(self.pool.ask(planned.data), TIMEOUT)
+        except (OSError, TimeoutError) as error:  # ConnectionError among them
             self.tally.failed[f"{planned.kind} {type(error).__name__}"] += 1
             return
         tally = self.tally  # the window it ended in
@@ -110,7 +111,8 @@ class Pacer:
         try:
             while self.loop.time() < until:
                 headers = {"If-None-Match": etag} if etag else {}
-                answer = await connection.ask(client.request("GET", path, self.port, headers))
+                asked = connection.ask(client.request("GET", path, self.port, headers))
+                answer = await asyncio.wait_for(asked, WAIT + TIMEOUT)
                 self.tally.held["long-poll"] += 1
                 self.tally.answered("long-poll", answer.status)
                 if answer.status == 304:
@@ -118,7 +120,7 @@ class Pacer:
                 if answer.status != 200 or json.loads(answer.body)["status"] in FINAL:
                     return
                 etag = answer.headers.get("etag", "")
-        except OSError as error:
+        except (OSError, TimeoutError) as error:
             self.tally.failed[f"long-poll {type(error).__name__}"] += 1
         finally:
             connection.transport.close()
@@ -140,4 +142,7 @@ class Pacer:
             self.tally.failed["events ended before the final status"] += 1
 
     def close(self) -> None:
+        """Whatever is still open is given up."""
+        for task in self.tasks:
+            task.cancel()
         self.pool.close()
