@@ -12,8 +12,9 @@ Parts (all by default; --only picks some):
            bytes under the same server (bench/limit.py): the limit of this server
 
 Load comes from wrk (64 connections, 2 threads) against 127.0.0.1 only; every run is bounded
-by --duration. A benchmark, not a test: it prints numbers and never fails on a missed target.
-Start it with bench/run (installs wrk, raises the open-file limit).
+by --duration (the soak's, from its own open-loop client, by --soak-minutes). A benchmark,
+not a test: it prints numbers and never fails on a missed target. Start it with bench/run
+(installs wrk, raises the open-file limit).
 """
 
 from __future__ import annotations

@@ -268,6 +268,7 @@ def soak_part(run: Run) -> dict[str, Any]:
         say(f"soak: starting the bridge ({run.settings.workers} workers, {run.settings.engine})")
         stack.enter_context(bridge.start())
         capacity = 0.0 if run.settings.soak_rate else _capacity(run, bridge)
+        wait_for_quiet(run)
         found = run_async(_windows(run, bridge, run.settings.soak_rate or capacity / 2))
         found["capacity"] = capacity
         accepted = [
