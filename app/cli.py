@@ -71,12 +71,6 @@ def serve(host: str, port: int, workers: int | None, max_connections: int) -> No
         host=host,
         port=port,
         workers=workers,
-        proxy_headers=True,
-        log_config=None,
-        access_log=False,
-        # Long-polls and event streams would hold a shutdown for minutes; their clients
-        # reconnect to another instance or to this one restarted.
-        timeout_graceful_shutdown=5,
         # Heads bounded in size and time, connections per worker bounded (app/server.py).
         **server.options(fitting, on_shutdown=changes.drain_all),
     )

@@ -74,7 +74,7 @@ class Settings:
     relay_timeout: float = RELAY_TIMEOUT
     relay_max_delay: float = RELAY_MAX_DELAY
     relay_max_age: float = RELAY_MAX_AGE
-    retention_days: int = RETENTION_DAYS
+    retention_days: float = RETENTION_DAYS  # fractions allowed (a soak's short retention)
     kept_answers_mb: int = KEPT_ANSWERS_MB  # status answers and pages kept per process
     warnings: tuple[str, ...] = ()  # said in the log at start: settings that work but worry
 
@@ -138,7 +138,7 @@ def load_settings(
         relay_timeout=read("RELAY_TIMEOUT", seconds, RELAY_TIMEOUT),
         relay_max_delay=read("RELAY_MAX_DELAY", seconds, RELAY_MAX_DELAY),
         relay_max_age=read("RELAY_MAX_AGE", seconds, RELAY_MAX_AGE),
-        retention_days=read("RETENTION_DAYS", _whole("days"), RETENTION_DAYS),
+        retention_days=read("RETENTION_DAYS", _number("days"), RETENTION_DAYS),
         kept_answers_mb=read("KEPT_ANSWERS_MB", _whole_or_off("MB"), KEPT_ANSWERS_MB),
     )
     _refuse_what_cannot_work_together(settings)
@@ -170,8 +170,8 @@ def _refuse_what_cannot_work_together(settings: Settings) -> None:
     days = settings.retention_days
     if settings.token_ttl > days * DAY:
         raise ConfigError(
-            f"{PREFIX}TOKEN_TTL: must be at most {PREFIX}RETENTION_DAYS ({days} day"
-            f"{'s' if days > 1 else ''}, {days * DAY} s): a token must not outlive its"
+            f"{PREFIX}TOKEN_TTL: must be at most {PREFIX}RETENTION_DAYS ({days:g} day"
+            f"{'' if days == 1 else 's'}, {days * DAY:g} s): a token must not outlive its"
             " session's data"
         )
     if settings.db_pool_max < settings.db_pool_min:
@@ -300,7 +300,7 @@ def _shown(settings: Settings, key_source: str) -> dict[str, str]:
         "RELAY_TIMEOUT": f"{s.relay_timeout:g} s",
         "RELAY_MAX_DELAY": f"{s.relay_max_delay:g} s",
         "RELAY_MAX_AGE": f"{s.relay_max_age:g} s",
-        "RETENTION_DAYS": f"{s.retention_days} days",
+        "RETENTION_DAYS": f"{s.retention_days:g} days",
         "METRICS_TOKEN": _masked((s.metrics_token,) if s.metrics_token else (), "token"),
     }
 

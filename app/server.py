@@ -191,13 +191,20 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
 
 def options(max_connections: int, on_shutdown: Callable[[], None]) -> dict[str, Any]:
-    """uvicorn's settings for ``serve``, with at most ``max_connections`` per worker;
-    ``on_shutdown`` is called (once per open connection) when a worker begins to stop."""
+    """uvicorn's settings for ``serve`` (all but the app, address and workers), with at most
+    ``max_connections`` per worker; ``on_shutdown`` is called (once per open connection) when
+    a worker begins to stop. bench/limit.py runs its bare ASGI callable with them too."""
     return {
         "http": partial(BoundedHttpToolsProtocol, on_shutdown=on_shutdown),
         "ws": "none",  # the bridge has no WebSocket routes: no upgrade is taken
         "limit_concurrency": max_connections + 1,  # uvicorn counts the one refused
         "timeout_keep_alive": HEAD_TIMEOUT,
+        "proxy_headers": True,
+        "log_config": None,  # serve configures logging itself (app/logs.py)
+        "access_log": False,
+        # Long-polls and event streams would hold a shutdown for minutes; their clients
+        # reconnect to another instance or to this one restarted.
+        "timeout_graceful_shutdown": 5,
     }
 
 

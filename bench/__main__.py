@@ -6,10 +6,15 @@ Parts (all by default; --only picks some):
   scale    status lookups with 1,000 vs. 1,000,000 sessions stored; bytes per session
   waiters  10,000 long-polls on one worker: memory per waiter, webhook-to-answer delay
   relay    the webhook route with the relay on (a partner answering 200 at once) and off
+  soak     --soak-minutes of a partner's mix at a fixed rate (half the capacity measured
+           first, or --soak-rate): a row per --soak-window minutes, a verdict at the end
+  limit    the bridge's kept page and status answer vs. a bare ASGI callable sending the same
+           bytes under the same server (bench/limit.py): the limit of this server
 
 Load comes from wrk (64 connections, 2 threads) against 127.0.0.1 only; every run is bounded
-by --duration. A benchmark, not a test: it prints numbers and never fails on a missed target.
-Start it with bench/run (installs wrk, raises the open-file limit).
+by --duration (the soak's, from its own open-loop client, by --soak-minutes). A benchmark,
+not a test: it prints numbers and never fails on a missed target. Start it with bench/run
+(installs wrk, raises the open-file limit).
 """
 
 from __future__ import annotations
@@ -26,9 +31,10 @@ from . import report
 from .common import Settings, say, started
 from .routes import routes_part
 from .scale import scale_part
+from .soak import soak_part
 from .waiters import waiters_part
 
-PARTS = ("routes", "servers", "scale", "waiters", "relay")
+PARTS = ("routes", "servers", "scale", "waiters", "relay", "limit", "soak")
 ENGINES = ("sqlite", "postgresql")
 
 
@@ -54,6 +60,9 @@ OPTIONS: list[tuple[str, Callable[[str], Any], Any, str]] = [
     ("--scale-engines", _names(ENGINES), ENGINES, "engines for the scale part"),
     ("--sessions", int, 1_000_000, "sessions stored at the scale part's large size"),
     ("--waiters", int, 10_000, "long-polls held open"),
+    ("--soak-minutes", float, 30.0, "the soak's length"),
+    ("--soak-window", float, 5.0, "minutes of the soak a row covers (the first: warm-up)"),
+    ("--soak-rate", float, 0.0, "the soak's requests a second (0: half the capacity measured)"),
 ]
 
 
@@ -76,6 +85,8 @@ def settings(argv: list[str] | None) -> Settings:
             "--rounds, --attempts and --workers must be at least 1, and --engine"
             " sqlite or postgresql"
         )
+    if min(found.soak_minutes, found.soak_window) <= 0 or found.soak_rate < 0:
+        parser.error("--soak-minutes and --soak-window must be above 0, --soak-rate at least 0")
     return found
 
 
@@ -87,12 +98,14 @@ def main(argv: list[str] | None = None) -> int:
     say("machine: " + ", ".join(f"{key} {value}" for key, value in about.items()))
     with started(chosen) as run:
         try:
-            if {"routes", "servers", "relay"} & set(chosen.only):
+            if {"routes", "servers", "relay", "limit"} & set(chosen.only):
                 run.results |= routes_part(run)
             if "scale" in chosen.only:
                 run.results["scale"] = scale_part(run)
             if "waiters" in chosen.only:
                 run.results["waiters"] = waiters_part(run)
+            if "soak" in chosen.only:
+                run.results["soak"] = soak_part(run)
         except KeyboardInterrupt:
             say("interrupted; reporting what was measured")
     report.write(run, about, began)

@@ -57,6 +57,9 @@ class Settings:
     scale_engines: tuple[str, ...]
     sessions: int
     waiters: int
+    soak_minutes: float
+    soak_window: float
+    soak_rate: float
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,18 @@
 """A partner's backend that costs next to nothing: every request answered 200 at once, on
 loopback, keep-alive, one process with uvloop; ``GET /count`` answers how many POSTs came.
+Given a file, it also writes a line for every POST: its ``webhook-id`` and the SHA-256 of its
+body (the soak checks from them that every delivery came, once); ``GET /count`` flushes it.
 
-    python -m bench.partner PORT
+    python -m bench.partner PORT [LOG]
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import signal
 import sys
-from typing import cast
+from typing import IO, cast
 
 import uvloop
 
@@ -18,8 +21,8 @@ class Answering(asyncio.Protocol):
     """HTTP/1.1 requests with a Content-Length (the relay sends bytes that way), pipelined or not;
     ``received`` (shared by the connections) counts the POSTs."""
 
-    def __init__(self, received: list[int]) -> None:
-        self.received, self.buffer = received, bytearray()
+    def __init__(self, received: list[int], log: IO[str] | None) -> None:
+        self.received, self.log, self.buffer = received, log, bytearray()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
@@ -31,6 +34,13 @@ class Answering(asyncio.Protocol):
             length = sum(int(h.split(":")[1]) for h in head if h.startswith("content-length:"))
             if len(self.buffer) < end + 4 + length:
                 return  # the body is still on its way
+            if self.log is not None and head[0].startswith("post "):
+                body = bytes(self.buffer[end + 4 : end + 4 + length])
+                self.log.write(
+                    f"{_message_id(self.buffer[:end])}\t{hashlib.sha256(body).hexdigest()}\n"
+                )
+            if self.log is not None and head[0].startswith("get /count "):
+                self.log.flush()
             del self.buffer[: end + 4 + length]
             self.received[0] += head[0].startswith("post ")
             body = str(self.received[0]).encode() if head[0].startswith("get /count ") else b""
@@ -39,9 +49,22 @@ class Answering(asyncio.Protocol):
             )
 
 
-async def serve(port: int) -> None:
+def _message_id(head: bytearray) -> str:
+    """The ``webhook-id`` header's value, as sent (its case kept)."""
+    for line in bytes(head).decode("latin-1").split("\r\n"):
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "webhook-id":
+            return value.strip()
+    return ""
+
+
+async def serve(port: int, log: IO[str] | None) -> None:
     loop, received, stopped = asyncio.get_running_loop(), [0], asyncio.Event()
-    server = await loop.create_server(lambda: Answering(received), "127.0.0.1", port, backlog=1024)
+
+    def answering() -> Answering:
+        return Answering(received, log)
+
+    server = await loop.create_server(answering, "127.0.0.1", port, backlog=1024)
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopped.set)
     async with server:
@@ -49,4 +72,5 @@ async def serve(port: int) -> None:
 
 
 if __name__ == "__main__":
-    uvloop.run(serve(int(sys.argv[1])))
+    log = open(sys.argv[2], "a") if len(sys.argv) > 2 else None
+    uvloop.run(serve(int(sys.argv[1]), log))

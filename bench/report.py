@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import platform
 import sqlite3
@@ -13,16 +14,22 @@ from pathlib import Path
 from typing import Any
 
 from .common import RESULTS, Run
-from .routes import LABELS, ROUTES
+from .routes import KEPT_SESSIONS, LABELS
 
 # The targets, against the bare Quart twin in the same run, 64 connections.
 RATIO = {"pay": 1.0, "status": 0.85, "webhook": 0.5}  # of the twin's rate; webhook: relay on
 P99_FACTOR = 1.5  # each route's p99 at most this times the twin's
 SERVER_RATIO = 2.0  # serve (uvicorn) against Quart's default Hypercorn, each route
+# The kept page and the plain status answer against a bare ASGI callable sending the same
+# bytes under the same server and workers (bench/limit.py).
+LIMIT_RATIO = 0.6
 SCALE_RATIO = 0.80  # status lookups with 1,000,000 sessions stored against 1,000
 WAITER_KB = 15.0  # memory per waiting long-poll: (RSS with the waiters - idle RSS) / waiters
 WAITER_P99_MS = 100.0  # from a webhook's 200 to its waiter's answer
 BUSY_CORES = 0.1  # other processes' CPU worth a footnote
+# The soak, from the first window after the warm-up (the first window) to the last.
+SOAK_RSS_GROWTH = 0.05  # RSS of each worker
+SOAK_P99_FACTOR = 1.5  # each window's p99 against that first one's
 
 Result = dict[str, Any]
 Table = tuple[str, list[str], list[list[str]], list[str]]
@@ -69,7 +76,7 @@ def _pair(part: dict[str, Any], names: tuple[str, str], target: Target, workers:
     headers = ["route", f"{first} req/s", f"{second} req/s", "ratio"]
     headers += [f"{first} p50 / p99 ms", f"{second} p50 / p99 ms", "target", "met?"]
     rows, rounds, measured = [], [], dict[str, Result]()
-    for route in (route for route in ROUTES if route in part[first]):
+    for route in (route for route in LABELS if route in part[first]):
         one, other = part[first][route], part[second][route]
         ratio = one["rate"] / other["rate"] if other["rate"] else 0.0
         shown, failures = target(route, ratio, one, other)
@@ -115,6 +122,20 @@ def _servers(part: dict[str, Any], workers: int) -> Table:
 
     _, headers, rows, notes = _pair(part, ("serve", "hypercorn"), target, workers)
     title = "The production server (uvicorn) against Quart's default Hypercorn (relay off)"
+    return title, headers, rows, notes
+
+
+def _limit(part: dict[str, Any], workers: int) -> Table:
+    def target(route: str, ratio: float, *_: Result) -> tuple[str, list[str]]:
+        return f">= {LIMIT_RATIO:.2f}", ["ratio"] if ratio < LIMIT_RATIO else []
+
+    _, headers, rows, notes = _pair(part, ("bridge", "limit"), target, workers)
+    notes.append(
+        "the limit: a bare ASGI callable under serve's own server sending the bytes the bridge"
+        " sent (headers and body) for one page and one status answer; the kept pages: the"
+        f" first {KEPT_SESSIONS} sessions', built in every worker during the first warm-up"
+    )
+    title = "The bridge's fast path against the server's limit (same server, same workers)"
     return title, headers, rows, notes
 
 
@@ -175,8 +196,98 @@ def _waiters(part: dict[str, Any], workers: int) -> Table:
     return "Long-poll waiters on one instance (one worker)", headers, [row], notes
 
 
-TABLES = {"routes": _routes, "servers": _servers, "relay": _relay}
-TABLES |= {"scale": _scale, "waiters": _waiters}
+def _per_worker(row: dict[str, Any], key: str, scale: float = 1.0) -> str:
+    return " / ".join(f"{w[key] / scale:,.0f}" for w in row["workers"].values())
+
+
+def _soak(part: dict[str, Any], workers: int) -> list[Table]:
+    """A row per window, then the verdict against the targets."""
+    headers = ["window", "minutes", "req/s", "webhooks/s", "p50 / p99 ms"]
+    headers += ["RSS MB per worker", "connections per worker", "fds per worker"]
+    headers += ["relay backlog", "sessions stored", "deleted", "held answered", "5xx", "failed"]
+    headers += ["others' cores"]
+    rows = []
+    for number, row in enumerate(part["rows"], 1):
+        held = f"{row['held'].get('long-poll', 0):,} / {row['held'].get('events', 0):,}"
+        rows.append([f"{number}" + (" (warm-up)" if number == 1 else "")])
+        rows[-1] += ["–".join(f"{minute:g}" for minute in row["minutes"]), f"{row['rate']:,.0f}"]
+        rows[-1] += [f"{row['by_kind'].get('webhook', 0) / row['seconds']:,.0f}", _lat(row)]
+        rows[-1] += [_per_worker(row, "rss", 1e6), _per_worker(row, "connections")]
+        rows[-1] += [_per_worker(row, "fds"), f"{row['backlog']:,}", f"{row['sessions']:,}"]
+        rows[-1] += [f"{row['deleted']:,}", held, str(row["server_errors"])]
+        rows[-1] += [str(sum(row["failed"].values())), f"{row['other_cores']:.2f}"]
+    asked = f"{part['rate_asked']:,.0f} requests a second"
+    asked += f" (half the capacity measured, {part['capacity']:,.0f})" if part["capacity"] else ""
+    notes = [
+        f"{asked}, {part['journeys_per_second']:,.1f} journeys a second, {part['engine']};"
+        f" retention {part['retention_seconds']:g} s; held answered: long-polls / event streams;"
+        " others' cores: the CPU processes not the run's used meanwhile",
+        "latencies from when each request was due (an open loop); the client started requests"
+        " late by at most (p99 per window) "
+        + " / ".join(f"{row['late_p99_ms']:,.0f}" for row in part["rows"])
+        + " ms",
+    ]
+    failed = collections.Counter[str]()
+    for row in [*part["rows"], part["after"]]:
+        failed.update(row["failed"])
+    if failed:
+        notes.append("failed: " + ", ".join(f"{why} {count}" for why, count in failed.items()))
+    title = f"The soak: {part['rows'][-1]['minutes'][1]:g} min at a fixed rate"
+    return [(title, headers, rows, notes), _soak_verdict(part)]
+
+
+def _soak_verdict(part: dict[str, Any]) -> Table:
+    windows, delivered = part["rows"], part["deliveries"]
+    checks = []
+    if len(windows) < 3:
+        checks.append(["windows after the warm-up", ">= 2", f"{len(windows) - 1}", "NO"])
+    first, last = windows[min(1, len(windows) - 1)], windows[-1]
+    growth = {
+        pid: last["workers"][pid]["rss"] / found["rss"] - 1
+        for pid, found in first["workers"].items()
+        if pid in last["workers"]
+    }
+    replaced = set(first["workers"]) != set(last["workers"])
+    shown = " / ".join(f"{share * 100:+.1f}%" for share in growth.values())
+    shown += " (a worker was replaced)" if replaced else ""
+    worst = max(growth.values(), default=0.0)
+    met = _met(["growth"] * (worst > SOAK_RSS_GROWTH) + ["replaced"] * replaced)
+    checks.append(["RSS per worker, window 2 to the last", f"<= {SOAK_RSS_GROWTH:.0%}", shown, met])
+    errors = sum(row["server_errors"] for row in [*windows, part["after"]])
+    checks.append(["5xx answers", "0", str(errors), _met(["5xx"] * bool(errors))])
+    failed = sum(sum(row["failed"].values()) for row in [*windows, part["after"]])
+    checks.append(["other failed requests (4xx, no answer)", "0", str(failed)])
+    checks[-1].append(_met(["failed"] * bool(failed)))
+    lost = delivered["accepted_not_received"] + delivered["recorded_not_received"]
+    twice = delivered["accepted_received_twice"] + delivered["ids_received_twice"]
+    stuck = sum(n for state, n in delivered["states"].items() if state != "delivered")
+    checks.append(
+        [
+            "lost deliveries (after draining)",
+            "0",
+            f"{lost} lost, {twice} twice, {stuck} not delivered; {delivered['accepted']:,}"
+            f" webhooks accepted, {delivered['posts']:,} POSTs",
+            _met(["lost"] * bool(lost) + ["twice"] * bool(twice) + ["stuck"] * bool(stuck)),
+        ]
+    )
+    limit = SOAK_P99_FACTOR * first["p99_ms"]
+    over = [str(n) for n, row in enumerate(windows[1:], 2) if row["p99_ms"] > limit]
+    p99s = " / ".join(f"{row['p99_ms']:,.0f}" for row in windows[1:])
+    checks.append(["p99 of every window", f"<= {limit:,.0f} ms", p99s])
+    checks[-1].append(_met([f"window {n}" for n in over]))
+    notes = [
+        f"the relay drained in {delivered['drain_seconds']} s after the last journey;"
+        f" {delivered['recorded']:,} deliveries still recorded (retention deleted the older)"
+    ]
+    if not part["after"]["finished"]:
+        notes.append("some journeys were still open when the soak gave up waiting for them")
+    return "The soak's verdict", ["check", "target", "measured", "met?"], checks, notes
+
+
+Made = Table | list[Table]
+TABLES: dict[str, Callable[[dict[str, Any], int], Made]] = {"routes": _routes}
+TABLES |= {"servers": _servers, "relay": _relay, "limit": _limit, "scale": _scale}
+TABLES |= {"waiters": _waiters, "soak": _soak}
 
 
 def markdown(table: Table) -> str:
@@ -223,9 +334,11 @@ def machine(cores: int) -> dict[str, str]:
 def write(run: Run, about: dict[str, str], started: float) -> None:
     """Print the tables; write them, and every figure, to bench/results/latest.{md,json}."""
     s, minutes = run.settings, round((time.time() - started) / 60, 1)
-    tables = [
-        make(run.results[name], s.workers) for name, make in TABLES.items() if name in run.results
-    ]
+    tables = []
+    for name, make in TABLES.items():
+        if name in run.results:
+            made = make(run.results[name], s.workers)
+            tables += made if isinstance(made, list) else [made]
     print(
         f"\nRedirect Bridge benchmarks: {about['cores']} cores ({about['cpu']}), {s.workers}"
         f" workers, {s.engine}, wrk 64 connections, {s.duration:.0f} s per measurement"

@@ -1,6 +1,8 @@
-"""The routes, servers and relay parts, measured in one pass over the servers they need:
+"""The routes, servers, relay and limit parts, measured in one pass over the servers they need:
 
 - routes: the bridge under ``serve`` with the relay on (to bench/partner.py) against the twin;
+- limit: that bridge's page and status routes against bench/limit.py, a bare ASGI callable
+  under the same server sending the bytes the bridge sent (the limit of this server);
 - servers: the bridge with the relay off under ``serve`` against it under Hypercorn;
 - relay: the webhook route of those two bridges under ``serve``, relay on against off.
 
@@ -24,13 +26,14 @@ from typing import Any
 
 from app.tokens import Tokens
 
-from . import client, db, profile, servers
+from . import client, db, limit, profile, servers
 from .common import Run, http, run_async, say, sign_webhooks, webhook_body
 from .wrk import Result, measure, median, wait_for_quiet, wrk
 
 ROUTES = ("pay", "status", "webhook")
-LABELS = {
+LABELS = {  # the order the rounds measure them in
     "pay": "GET /pay/{token}",
+    "kept": "GET /pay/{token}, kept pages",  # the limit part's: KEPT_SESSIONS
     "status": "GET /api/v1/status/{token}",
     "webhook": "POST /webhooks/smart-glocal",
 }
@@ -38,6 +41,9 @@ LABELS = {
 # minute (a burst, then 2 a second), as in production, so the load is spread over enough
 # customers to measure no 429s.
 VIEW_SESSIONS = 5000
+# The first of those whose pages the limit part reads: few enough that the first warm-up
+# builds every one in every worker, so the page measured is the kept page.
+KEPT_SESSIONS = 200
 TOKEN_TTL = 21600
 WEBHOOK = "/webhooks/smart-glocal"
 
@@ -101,9 +107,13 @@ def _prepare(run: Run, member: Member) -> tuple[bytes, bytes]:
         raise RuntimeError(f"{name}: a prepared session shows no bank form: {answer[:200]!r}")
     tokens = Tokens([run.credentials.secret], TOKEN_TTL, time.time)
     minted_tokens = [tokens.mint(session_id).token for session_id in ids[1:]]
-    for route, path in (("pay", "/pay/"), ("status", "/api/v1/status/")):
+    for route, path, count in (("pay", "/pay/", None), ("kept", "/pay/", KEPT_SESSIONS)):
         member.paths[route] = run.folder / f"{name}-{route}.txt"
-        member.paths[route].write_text("".join(f"{path}{token}\n" for token in minted_tokens))
+        lines = (f"{path}{token}\n" for token in minted_tokens[:count])
+        member.paths[route].write_text("".join(lines))
+    member.paths["status"] = run.folder / f"{name}-status.txt"
+    status_lines = (f"/api/v1/status/{token}\n" for token in minted_tokens)
+    member.paths["status"].write_text("".join(status_lines))
     return page, answer
 
 
@@ -159,6 +169,29 @@ def _profile(run: Run, member: Member, route: str, pools: Pools) -> None:
     member.drain()
 
 
+def _bridge_routes(only: tuple[str, ...]) -> tuple[str, ...]:
+    """The routes the bridge with the relay on is measured on, for the parts chosen."""
+    wanted = set(ROUTES) if "routes" in only else set()
+    wanted |= {"webhook"} if "relay" in only else set()
+    wanted |= set(limit.PREFIXES) if "limit" in only else set()
+    return tuple(route for route in LABELS if route in wanted)
+
+
+def _first_paths(member: Member) -> dict[str, str]:
+    """The first path of each GET route's file: a page, a status answer."""
+    return {route: member.paths[route].read_text().split("\n", 1)[0] for route in limit.PREFIXES}
+
+
+def _limit(run: Run, bridge: Member) -> Member:
+    """bench/limit.py under serve's server, sending what the bridge sent for the first path
+    of each GET route (its page, kept from then on, and its status answer)."""
+    found = _first_paths(bridge).items()
+    answers = {route: limit.capture(bridge.server.url, path) for route, path in found}
+    if {answer.status for answer in answers.values()} != {200}:
+        raise RuntimeError(f"the bridge answered {answers} to the limit's capture")
+    return Member(limit.server(run, answers), tuple(limit.PREFIXES), paths=bridge.paths)
+
+
 def routes_part(run: Run) -> dict[str, Any]:
     """Whichever of routes, servers and relay the run measures, in one pass."""
     only, settings = run.settings.only, run.settings
@@ -172,11 +205,11 @@ def routes_part(run: Run) -> dict[str, Any]:
             return member
 
         partner, sizes = None, {}
-        if "routes" in only or "relay" in only:
+        if routes := _bridge_routes(only):
             partner = stack.enter_context(servers.partner(run).start())
             url, relay_url = run.database_url(), f"{partner.url}/smart-glocal"
             bridge = servers.bridge(run, url, "bridge", relay_url=relay_url)
-            add(Member(bridge, ROUTES if "routes" in only else ("webhook",), url, relay=True))
+            add(Member(bridge, routes, url, relay=True))
         if "servers" in only or "relay" in only:
             url = run.database_url()
             plain = servers.bridge(run, url, "bridge-norelay")
@@ -184,7 +217,7 @@ def routes_part(run: Run) -> dict[str, Any]:
         if "servers" in only:
             url = run.database_url()
             add(Member(servers.bridge(run, url, "hypercorn", hypercorn=True), ROUTES, url))
-        views = {m.server.name: _prepare(run, m) for m in members if "pay" in m.routes}
+        views = {m.server.name: _prepare(run, m) for m in members if "status" in m.routes}
         if "routes" in only:
             page, answer = views["bridge"]
             twin_server = servers.twin(run, len(page), answer)
@@ -195,11 +228,15 @@ def routes_part(run: Run) -> dict[str, Any]:
                 raise RuntimeError(f"the twin's page answered {status}")
             sizes = {"bridge_page": len(page), "twin_page": len(twin_page)}
             sizes |= {"status_answer": len(answer)}
-        pools = Pools(run, max(_calibrate(run, m) for m in members if m.database_url))
+        if "limit" in only:  # checked to answer as the bridge does, bytes for bytes
+            bare = add(_limit(run, members[0]))
+            limit.check(bare.server, members[0].server.url, _first_paths(members[0]))
+        sending = [m for m in members if m.database_url and "webhook" in m.routes]
+        pools = Pools(run, max((_calibrate(run, m) for m in sending), default=0))
         sizes["webhook_body"] = len(webhook_body(f"ps_r0a0_{0:019d}"))
         for round_ in range(settings.rounds):
             say(f"--- round {round_ + 1} of {settings.rounds}")
-            for route in ROUTES:
+            for route in LABELS:
                 for member in members if round_ % 2 == 0 else members[::-1]:
                     if route in member.routes:
                         _measure(run, member, route, round_, pools)
@@ -212,8 +249,12 @@ def routes_part(run: Run) -> dict[str, Any]:
     if "routes" in only:
         url = by_name["bridge"].database_url
         sizes["log_per_webhook"] = db.table_bytes(url, "webhooks") // db.count(url, "webhooks")
-        parts["routes"] = {"bridge": found["bridge"], "twin": found["twin"], "sizes": sizes}
+        bridge_routes = {route: found["bridge"][route] for route in ROUTES}
+        parts["routes"] = {"bridge": bridge_routes, "twin": found["twin"], "sizes": sizes}
         parts["routes"]["checks"] = by_name["bridge"].checks
+    if "limit" in only:
+        fast = {route: found["bridge"][route] for route in limit.PREFIXES}
+        parts["limit"] = {"bridge": fast, "limit": found["limit"]}
     if "servers" in only:
         parts["servers"] = {"serve": found["bridge-norelay"], "hypercorn": found["hypercorn"]}
     if "relay" in only:

@@ -106,9 +106,11 @@ def bridge(
     workers: int = 0,
     relay_url: str = "",
     hypercorn: bool = False,
+    settings: dict[str, str] | None = None,
 ) -> Server:
     """``redirect-bridge serve``, the production command, or the bridge under Quart's default
-    server, Hypercorn, with its default settings (``workers`` default: the run's)."""
+    server, Hypercorn, with its default settings (``workers`` default: the run's), and
+    ``settings`` (``BRIDGE_…``) besides."""
     port, workers = _port(), workers or run.settings.workers
     serve = f"serve --host 127.0.0.1 --port {port} --workers {workers}"
     command = [str(BIN / "redirect-bridge"), *serve.split()]
@@ -126,7 +128,7 @@ def bridge(
         env["BRIDGE_RELAY_URL"] = relay_url
         # Signed as in production (Standard Webhooks): an HMAC per attempt.
         env["BRIDGE_RELAY_SECRET"] = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
-    return Server(run, name, command, env, port)
+    return Server(run, name, command, env | (settings or {}), port)
 
 
 def twin(run: Run, page_bytes: int, status_answer: bytes) -> Server:
@@ -140,7 +142,16 @@ def twin(run: Run, page_bytes: int, status_answer: bytes) -> Server:
     return Server(run, "twin", command, _env() | env, port)
 
 
-def partner(run: Run) -> Server:
-    """bench/partner.py: answers every POST 200 at once, counts them."""
+def limit(run: Run, answers: Path) -> Server:
+    """bench/limit.py's bare ASGI callable under serve's own server, sending ``answers``."""
+    port, workers = _port(), str(run.settings.workers)
+    command = [sys.executable, "-m", "bench.limit", port, workers]
+    return Server(run, "limit", command, _env() | {"BENCH_LIMIT_ANSWERS": str(answers)}, port)
+
+
+def partner(run: Run, log: Path | None = None) -> Server:
+    """bench/partner.py: answers every POST 200 at once, counts them (and logs each to
+    ``log``, if given)."""
     port = _port()
-    return Server(run, "partner", [sys.executable, "-m", "bench.partner", port], _env(), port)
+    command = [sys.executable, "-m", "bench.partner", port, *([str(log)] if log else [])]
+    return Server(run, "partner", command, _env(), port)

@@ -117,13 +117,18 @@ def wait_for_quiet(run: Run) -> None:
             told = True
 
 
-def _connections(port: str) -> list[int]:
+def connections_by_process(port: str) -> dict[int, int]:
     """Established connections to ``port``, counted by the process holding them (from ss)."""
     with contextlib.suppress(OSError, subprocess.TimeoutExpired):
         command = ["ss", "-Htnp", "state", "established", f"( sport = :{port} )"]
         listing = subprocess.run(command, capture_output=True, text=True, timeout=10).stdout
-        return sorted(collections.Counter(re.findall(r"pid=(\d+)", listing)).values())[::-1]
-    return []
+        return dict(collections.Counter(map(int, re.findall(r"pid=(\d+)", listing))))
+    return {}
+
+
+def _connections(port: str) -> list[int]:
+    """Established connections to ``port`` by server process, largest first."""
+    return sorted(connections_by_process(port).values())[::-1]
 
 
 def wrk(run: Run, url: str, seconds: float, script: str, lines: Path) -> Result:

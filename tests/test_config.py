@@ -220,7 +220,7 @@ NUMBERS = {  # every numeric setting and the unit its message names
     "BRIDGE_RELAY_TIMEOUT": "a number of seconds",
     "BRIDGE_RELAY_MAX_DELAY": "a number of seconds",
     "BRIDGE_RELAY_MAX_AGE": "a number of seconds",
-    "BRIDGE_RETENTION_DAYS": "a whole number of days",
+    "BRIDGE_RETENTION_DAYS": "a number of days",
 }
 
 
@@ -238,7 +238,7 @@ def test_a_number_that_is_not_one_says_so_in_the_bridges_words(
     [
         ("BRIDGE_ACTION_TIMEOUT", "1.5", "must be a whole number of seconds, got '1.5'"),
         ("BRIDGE_ACTION_TIMEOUT", "0", "must be a whole number of seconds above 0, got '0'"),
-        ("BRIDGE_RETENTION_DAYS", "-3", "must be a whole number of days above 0, got '-3'"),
+        ("BRIDGE_RETENTION_DAYS", "-3", "must be a number of days above 0, got '-3'"),
         ("BRIDGE_DB_POOL_MAX", "", "must be a whole number of connections, got ''"),
         ("BRIDGE_STATUS_RATE_LIMIT", "-1", "0 switches it off"),
         ("BRIDGE_KEPT_ANSWERS_MB", "64MB", "must be a whole number of MB"),
@@ -290,6 +290,10 @@ def test_serve_says_a_bad_number_in_one_line_of_its_own_words(environ: dict[str,
         (
             {"BRIDGE_TOKEN_TTL": "86401", "BRIDGE_RETENTION_DAYS": "1"},
             "BRIDGE_TOKEN_TTL: must be at most BRIDGE_RETENTION_DAYS (1 day, 86400 s)",
+        ),
+        (
+            {"BRIDGE_TOKEN_TTL": "43201", "BRIDGE_RETENTION_DAYS": "0.5"},
+            "BRIDGE_TOKEN_TTL: must be at most BRIDGE_RETENTION_DAYS (0.5 days, 43200 s)",
         ),
         (
             {"BRIDGE_ACTION_TIMEOUT": "600", "BRIDGE_TOKEN_TTL": "600"},

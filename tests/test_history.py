@@ -144,6 +144,21 @@ async def test_retention_deletes_old_bodies_and_finished_sessions_keeping_the_hi
         ]
 
 
+async def test_retention_may_be_a_fraction_of_a_day(
+    configured: Configured, clock: FakeClock
+) -> None:
+    """Half a day: a session finished 11 hours ago is kept, one finished 13 hours ago is not
+    (a short retention is what a soak of half an hour needs to see the sweep delete)."""
+    async with configured(RETENTION_DAYS="0.5") as bridge:
+        core = bridge.app.extensions["bridge"]
+        await bridge.provider.deliver("payment_finished", "ps_done", session_status="accepted")
+        clock.advance(11 * 3600)
+        assert await core.forget_old() == 0
+        clock.advance(2 * 3600)
+        assert await core.forget_old() == 2  # its body and the finished session
+        assert await core.session("ps_done") is None
+
+
 async def test_retention_deletes_in_batches(
     configured: Configured, clock: FakeClock, monkeypatch: Any
 ) -> None:
