@@ -6,6 +6,7 @@ Parts (all by default; --only picks some):
   scale    status lookups with 1,000 vs. 1,000,000 sessions stored; bytes per session
   waiters  10,000 long-polls on one worker: memory per waiter, webhook-to-answer delay
   relay    the webhook route with the relay on (a partner answering 200 at once) and off
+  engines  the webhook route with the relay on, on PostgreSQL against SQLite, in one run
   soak     --soak-minutes of a partner's mix at a fixed rate (half the capacity measured
            first, or --soak-rate): a row per --soak-window minutes, a verdict at the end
   limit    the bridge's kept page and status answer vs. a bare ASGI callable sending the same
@@ -34,7 +35,7 @@ from .scale import scale_part
 from .soak import soak_part
 from .waiters import waiters_part
 
-PARTS = ("routes", "servers", "scale", "waiters", "relay", "limit", "soak")
+PARTS = ("routes", "servers", "scale", "waiters", "relay", "engines", "limit", "soak")
 ENGINES = ("sqlite", "postgresql")
 
 
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     say("machine: " + ", ".join(f"{key} {value}" for key, value in about.items()))
     with started(chosen) as run:
         try:
-            if {"routes", "servers", "relay", "limit"} & set(chosen.only):
+            if {"routes", "servers", "relay", "engines", "limit"} & set(chosen.only):
                 run.results |= routes_part(run)
             if "scale" in chosen.only:
                 run.results["scale"] = scale_part(run)

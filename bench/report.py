@@ -20,6 +20,7 @@ from .routes import KEPT_SESSIONS, LABELS
 RATIO = {"pay": 1.0, "status": 0.85, "webhook": 0.5}  # of the twin's rate; webhook: relay on
 P99_FACTOR = 1.5  # each route's p99 at most this times the twin's
 SERVER_RATIO = 2.0  # serve (uvicorn) against Quart's default Hypercorn, each route
+ENGINE_RATIO = 0.6  # the webhook route (relay on) on PostgreSQL against SQLite, the same run
 # The kept page and the plain status answer against a bare ASGI callable sending the same
 # bytes under the same server and workers (bench/limit.py).
 LIMIT_RATIO = 0.6
@@ -159,6 +160,16 @@ def _relay(part: dict[str, Any], workers: int) -> Table:
     return f"The webhook route with the relay on and off ({part['engine']})", headers, rows, notes
 
 
+def _engines(part: dict[str, Any], workers: int) -> Table:
+    def target(route: str, ratio: float, *_: Result) -> tuple[str, list[str]]:
+        return f">= {ENGINE_RATIO:.2f}", ["ratio"] if ratio < ENGINE_RATIO else []
+
+    _, headers, rows, notes = _pair(part, ("postgresql", "sqlite"), target, workers)
+    rows[-1][0] += " (relay on)"
+    notes.append("each bridge relays to a partner of its own; both under serve, same workers")
+    return "The webhook route on PostgreSQL against SQLite (same run)", headers, rows, notes
+
+
 def _scale(part: dict[str, Any], workers: int) -> Table:
     rows, measured = [], {}
     for engine, result in part.items():
@@ -286,7 +297,8 @@ def _soak_verdict(part: dict[str, Any]) -> Table:
 
 Made = Table | list[Table]
 TABLES: dict[str, Callable[[dict[str, Any], int], Made]] = {"routes": _routes}
-TABLES |= {"servers": _servers, "relay": _relay, "limit": _limit, "scale": _scale}
+TABLES |= {"servers": _servers, "relay": _relay, "engines": _engines, "limit": _limit}
+TABLES |= {"scale": _scale}
 TABLES |= {"waiters": _waiters, "soak": _soak}
 
 

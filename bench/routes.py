@@ -172,7 +172,7 @@ def _profile(run: Run, member: Member, route: str, pools: Pools) -> None:
 def _bridge_routes(only: tuple[str, ...]) -> tuple[str, ...]:
     """The routes the bridge with the relay on is measured on, for the parts chosen."""
     wanted = set(ROUTES) if "routes" in only else set()
-    wanted |= {"webhook"} if "relay" in only else set()
+    wanted |= {"webhook"} if {"relay", "engines"} & set(only) else set()
     wanted |= set(limit.PREFIXES) if "limit" in only else set()
     return tuple(route for route in LABELS if route in wanted)
 
@@ -195,11 +195,13 @@ def _limit(run: Run, bridge: Member) -> Member:
 def routes_part(run: Run) -> dict[str, Any]:
     """Whichever of routes, servers and relay the run measures, in one pass."""
     only, settings = run.settings.only, run.settings
+    other = "postgresql" if settings.engine == "sqlite" else "sqlite"  # the engines part's
     with contextlib.ExitStack() as stack:
         members: list[Member] = []
 
         def add(member: Member) -> Member:
-            say(f"starting {member.server.name} ({settings.workers} workers, {settings.engine})")
+            engine = member.database_url.partition(":")[0] or "no database"
+            say(f"starting {member.server.name} ({settings.workers} workers, {engine})")
             stack.enter_context(member.server.start())
             members.append(member)
             return member
@@ -210,6 +212,18 @@ def routes_part(run: Run) -> dict[str, Any]:
             url, relay_url = run.database_url(), f"{partner.url}/smart-glocal"
             bridge = servers.bridge(run, url, "bridge", relay_url=relay_url)
             add(Member(bridge, routes, url, relay=True))
+        if "engines" in only:  # its own partner: each bridge's deliveries are counted apart
+            heard = stack.enter_context(servers.partner(run).start())
+            url, relay_url = run.database_url(other), f"{heard.url}/smart-glocal"
+            name = f"bridge-{other}"
+            add(
+                Member(
+                    servers.bridge(run, url, name, relay_url=relay_url),
+                    ("webhook",),
+                    url,
+                    relay=True,
+                )
+            )
         if "servers" in only or "relay" in only:
             url = run.database_url()
             plain = servers.bridge(run, url, "bridge-norelay")
@@ -257,6 +271,11 @@ def routes_part(run: Run) -> dict[str, Any]:
         parts["limit"] = {"bridge": fast, "limit": found["limit"]}
     if "servers" in only:
         parts["servers"] = {"serve": found["bridge-norelay"], "hypercorn": found["hypercorn"]}
+    if "engines" in only:
+        parts["engines"] = {
+            settings.engine: {"webhook": found["bridge"]["webhook"]},
+            other: {"webhook": found[f"bridge-{other}"]["webhook"]},
+        }
     if "relay" in only:
         on, off = found["bridge"]["webhook"], found["bridge-norelay"]["webhook"]
         parts["relay"] = {"relay on": {"webhook": on}, "relay off": {"webhook": off}}
