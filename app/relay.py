@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 FIRST_DELAY = 1.0  # seconds before the second attempt; it doubles up to BRIDGE_RELAY_MAX_DELAY
 CLAIM_MARGIN = 5.0  # a claim outlives its attempt's time limit by this much
-CONNECTIONS = 16  # to the partner at once, and so deliveries claimed at a time
+CONNECTIONS = 16  # to the partner at once, and so deliveries at the partner at a time
 LOOK_AGAIN = 1.0  # seconds between looks for due deliveries (other processes', retries)
 BACKLOG_EVERY = 5.0  # seconds between counts of the pending deliveries, for the metrics
 ANSWER_READ_BYTES = 64 * 1024  # of a partner's answer, read and dropped; a longer one closes
@@ -105,7 +105,8 @@ class Relay:
         self._signers = tuple(Webhook(secret) for secret in settings.relay_secrets)
         self._due = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._in_flight: set[asyncio.Task[None]] = set()
+        self._in_flight: set[asyncio.Task[None]] = set()  # attempts, outcomes being written too
+        self._posting = 0  # attempts at the partner now: each holds one of its connections
         self._backlog_counted = -BACKLOG_EVERY
 
     async def start(self) -> None:
@@ -138,6 +139,7 @@ class Relay:
         jobs = await self._store.claim_deliveries(now, claim, limit)
         started = []
         for job in jobs:
+            self._posting += 1
             task = asyncio.create_task(self._attempt(job), name=f"relay delivery {job.message_id}")
             self._in_flight.add(task)
             task.add_done_callback(self._attempted)
@@ -154,7 +156,7 @@ class Relay:
         try:
             while True:
                 self._due.clear()
-                free = CONNECTIONS - len(self._in_flight)
+                free = CONNECTIONS - self._posting
                 started = []
                 try:
                     if free > 0:
@@ -173,7 +175,13 @@ class Relay:
             await asyncio.gather(*self._in_flight, return_exceptions=True)
 
     async def _attempt(self, job: RelayJob) -> None:
-        status, pause = await self._post(job)
+        try:
+            status, pause = await self._post(job)
+        finally:
+            # Its connection is free: another session's delivery may go while this outcome
+            # waits for its commit (this session's next one waits for that commit).
+            self._posting -= 1
+            self._due.set()
         now = self._clock()
         if status is not None and 200 <= status < 300:
             attempt = Attempt(job, now, status, DeliveryState.DELIVERED, now)

@@ -520,3 +520,33 @@ async def test_two_bridges_and_a_fresh_start_never_give_one_id_twice(
                 await partner_backend.arrived(4)
     ids = [received.headers["webhook-id"] for received in partner_backend.received]
     assert len(ids) == 7 and len(set(ids)) == 7, ids
+
+
+async def test_a_connection_is_free_for_the_next_delivery_while_an_outcome_is_written(
+    configured: Configured, partner_backend: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An attempt's time at the partner is a connection's; writing its outcome is not: with one
+    connection, a second session's delivery goes out while the first's outcome waits for its
+    commit (which a loaded database makes long), and the first session's next one waits."""
+    monkeypatch.setattr("app.relay.CONNECTIONS", 1)
+    async with configured(RELAY_URL=partner_backend.url, RELAY_MAX_AGE=600) as bridge:
+        store = bridge.app.extensions["bridge"].store
+        finish, written = store.finish_attempt, asyncio.Event()
+
+        async def slow_to_write(attempt: Attempt) -> bool:
+            await written.wait()
+            return bool(await finish(attempt))
+
+        monkeypatch.setattr(store, "finish_attempt", slow_to_write)
+        await deliver(bridge, webhook("ready_to_confirm", "ps_first"))
+        await partner_backend.arrived(1)
+        await deliver(bridge, webhook("ready_to_capture", "ps_first"))
+        await deliver(bridge, webhook("ready_to_confirm", "ps_second"))
+        received = await partner_backend.arrived(2, timeout=5)
+        assert [json.loads(item.body)["session"]["id"] for item in received] == [
+            "ps_first",
+            "ps_second",  # the first's next waits until its outcome is on record
+        ]
+        written.set()
+        received = await partner_backend.arrived(3)
+        assert json.loads(received[2].body)["type"] == "ready_to_capture"
