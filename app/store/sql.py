@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from .. import lifecycle
@@ -41,6 +42,20 @@ INSERT_WEBHOOK = (
     "INSERT INTO webhooks (digest, session_id, type, received_at, body, meaning)"
     " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING RETURNING id"
 )
+
+
+def webhook_row(delivery: Delivery) -> tuple[Any, ...]:
+    """A delivery as the values of :data:`INSERT_WEBHOOK`."""
+    return (
+        delivery.digest,
+        delivery.session_id,
+        delivery.type,
+        delivery.received_at,
+        delivery.body,
+        delivery.meaning,
+    )
+
+
 SAME_MEANING = "SELECT 1 FROM webhooks WHERE session_id = ? AND meaning = ? LIMIT 1"
 SELECT_SESSION = f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE session_id = ?"
 UPSERT_SESSION = (
@@ -56,6 +71,80 @@ SESSIONS_DUE = (
     "SELECT session_id FROM sessions WHERE status = ? AND action_expires_at <= ?"
     " ORDER BY action_expires_at LIMIT ?"
 )
+
+
+# -- PostgreSQL's webhook write: a read, the decision in Python, one write -----------------------
+
+# What deciding a webhook needs, in one read: the session and its row's version (``xmin``:
+# a new one each time any transaction writes the row), its latest ``forgotten`` note, whether
+# a webhook of the same meaning or these very bytes were logged. Values: the meaning, the
+# digest, the session id.
+WEBHOOK_NEWS = (
+    "SELECT s.xmin::text, "
+    + ", ".join(f"s.{column.strip()}" for column in _SESSION_COLUMNS.split(","))
+    + ", f.id, f.at, f.detail,"
+    " EXISTS (SELECT 1 FROM webhooks WHERE session_id = k.id AND meaning = ?),"
+    " EXISTS (SELECT 1 FROM webhooks WHERE digest = ?)"
+    " FROM (SELECT CAST(? AS TEXT) AS id) k LEFT JOIN sessions s ON s.session_id = k.id"
+    " LEFT JOIN LATERAL (SELECT id, at, detail FROM events WHERE session_id = k.id"
+    " AND kind = 'forgotten' ORDER BY id DESC LIMIT 1) f ON true"
+)
+# The function of migration 11: writes what was decided unless what it was decided from
+# changed; false then, and nothing written.
+RECORD_WEBHOOK = "SELECT bridge_record_webhook(" + ", ".join("?" * 30) + ")"
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookNews:
+    """A row of :data:`WEBHOOK_NEWS`: what a webhook's decision is made from."""
+
+    version: str | None  # the session row's, None when there is none
+    session: Session | None
+    forgotten_id: int | None
+    forgotten: Forgotten | None
+    same_meaning: bool
+    duplicate: bool
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> WebhookNews:
+        version, *session, forgotten_id, at, detail, same_meaning, duplicate = row
+        return cls(
+            version,
+            session_from_row(tuple(session)) if version is not None else None,
+            forgotten_id,
+            forgotten_from_row(None if forgotten_id is None else (at, detail)),
+            same_meaning,
+            duplicate,
+        )
+
+
+def record_webhook_row(
+    news: WebhookNews,
+    delivery: Delivery,
+    changed: Changed,
+    emitted: list[tuple[Any, ...]],
+    channel: str,
+) -> tuple[Any, ...]:
+    """The values of :data:`RECORD_WEBHOOK`: ``changed`` decided from ``news``, and the
+    :data:`INSERT_DELIVERY` values of the bridge's own events it sends."""
+    written = changed.after is not None and changed.after != changed.before
+    after = session_row(changed.after) if written and changed.after else (None,) * 12
+    return (
+        news.version,
+        news.forgotten_id,
+        news.same_meaning,
+        news.duplicate,
+        *webhook_row(delivery),
+        message_id(delivery.received_at) if delivery.relay_signature is not None else None,
+        delivery.relay_signature,
+        *after,
+        [row[0] for row in emitted],
+        [row[3] for row in emitted],
+        [row[6] for row in emitted],
+        changed.after != changed.before,
+        channel,
+        event_row(webhook_event(delivery, changed))[3],
+    )
 
 
 def session_row(session: Session) -> tuple[Any, ...]:

@@ -198,17 +198,7 @@ class SQLiteStore(Store):
                 delivery.meaning is not None
                 and db.execute(sql.SAME_MEANING, (delivery.session_id, delivery.meaning)).fetchone()
             )
-            inserted = db.execute(
-                sql.INSERT_WEBHOOK,
-                (
-                    delivery.digest,
-                    delivery.session_id,
-                    delivery.type,
-                    delivery.received_at,
-                    delivery.body,
-                    delivery.meaning,
-                ),
-            ).fetchone()
+            inserted = db.execute(sql.INSERT_WEBHOOK, sql.webhook_row(delivery)).fetchone()
             if inserted is None or said_before:
                 changed = Changed(before=session, after=session, duplicate=inserted is None)
             else:
