@@ -857,6 +857,37 @@ async def test_a_delivery_put_back_waits_for_its_sessions_one_in_flight(store: S
     assert again.message_id == first.message_id
 
 
+async def test_deliveries_behind_one_put_off_are_not_due_before_it(
+    store: Store, database_url: str
+) -> None:
+    """A session's deliveries wait behind its oldest pending one: put off to a later attempt,
+    it puts off those behind it as far, and one recorded meanwhile is due no sooner, so a claim
+    walking the due deliveries reads none of them before then; then they go in order."""
+    for number in range(3):
+        body = f'{{"n": {number}}}'.encode()
+        await store.record_webhook(relayed(body, "ps_1", 10.0), pending("ps_1"))
+    await store.record_webhook(relayed(b"other", "ps_2", 10.0), pending("ps_2"))
+    first, other = await store.claim_deliveries(20.0, 30.0, 10)
+    assert (first.body, other.body) == (b'{"n": 0}', b"other")
+    assert await store.finish_attempt(Attempt(first, 21.0, 500, "pending", 100.0))
+    assert await store.finish_attempt(Attempt(other, 21.0, 500, "pending", 40.0))
+    await store.record_webhook(relayed(b'{"n": 3}', "ps_1", 50.0), pending("ps_1"))
+    due = "SELECT next_attempt_at FROM deliveries WHERE session_id = 'ps_1' ORDER BY id"
+    assert await query(database_url, due) == [(100.0,)] * 4
+    [again] = await store.claim_deliveries(99.0, 200.0, 10)  # the other session's, due at 40
+    assert again.body == b"other"
+    [again] = await store.claim_deliveries(100.0, 130.0, 10)
+    assert again.message_id == first.message_id
+    assert await store.finish_attempt(Attempt(again, 101.0, 200, "delivered", 101.0))
+    sent = []
+    for at in range(102, 106):
+        jobs = await store.claim_deliveries(float(at), at + 0.5, 10)
+        sent += [job.body for job in jobs]
+        for job in jobs:
+            assert await store.finish_attempt(Attempt(job, at + 0.1, 200, "delivered", at))
+    assert sent == [b'{"n": 1}', b'{"n": 2}', b'{"n": 3}']
+
+
 async def test_one_page_holds_a_sessions_bank_step_until_another_takes_it(store: Store) -> None:
     assert await store.hold_step("ps_1", "tab-a", 1.0, take=False)
     assert await store.hold_step("ps_1", "tab-a", 2.0, take=False)  # asking again

@@ -363,6 +363,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ) RETURNS BOOLEAN LANGUAGE plpgsql AS $$
     DECLARE
         webhook_id BIGINT;
+        due DOUBLE PRECISION;
     BEGIN
         PERFORM pg_advisory_xact_lock(hashtextextended(w_session_id, 0));
         IF (SELECT xmin::text FROM sessions WHERE session_id = w_session_id)
@@ -375,6 +376,9 @@ MIGRATIONS: tuple[Migration, ...] = (
         THEN
             RETURN false;
         END IF;
+        -- Not due before an earlier pending delivery of the session (see sql.INSERT_DELIVERY).
+        due := greatest(w_received_at, (SELECT max(next_attempt_at) FROM deliveries
+            WHERE session_id = w_session_id AND state = 'pending'));
         IF NOT seen_digest THEN
             INSERT INTO webhooks (digest, session_id, type, received_at, body, meaning)
                 VALUES (w_digest, w_session_id, w_type, w_received_at, w_body, w_meaning)
@@ -400,12 +404,12 @@ MIGRATIONS: tuple[Migration, ...] = (
             INSERT INTO deliveries (message_id, webhook_id, session_id, type, received_at,
                     signature, body, state, attempts, next_attempt_at, retry_from)
                 VALUES (relay_message_id, webhook_id, w_session_id, w_type, w_received_at,
-                    relay_signature, NULL, 'pending', 0, w_received_at, w_received_at);
+                    relay_signature, NULL, 'pending', 0, due, w_received_at);
         END IF;
         INSERT INTO deliveries (message_id, webhook_id, session_id, type, received_at,
                 signature, body, state, attempts, next_attempt_at, retry_from)
             SELECT emitted.message_id, NULL, w_session_id, emitted.type, w_received_at, NULL,
-                    emitted.body, 'pending', 0, w_received_at, w_received_at
+                    emitted.body, 'pending', 0, due, w_received_at
                 FROM unnest(emitted_message_ids, emitted_types, emitted_bodies)
                     WITH ORDINALITY AS emitted (message_id, type, body, position)
                 ORDER BY emitted.position;
@@ -417,6 +421,18 @@ MIGRATIONS: tuple[Migration, ...] = (
         RETURN true;
     END
     $$;
+    """,
+    ),
+    # 12. The relay claims due deliveries in the order they fell due, reading none that waits
+    # for a later attempt (see sql._claim_deliveries): the index gives that order, ties in id.
+    Migration(
+        sqlite="""
+    DROP INDEX deliveries_due;
+    CREATE INDEX deliveries_due ON deliveries (next_attempt_at, id) WHERE state = 'pending';
+    """,
+        postgres="""
+    DROP INDEX deliveries_due;
+    CREATE INDEX deliveries_due ON deliveries (next_attempt_at, id) WHERE state = 'pending';
     """,
     ),
 )

@@ -242,11 +242,32 @@ def bank_steps_row(origin: str, steps: BankSteps) -> tuple[Any, ...]:
 INSERT_EVENT = "INSERT INTO events (session_id, at, kind, detail) VALUES (?, ?, ?, ?)"
 SELECT_EVENTS = "SELECT session_id, at, kind, detail FROM events WHERE session_id = ? ORDER BY id"
 COUNT_EVENTS = "SELECT count(*) FROM events WHERE session_id = ? AND kind = ?"
+# A delivery is never due before an earlier pending one of its session (it could not go
+# first): due at the given time, or at the latest of those, whichever is later. So the relay's
+# claim, walking the due ones, never reads those held up behind one waiting for a retry. Values:
+# message id, webhook id, session id, type, received at, signature, body, the time it is due
+# (twice), retry from, the session id again (see :func:`delivery_values`).
 INSERT_DELIVERY = (
     "INSERT INTO deliveries (message_id, webhook_id, session_id, type, received_at, signature,"
     " body, state, attempts, next_attempt_at, retry_from)"
-    f" VALUES (?, ?, ?, ?, ?, ?, ?, {_PENDING}, 0, ?, ?)"
+    f" SELECT ?, ?, ?, ?, ?, ?, ?, {_PENDING}, 0,"
+    " CASE WHEN earlier.at > ? THEN earlier.at ELSE ? END, ?"
+    " FROM (SELECT max(next_attempt_at) AS at FROM deliveries"
+    f" WHERE session_id = ? AND state = {_PENDING}) earlier"
 )
+
+
+def delivery_values(
+    message: str,
+    webhook_id: int | None,
+    session_id: str,
+    kind: str,
+    at: float,
+    signature: str | None,
+    body: bytes | None,
+) -> tuple[Any, ...]:
+    """The values of :data:`INSERT_DELIVERY` for a delivery recorded ``at``: due then."""
+    return (message, webhook_id, session_id, kind, at, signature, body, at, at, at, session_id)
 
 
 def _claim_deliveries(lock: str) -> str:
@@ -255,7 +276,8 @@ def _claim_deliveries(lock: str) -> str:
     line meanwhile). Both session tests are subqueries (in id order, an aggregate), so that a
     plan without sorts (see PostgresStore) reads a few index entries per candidate; as NOT
     EXISTS, PostgreSQL could make them an anti-join comparing every candidate with every pending
-    delivery."""
+    delivery. Walked in the order they fell due (``deliveries_due``), so that the deliveries
+    waiting for a later attempt, all of them while the partner is down, are never read."""
     return (
         "UPDATE deliveries SET claimed_until = ? WHERE id IN ("
         f" SELECT d.id FROM deliveries d WHERE d.state = {_PENDING} AND d.next_attempt_at <= ?"
@@ -264,7 +286,7 @@ def _claim_deliveries(lock: str) -> str:
         f" AND e.state = {_PENDING} ORDER BY e.id LIMIT 1)"
         " AND coalesce((SELECT max(c.claimed_until) FROM deliveries c"
         f" WHERE c.session_id = d.session_id AND c.state = {_PENDING}), 0) < ?"
-        f" ORDER BY d.id LIMIT ?{lock})"
+        f" ORDER BY d.next_attempt_at, d.id LIMIT ?{lock})"
         " RETURNING id, webhook_id, session_id, type, received_at, retry_from, attempts,"
         " signature, message_id, body"
     )
@@ -280,6 +302,13 @@ FINISH_ATTEMPT = (
     "UPDATE deliveries SET state = ?, attempts = attempts + 1, last_attempt_at = ?,"
     " last_status = ?, next_attempt_at = ?, claimed_until = NULL"
     " WHERE id = ? AND claimed_until = ?"
+)
+# A delivery put off to a later attempt puts off its session's later ones as far (see
+# :data:`INSERT_DELIVERY`). Values: the time of its next attempt, its session, its id, that
+# time again.
+PUT_OFF_LATER = (
+    "UPDATE deliveries SET next_attempt_at = ? WHERE session_id = ?"
+    f" AND state = {_PENDING} AND id > ? AND next_attempt_at < ?"
 )
 # A failed delivery back in line, and with it every earlier failed one of its session: the
 # relay sends a session's oldest pending delivery first, so those go first, in their order.
@@ -502,7 +531,7 @@ def listing(
 def delivery_row(webhook_id: int, delivery: Delivery) -> tuple[Any, ...]:
     """The values of :data:`INSERT_DELIVERY` for a provider's webhook: due at once."""
     received = delivery.received_at
-    return (
+    return delivery_values(
         message_id(received),
         webhook_id,
         delivery.session_id,
@@ -510,9 +539,15 @@ def delivery_row(webhook_id: int, delivery: Delivery) -> tuple[Any, ...]:
         received,
         delivery.relay_signature,
         None,
-        received,
-        received,
     )
+
+
+def put_off_row(attempt: Attempt) -> tuple[Any, ...] | None:
+    """The values of :data:`PUT_OFF_LATER` when an attempt puts its delivery off, else None."""
+    if attempt.state != DeliveryState.PENDING:
+        return None
+    later = attempt.next_attempt_at
+    return (later, attempt.job.session_id, attempt.job.id, later)
 
 
 def attempt_row(attempt: Attempt) -> tuple[Any, ...]:

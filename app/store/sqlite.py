@@ -264,6 +264,8 @@ class SQLiteStore(Store):
         def work(db: sqlite3.Connection) -> bool:
             if db.execute(sql.FINISH_ATTEMPT, sql.attempt_row(attempt)).rowcount == 0:
                 return False
+            if (put_off := sql.put_off_row(attempt)) is not None:
+                db.execute(sql.PUT_OFF_LATER, put_off)
             db.execute(sql.INSERT_EVENT, sql.event_row(sql.attempt_event(attempt)))
             return True
 
