@@ -123,10 +123,10 @@ async def _shape(server: PostgresServer, name: str, explain: bool, analyse: bool
         await store.close()
 
 
-async def _run(server: PostgresServer, explain: bool) -> None:
+async def _run(server: PostgresServer, explain: bool, only: str) -> None:
     print("| backlog | statistics | claimed | claim ms (median of 9) | backlog count ms |")
     print("|---|---|---|---|---|")
-    for name in SHAPES:
+    for name in (name for name in SHAPES if only in name):
         for analyse in (False, True):
             await _shape(server, name, explain, analyse)
 
@@ -134,11 +134,12 @@ async def _run(server: PostgresServer, explain: bool) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--explain", action="store_true", help="print each claim's plan")
+    parser.add_argument("--only", default="", help="the backlogs whose names hold this text")
     options = parser.parse_args()
     server = PostgresServer()
     server.start()
     try:
-        asyncio.run(_run(server, options.explain))
+        asyncio.run(_run(server, options.explain, options.only))
     finally:
         server.stop()
 

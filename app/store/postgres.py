@@ -53,7 +53,7 @@ _UNAVAILABLE = (OSError, asyncio.TimeoutError, asyncpg.InterfaceError)
 _UNAVAILABLE_CLASSES = ("08", "53", "57")
 # Every statement here reads a few index entries, but the planner costs some (the relay's claim,
 # the backlog's count) by the whole pending backlog: past jit_above_cost, PostgreSQL compiled
-# them to machine code first, 50 to 70 ms each time for a query that runs in 1 to 4.
+# them to machine code first, up to 70 ms each time for a claim that runs in 1 to 4.
 SERVER_SETTINGS = {"jit": "off"}
 # How the relay's claim is planned (see claim_deliveries).
 CLAIM_PLANNING = "SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL enable_sort = off"
