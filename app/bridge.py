@@ -36,6 +36,7 @@ from .store import (
     Handoff,
     StorageUnavailableError,
     Store,
+    Update,
     open_store,
 )
 from .tokens import Minted, Tokens
@@ -135,25 +136,15 @@ class Bridge:
     ) -> Changed:
         """Store a verified webhook durably and move its session on, at most once; with the
         relay on, its delivery to the partner is recorded in the same transaction."""
-        received_at = self.clock()
-        delivery = Delivery(
-            digest=hashlib.sha256(body).digest(),
-            body=body,
-            session_id=webhook.session_id,
-            type=webhook.type,
-            received_at=received_at,
-            provider_updated_at=webhook.updated_at,
-            relay_signature=signature if self._relays("provider") else None,
-            meaning=meaning,
-        )
-        timeout = self.settings.action_timeout
         changed = await self.store.record_webhook(
-            delivery,
-            # Any signed webhook makes its session known, even one that moves nothing.
-            lambda session: (
-                lifecycle.apply(session, webhook, received_at=received_at, action_timeout=timeout)
-                or lifecycle.new_session(webhook.session_id, received_at)
-            ),
+            *webhook_write(
+                body,
+                webhook,
+                meaning=meaning,
+                received_at=self.clock(),
+                relay_signature=signature if self._relays("provider") else None,
+                action_timeout=self.settings.action_timeout,
+            )
         )
         self.metrics.webhook(
             webhook.type,
@@ -460,6 +451,36 @@ class Bridge:
                     log.info("retention: deleted %d old webhook bodies and sessions", forgotten)
             except Exception:  # the next round tries again; reads infer timeouts meanwhile
                 log.exception("the sweep failed")
+
+
+def webhook_write(
+    body: bytes,
+    webhook: Webhook,
+    *,
+    meaning: bytes,
+    received_at: float,
+    relay_signature: str | None,
+    action_timeout: float,
+) -> tuple[Delivery, Update]:
+    """A verified webhook as the store records it: its delivery, and its session's update."""
+    delivery = Delivery(
+        digest=hashlib.sha256(body).digest(),
+        body=body,
+        session_id=webhook.session_id,
+        type=webhook.type,
+        received_at=received_at,
+        provider_updated_at=webhook.updated_at,
+        relay_signature=relay_signature,
+        meaning=meaning,
+    )
+
+    def update(session: Session | None) -> Session | None:
+        # Any signed webhook makes its session known, even one that moves nothing.
+        return lifecycle.apply(
+            session, webhook, received_at=received_at, action_timeout=action_timeout
+        ) or lifecycle.new_session(webhook.session_id, received_at)
+
+    return delivery, update
 
 
 def _digest(secret: str) -> bytes:

@@ -12,6 +12,7 @@ import sqlite3
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -212,6 +213,58 @@ async def test_concurrent_deliveries_of_the_same_webhook_are_one(store: Store) -
         )
     )
     assert sum(not result.duplicate for result in results) == 1
+
+
+async def test_concurrent_deliveries_of_a_webhook_that_changes_nothing_are_one(
+    store: Store,
+) -> None:
+    results = await asyncio.gather(
+        *(store.record_webhook(delivery(b"no news"), lambda session: session) for _ in range(20))
+    )
+    assert sum(not result.duplicate for result in results) == 1
+    assert len(await store.events("ps_1")) == 20
+
+
+def counted(mark: str) -> Callable[[Session | None], Session]:
+    """An update that adds ``mark`` to what the session has counted: one lost shows."""
+
+    def update(session: Session | None) -> Session:
+        marks = session.payments if session is not None else ()
+        return Session("ps_1", Status.IN_PROGRESS, 1.0, 2.0, payments=(*marks, {"mark": mark}))
+
+    return update
+
+
+async def test_concurrent_writes_to_one_session_each_see_the_one_before(store: Store) -> None:
+    """Webhooks and other updates of one session all at once: each decision is made from the
+    session as the write before it left it, so none is lost and none decided twice."""
+    writes = [
+        store.record_webhook(delivery(f"webhook {n}".encode()), counted(f"w{n}")) for n in range(20)
+    ]
+    writes += [store.update_session("ps_1", counted(f"u{n}")) for n in range(10)]
+    changes = await asyncio.gather(*writes)
+    session = await store.get_session("ps_1")
+    assert session is not None
+    assert sorted(mark["mark"] for mark in session.payments) == sorted(
+        [f"w{n}" for n in range(20)] + [f"u{n}" for n in range(10)]
+    )
+    seen = sorted(len(change.before.payments) if change.before else 0 for change in changes)
+    assert seen == list(range(30))
+    assert [event.kind for event in await store.events("ps_1")] == ["webhook"] * 20
+
+
+async def test_copies_of_one_webhook_serialised_anew_change_a_session_once_all_at_once(
+    store: Store,
+) -> None:
+    copies = [replace(delivery(f"copy {n}".encode()), meaning=b"one meaning") for n in range(12)]
+    changes = await asyncio.gather(
+        *(store.record_webhook(copy, counted(f"c{n}")) for n, copy in enumerate(copies))
+    )
+    assert sum(change.after != change.before for change in changes) == 1
+    assert not any(change.duplicate for change in changes)
+    session = await store.get_session("ps_1")
+    assert session is not None and len(session.payments) == 1
+    assert len(await store.events("ps_1")) == 12
 
 
 async def test_a_counted_event_is_added_up_to_its_bound_even_all_at_once(store: Store) -> None:
@@ -802,6 +855,37 @@ async def test_a_delivery_put_back_waits_for_its_sessions_one_in_flight(store: S
     assert await store.finish_attempt(Attempt(second, 25.0, 200, "delivered", 25.0))
     [again] = await store.claim_deliveries(26.0, 60.0, 10)
     assert again.message_id == first.message_id
+
+
+async def test_deliveries_behind_one_put_off_are_not_due_before_it(
+    store: Store, database_url: str
+) -> None:
+    """A session's deliveries wait behind its oldest pending one: put off to a later attempt,
+    it puts off those behind it as far, and one recorded meanwhile is due no sooner, so a claim
+    walking the due deliveries reads none of them before then; then they go in order."""
+    for number in range(3):
+        body = f'{{"n": {number}}}'.encode()
+        await store.record_webhook(relayed(body, "ps_1", 10.0), pending("ps_1"))
+    await store.record_webhook(relayed(b"other", "ps_2", 10.0), pending("ps_2"))
+    first, other = await store.claim_deliveries(20.0, 30.0, 10)
+    assert (first.body, other.body) == (b'{"n": 0}', b"other")
+    assert await store.finish_attempt(Attempt(first, 21.0, 500, "pending", 100.0))
+    assert await store.finish_attempt(Attempt(other, 21.0, 500, "pending", 40.0))
+    await store.record_webhook(relayed(b'{"n": 3}', "ps_1", 50.0), pending("ps_1"))
+    due = "SELECT next_attempt_at FROM deliveries WHERE session_id = 'ps_1' ORDER BY id"
+    assert await query(database_url, due) == [(100.0,)] * 4
+    [again] = await store.claim_deliveries(99.0, 200.0, 10)  # the other session's, due at 40
+    assert again.body == b"other"
+    [again] = await store.claim_deliveries(100.0, 130.0, 10)
+    assert again.message_id == first.message_id
+    assert await store.finish_attempt(Attempt(again, 101.0, 200, "delivered", 101.0))
+    sent = []
+    for at in range(102, 106):
+        jobs = await store.claim_deliveries(float(at), at + 0.5, 10)
+        sent += [job.body for job in jobs]
+        for job in jobs:
+            assert await store.finish_attempt(Attempt(job, at + 0.1, 200, "delivered", at))
+    assert sent == [b'{"n": 1}', b'{"n": 2}', b'{"n": 3}']
 
 
 async def test_one_page_holds_a_sessions_bank_step_until_another_takes_it(store: Store) -> None:

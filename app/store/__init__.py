@@ -170,8 +170,10 @@ class Store(abc.ABC):
         before, after = changed.before, changed.after
         if self.emit is None or after is None or after == before:
             return []
+        from .sql import delivery_values  # the statements' module imports this one
+
         return [
-            (message_id(at), None, after.id, event.type, at, None, event.body, at, at)
+            delivery_values(message_id(at), None, after.id, event.type, at, None, event.body)
             for event in self.emit(before, after)
         ]
 

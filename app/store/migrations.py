@@ -334,6 +334,107 @@ MIGRATIONS: tuple[Migration, ...] = (
     );
     """,
     ),
+    # 11. PostgreSQL writes a webhook in one statement (see PostgresStore.record_webhook): the
+    # store reads what the decision needs, the state machine decides in Python, and this function
+    # writes what it decided under the session's lock, unless what it was decided from changed
+    # meanwhile (then it writes nothing and answers false, and the store reads again). A later
+    # change to these tables' columns replaces the function in its own migration.
+    # SQLite's single writer decides and writes in one transaction already: nothing to do.
+    Migration(
+        sqlite="",
+        postgres="""
+    CREATE FUNCTION bridge_record_webhook(
+        seen_session TEXT,          -- the session row's version (xmin) as read, NULL if none
+        seen_forgotten BIGINT,      -- its latest 'forgotten' event as read, NULL if none
+        seen_same_meaning BOOLEAN,  -- whether a webhook of the same meaning was logged
+        seen_digest BOOLEAN,        -- whether these very bytes were logged: a duplicate
+        w_digest BYTEA, w_session_id TEXT, w_type TEXT, w_received_at DOUBLE PRECISION,
+        w_body BYTEA, w_meaning BYTEA,
+        relay_message_id TEXT, relay_signature TEXT,  -- NULL when the webhook is not relayed
+        -- The session after the webhook, when it changed (s_status NULL: nothing to write).
+        s_session_id TEXT, s_status TEXT, s_reason TEXT, s_interaction TEXT,
+        s_action_received_at DOUBLE PRECISION, s_action_expires_at DOUBLE PRECISION,
+        s_returned_at DOUBLE PRECISION, s_payments TEXT, s_created_at DOUBLE PRECISION,
+        s_updated_at DOUBLE PRECISION, s_provider_updated_at DOUBLE PRECISION,
+        s_next_action TEXT,
+        emitted_message_ids TEXT[], emitted_types TEXT[], emitted_bodies BYTEA[],
+        announce BOOLEAN, channel TEXT,
+        event_detail TEXT
+    ) RETURNS BOOLEAN LANGUAGE plpgsql AS $$
+    DECLARE
+        webhook_id BIGINT;
+        due DOUBLE PRECISION;
+    BEGIN
+        PERFORM pg_advisory_xact_lock(hashtextextended(w_session_id, 0));
+        IF (SELECT xmin::text FROM sessions WHERE session_id = w_session_id)
+                IS DISTINCT FROM seen_session
+            OR (SELECT max(id) FROM events WHERE session_id = w_session_id AND kind = 'forgotten')
+                IS DISTINCT FROM seen_forgotten
+            OR EXISTS (SELECT 1 FROM webhooks WHERE session_id = w_session_id
+                AND meaning = w_meaning) <> seen_same_meaning
+            OR EXISTS (SELECT 1 FROM webhooks WHERE digest = w_digest) <> seen_digest
+        THEN
+            RETURN false;
+        END IF;
+        -- Not due before an earlier pending delivery of the session (see sql.INSERT_DELIVERY).
+        due := greatest(w_received_at, (SELECT max(next_attempt_at) FROM deliveries
+            WHERE session_id = w_session_id AND state = 'pending'));
+        IF NOT seen_digest THEN
+            INSERT INTO webhooks (digest, session_id, type, received_at, body, meaning)
+                VALUES (w_digest, w_session_id, w_type, w_received_at, w_body, w_meaning)
+                RETURNING id INTO webhook_id;
+        END IF;
+        IF s_status IS NOT NULL THEN
+            INSERT INTO sessions (session_id, status, reason, interaction, action_received_at,
+                    action_expires_at, returned_at, payments, created_at, updated_at,
+                    provider_updated_at, next_action)
+                VALUES (s_session_id, s_status, s_reason, s_interaction, s_action_received_at,
+                    s_action_expires_at, s_returned_at, s_payments, s_created_at, s_updated_at,
+                    s_provider_updated_at, s_next_action)
+                ON CONFLICT (session_id) DO UPDATE SET status = excluded.status,
+                    reason = excluded.reason, interaction = excluded.interaction,
+                    action_received_at = excluded.action_received_at,
+                    action_expires_at = excluded.action_expires_at,
+                    returned_at = excluded.returned_at, payments = excluded.payments,
+                    updated_at = excluded.updated_at,
+                    provider_updated_at = excluded.provider_updated_at,
+                    next_action = excluded.next_action;
+        END IF;
+        IF webhook_id IS NOT NULL AND relay_signature IS NOT NULL THEN
+            INSERT INTO deliveries (message_id, webhook_id, session_id, type, received_at,
+                    signature, body, state, attempts, next_attempt_at, retry_from)
+                VALUES (relay_message_id, webhook_id, w_session_id, w_type, w_received_at,
+                    relay_signature, NULL, 'pending', 0, due, w_received_at);
+        END IF;
+        INSERT INTO deliveries (message_id, webhook_id, session_id, type, received_at,
+                signature, body, state, attempts, next_attempt_at, retry_from)
+            SELECT emitted.message_id, NULL, w_session_id, emitted.type, w_received_at, NULL,
+                    emitted.body, 'pending', 0, due, w_received_at
+                FROM unnest(emitted_message_ids, emitted_types, emitted_bodies)
+                    WITH ORDINALITY AS emitted (message_id, type, body, position)
+                ORDER BY emitted.position;
+        INSERT INTO events (session_id, at, kind, detail)
+            VALUES (w_session_id, w_received_at, 'webhook', event_detail);
+        IF announce THEN
+            PERFORM pg_notify(channel, w_session_id);
+        END IF;
+        RETURN true;
+    END
+    $$;
+    """,
+    ),
+    # 12. The relay claims due deliveries in the order they fell due, reading none that waits
+    # for a later attempt (see sql._claim_deliveries): the index gives that order, ties in id.
+    Migration(
+        sqlite="""
+    DROP INDEX deliveries_due;
+    CREATE INDEX deliveries_due ON deliveries (next_attempt_at, id) WHERE state = 'pending';
+    """,
+        postgres="""
+    DROP INDEX deliveries_due;
+    CREATE INDEX deliveries_due ON deliveries (next_attempt_at, id) WHERE state = 'pending';
+    """,
+    ),
 )
 DATED = 4  # the migration that added the provider's clock: sessions are dated after it
 

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -51,6 +51,12 @@ _UNAVAILABLE = (OSError, asyncio.TimeoutError, asyncpg.InterfaceError)
 # insufficient resources such as too many connections (53), operator intervention such as a
 # shutdown or a crash (57).
 _UNAVAILABLE_CLASSES = ("08", "53", "57")
+# Every statement here reads a few index entries, but the planner costs some (the relay's claim,
+# the backlog's count) by the whole pending backlog: past jit_above_cost, PostgreSQL compiled
+# them to machine code first, up to 70 ms each time for a claim that runs in 1 to 4.
+SERVER_SETTINGS = {"jit": "off"}
+# How the relay's claim is planned (see claim_deliveries).
+CLAIM_PLANNING = "SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL enable_sort = off"
 
 
 async def _durability_warnings(db: asyncpg.Connection) -> list[str]:
@@ -126,6 +132,7 @@ class PostgresStore(Store):
             timeout=self._timeout,
             command_timeout=self._timeout,
             reset=_keep_session_state,
+            server_settings=SERVER_SETTINGS,
         )
         try:
             async with pool.acquire() as db:
@@ -193,41 +200,24 @@ class PostgresStore(Store):
             self._barriers = None
 
     async def record_webhook(self, delivery: Delivery, update: Update) -> Changed:
-        async def work(db: asyncpg.Connection) -> Changed:
-            await _lock(db, delivery.session_id)
-            session = await _select(db, delivery.session_id)
-            if session is None:  # new, or deleted by retention: then a replay is no news
-                forgotten = sql.forgotten_from_row(
-                    await db.fetchrow(POSTGRES.SELECT_FORGOTTEN, delivery.session_id)
-                )
-                if forgotten is not None and forgotten.replayed(delivery):
-                    return Changed(before=None, after=None, ignored=True)
-            said_before = delivery.meaning is not None and await db.fetchval(
-                POSTGRES.SAME_MEANING, delivery.session_id, delivery.meaning
-            )
-            inserted = await db.fetchval(
-                POSTGRES.INSERT_WEBHOOK,
-                delivery.digest,
-                delivery.session_id,
-                delivery.type,
-                delivery.received_at,
-                delivery.body,
-                delivery.meaning,
-            )
-            if inserted is None or said_before:
-                changed = Changed(before=session, after=session, duplicate=inserted is None)
-            else:
-                changed = await _change(db, session, update)
-            if inserted is not None and delivery.relay_signature is not None:
-                await db.execute(POSTGRES.INSERT_DELIVERY, *sql.delivery_row(inserted, delivery))
-            if emitted := self.emitted(changed, delivery.received_at):
-                await db.executemany(POSTGRES.INSERT_DELIVERY, emitted)
-            await db.execute(
-                POSTGRES.INSERT_EVENT, *sql.event_row(sql.webhook_event(delivery, changed))
-            )
-            return changed
+        """Two round trips and no transaction block: a read of everything the decision needs,
+        then one statement that writes what was decided under the session's lock, unless any
+        of that changed meanwhile. Then it is read and decided again holding the lock, so a
+        busy session still moves on. Shielded: a client that hangs up cannot cut it short."""
+        return await asyncio.shield(self._record_webhook(delivery, update))
 
-        return await self._transaction(delivery.session_id, work)
+    async def _record_webhook(self, delivery: Delivery, update: Update) -> Changed:
+        async def locked(db: asyncpg.Connection) -> Changed | None:
+            async with db.transaction():
+                await _lock(db, delivery.session_id)
+                return await _decide_and_write(db, delivery, update, self.emitted)
+
+        changed = await self._run(lambda db: _decide_and_write(db, delivery, update, self.emitted))
+        while changed is None:  # only retention deletes a session without its lock: once
+            changed = await self._run(locked)
+        if changed.after != changed.before:
+            self.changes.publish(delivery.session_id)
+        return changed
 
     async def update_session(
         self, session_id: str, update: Update, event: Event | None = None
@@ -270,9 +260,7 @@ class PostgresStore(Store):
                 # looks, scanned the whole table for every candidate once thousands were
                 # pending), and without sorts (with statistics taken while nothing was pending,
                 # the planner sorted every pending delivery for each candidate's session).
-                await db.execute(
-                    "SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL enable_sort = off"
-                )
+                await db.execute(CLAIM_PLANNING)
                 rows = await db.fetch(
                     POSTGRES.CLAIM_DELIVERIES_SKIP_LOCKED, until, now, now, now, limit
                 )
@@ -300,6 +288,8 @@ class PostgresStore(Store):
                     == "UPDATE 0"
                 ):
                     return False
+                if (put_off := sql.put_off_row(attempt)) is not None:
+                    await db.execute(POSTGRES.PUT_OFF_LATER, *put_off)
                 await db.execute(POSTGRES.INSERT_EVENT, *sql.event_row(sql.attempt_event(attempt)))
                 return True
 
@@ -565,6 +555,34 @@ async def _announce(db: asyncpg.Connection, session_id: str) -> None:
 
 async def _lock(db: asyncpg.Connection, session_id: str) -> None:
     await db.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", session_id)
+
+
+async def _decide_and_write(
+    db: asyncpg.Connection,
+    delivery: Delivery,
+    update: Update,
+    emitted: Callable[[Changed, float], list[tuple[Any, ...]]],
+) -> Changed | None:
+    """Read what deciding ``delivery`` needs, decide, write: the change, or ``None`` (nothing
+    written) when another write to the session came between the read and the write."""
+    news = sql.WebhookNews.from_row(
+        tuple(
+            await db.fetchrow(
+                POSTGRES.WEBHOOK_NEWS, delivery.meaning, delivery.digest, delivery.session_id
+            )
+        )
+    )
+    session = news.session
+    if session is None and news.forgotten and news.forgotten.replayed(delivery):
+        return Changed(before=None, after=None, ignored=True)
+    if news.duplicate or news.same_meaning:
+        changed = Changed(before=session, after=session, duplicate=news.duplicate)
+    else:
+        changed = Changed(before=session, after=update(session))
+    row = sql.record_webhook_row(
+        news, delivery, changed, emitted(changed, delivery.received_at), CHANNEL
+    )
+    return changed if await db.fetchval(POSTGRES.RECORD_WEBHOOK, *row) else None
 
 
 async def _select(db: asyncpg.Connection, session_id: str) -> Session | None:

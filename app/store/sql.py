@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from .. import lifecycle
@@ -41,6 +42,20 @@ INSERT_WEBHOOK = (
     "INSERT INTO webhooks (digest, session_id, type, received_at, body, meaning)"
     " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING RETURNING id"
 )
+
+
+def webhook_row(delivery: Delivery) -> tuple[Any, ...]:
+    """A delivery as the values of :data:`INSERT_WEBHOOK`."""
+    return (
+        delivery.digest,
+        delivery.session_id,
+        delivery.type,
+        delivery.received_at,
+        delivery.body,
+        delivery.meaning,
+    )
+
+
 SAME_MEANING = "SELECT 1 FROM webhooks WHERE session_id = ? AND meaning = ? LIMIT 1"
 SELECT_SESSION = f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE session_id = ?"
 UPSERT_SESSION = (
@@ -56,6 +71,80 @@ SESSIONS_DUE = (
     "SELECT session_id FROM sessions WHERE status = ? AND action_expires_at <= ?"
     " ORDER BY action_expires_at LIMIT ?"
 )
+
+
+# -- PostgreSQL's webhook write: a read, the decision in Python, one write -----------------------
+
+# What deciding a webhook needs, in one read: the session and its row's version (``xmin``:
+# a new one each time any transaction writes the row), its latest ``forgotten`` note, whether
+# a webhook of the same meaning or these very bytes were logged. Values: the meaning, the
+# digest, the session id.
+WEBHOOK_NEWS = (
+    "SELECT s.xmin::text, "
+    + ", ".join(f"s.{column.strip()}" for column in _SESSION_COLUMNS.split(","))
+    + ", f.id, f.at, f.detail,"
+    " EXISTS (SELECT 1 FROM webhooks WHERE session_id = k.id AND meaning = ?),"
+    " EXISTS (SELECT 1 FROM webhooks WHERE digest = ?)"
+    " FROM (SELECT CAST(? AS TEXT) AS id) k LEFT JOIN sessions s ON s.session_id = k.id"
+    " LEFT JOIN LATERAL (SELECT id, at, detail FROM events WHERE session_id = k.id"
+    " AND kind = 'forgotten' ORDER BY id DESC LIMIT 1) f ON true"
+)
+# The function of migration 11: writes what was decided unless what it was decided from
+# changed; false then, and nothing written.
+RECORD_WEBHOOK = "SELECT bridge_record_webhook(" + ", ".join("?" * 30) + ")"
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookNews:
+    """A row of :data:`WEBHOOK_NEWS`: what a webhook's decision is made from."""
+
+    version: str | None  # the session row's, None when there is none
+    session: Session | None
+    forgotten_id: int | None
+    forgotten: Forgotten | None
+    same_meaning: bool
+    duplicate: bool
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> WebhookNews:
+        version, *session, forgotten_id, at, detail, same_meaning, duplicate = row
+        return cls(
+            version,
+            session_from_row(tuple(session)) if version is not None else None,
+            forgotten_id,
+            forgotten_from_row(None if forgotten_id is None else (at, detail)),
+            same_meaning,
+            duplicate,
+        )
+
+
+def record_webhook_row(
+    news: WebhookNews,
+    delivery: Delivery,
+    changed: Changed,
+    emitted: list[tuple[Any, ...]],
+    channel: str,
+) -> tuple[Any, ...]:
+    """The values of :data:`RECORD_WEBHOOK`: ``changed`` decided from ``news``, and the
+    :data:`INSERT_DELIVERY` values of the bridge's own events it sends."""
+    written = changed.after is not None and changed.after != changed.before
+    after = session_row(changed.after) if written and changed.after else (None,) * 12
+    return (
+        news.version,
+        news.forgotten_id,
+        news.same_meaning,
+        news.duplicate,
+        *webhook_row(delivery),
+        message_id(delivery.received_at) if delivery.relay_signature is not None else None,
+        delivery.relay_signature,
+        *after,
+        [row[0] for row in emitted],
+        [row[3] for row in emitted],
+        [row[6] for row in emitted],
+        changed.after != changed.before,
+        channel,
+        event_row(webhook_event(delivery, changed))[3],
+    )
 
 
 def session_row(session: Session) -> tuple[Any, ...]:
@@ -153,11 +242,32 @@ def bank_steps_row(origin: str, steps: BankSteps) -> tuple[Any, ...]:
 INSERT_EVENT = "INSERT INTO events (session_id, at, kind, detail) VALUES (?, ?, ?, ?)"
 SELECT_EVENTS = "SELECT session_id, at, kind, detail FROM events WHERE session_id = ? ORDER BY id"
 COUNT_EVENTS = "SELECT count(*) FROM events WHERE session_id = ? AND kind = ?"
+# A delivery is never due before an earlier pending one of its session (it could not go
+# first): due at the given time, or at the latest of those, whichever is later. So the relay's
+# claim, walking the due ones, never reads those held up behind one waiting for a retry. Values:
+# message id, webhook id, session id, type, received at, signature, body, the time it is due
+# (twice), retry from, the session id again (see :func:`delivery_values`).
 INSERT_DELIVERY = (
     "INSERT INTO deliveries (message_id, webhook_id, session_id, type, received_at, signature,"
     " body, state, attempts, next_attempt_at, retry_from)"
-    f" VALUES (?, ?, ?, ?, ?, ?, ?, {_PENDING}, 0, ?, ?)"
+    f" SELECT ?, ?, ?, ?, ?, ?, ?, {_PENDING}, 0,"
+    " CASE WHEN earlier.at > ? THEN earlier.at ELSE ? END, ?"
+    " FROM (SELECT max(next_attempt_at) AS at FROM deliveries"
+    f" WHERE session_id = ? AND state = {_PENDING}) earlier"
 )
+
+
+def delivery_values(
+    message: str,
+    webhook_id: int | None,
+    session_id: str,
+    kind: str,
+    at: float,
+    signature: str | None,
+    body: bytes | None,
+) -> tuple[Any, ...]:
+    """The values of :data:`INSERT_DELIVERY` for a delivery recorded ``at``: due then."""
+    return (message, webhook_id, session_id, kind, at, signature, body, at, at, at, session_id)
 
 
 def _claim_deliveries(lock: str) -> str:
@@ -166,7 +276,8 @@ def _claim_deliveries(lock: str) -> str:
     line meanwhile). Both session tests are subqueries (in id order, an aggregate), so that a
     plan without sorts (see PostgresStore) reads a few index entries per candidate; as NOT
     EXISTS, PostgreSQL could make them an anti-join comparing every candidate with every pending
-    delivery."""
+    delivery. Walked in the order they fell due (``deliveries_due``), so that the deliveries
+    waiting for a later attempt, all of them while the partner is down, are never read."""
     return (
         "UPDATE deliveries SET claimed_until = ? WHERE id IN ("
         f" SELECT d.id FROM deliveries d WHERE d.state = {_PENDING} AND d.next_attempt_at <= ?"
@@ -175,7 +286,7 @@ def _claim_deliveries(lock: str) -> str:
         f" AND e.state = {_PENDING} ORDER BY e.id LIMIT 1)"
         " AND coalesce((SELECT max(c.claimed_until) FROM deliveries c"
         f" WHERE c.session_id = d.session_id AND c.state = {_PENDING}), 0) < ?"
-        f" ORDER BY d.id LIMIT ?{lock})"
+        f" ORDER BY d.next_attempt_at, d.id LIMIT ?{lock})"
         " RETURNING id, webhook_id, session_id, type, received_at, retry_from, attempts,"
         " signature, message_id, body"
     )
@@ -191,6 +302,13 @@ FINISH_ATTEMPT = (
     "UPDATE deliveries SET state = ?, attempts = attempts + 1, last_attempt_at = ?,"
     " last_status = ?, next_attempt_at = ?, claimed_until = NULL"
     " WHERE id = ? AND claimed_until = ?"
+)
+# A delivery put off to a later attempt puts off its session's later ones as far (see
+# :data:`INSERT_DELIVERY`). Values: the time of its next attempt, its session, its id, that
+# time again.
+PUT_OFF_LATER = (
+    "UPDATE deliveries SET next_attempt_at = ? WHERE session_id = ?"
+    f" AND state = {_PENDING} AND id > ? AND next_attempt_at < ?"
 )
 # A failed delivery back in line, and with it every earlier failed one of its session: the
 # relay sends a session's oldest pending delivery first, so those go first, in their order.
@@ -413,7 +531,7 @@ def listing(
 def delivery_row(webhook_id: int, delivery: Delivery) -> tuple[Any, ...]:
     """The values of :data:`INSERT_DELIVERY` for a provider's webhook: due at once."""
     received = delivery.received_at
-    return (
+    return delivery_values(
         message_id(received),
         webhook_id,
         delivery.session_id,
@@ -421,9 +539,15 @@ def delivery_row(webhook_id: int, delivery: Delivery) -> tuple[Any, ...]:
         received,
         delivery.relay_signature,
         None,
-        received,
-        received,
     )
+
+
+def put_off_row(attempt: Attempt) -> tuple[Any, ...] | None:
+    """The values of :data:`PUT_OFF_LATER` when an attempt puts its delivery off, else None."""
+    if attempt.state != DeliveryState.PENDING:
+        return None
+    later = attempt.next_attempt_at
+    return (later, attempt.job.session_id, attempt.job.id, later)
 
 
 def attempt_row(attempt: Attempt) -> tuple[Any, ...]:

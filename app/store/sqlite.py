@@ -202,17 +202,7 @@ class SQLiteStore(Store):
                 delivery.meaning is not None
                 and db.execute(sql.SAME_MEANING, (delivery.session_id, delivery.meaning)).fetchone()
             )
-            inserted = db.execute(
-                sql.INSERT_WEBHOOK,
-                (
-                    delivery.digest,
-                    delivery.session_id,
-                    delivery.type,
-                    delivery.received_at,
-                    delivery.body,
-                    delivery.meaning,
-                ),
-            ).fetchone()
+            inserted = db.execute(sql.INSERT_WEBHOOK, sql.webhook_row(delivery)).fetchone()
             if inserted is None or said_before:
                 changed = Changed(before=session, after=session, duplicate=inserted is None)
             else:
@@ -278,6 +268,8 @@ class SQLiteStore(Store):
         def work(db: sqlite3.Connection) -> bool:
             if db.execute(sql.FINISH_ATTEMPT, sql.attempt_row(attempt)).rowcount == 0:
                 return False
+            if (put_off := sql.put_off_row(attempt)) is not None:
+                db.execute(sql.PUT_OFF_LATER, put_off)
             db.execute(sql.INSERT_EVENT, sql.event_row(sql.attempt_event(attempt)))
             return True
 
