@@ -437,12 +437,15 @@ async def test_a_busy_sqlite_read_is_asked_again_on_the_connection_that_waits(
 
 
 async def test_a_busy_sqlite_read_the_writer_cannot_answer_either_is_unavailable(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = await sqlite_store(tmp_path / "busy.sqlite3")
+    connect = sqlite3.connect
     try:
         store._reader = Busy(store._reader)  # type: ignore[assignment]
         store._writer = Busy(store._writer)  # type: ignore[assignment]
+        # The backlog is counted on a connection of its own, which says busy too.
+        monkeypatch.setattr(sqlite3, "connect", lambda *args, **kw: Busy(connect(*args, **kw)))
         for read in READS.values():
             with pytest.raises(StorageUnavailableError):
                 await read(store)
