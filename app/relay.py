@@ -164,7 +164,8 @@ class Relay:
                     log.exception("the relay's round failed")
                 if not started:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._due.wait(), LOOK_AGAIN)
+                        async with asyncio.timeout(LOOK_AGAIN):
+                            await self._due.wait()
         finally:
             # Stopped: the attempts under way end here; their claims lapse by themselves (the
             # partner may still be reading one, so no other process may start it sooner).

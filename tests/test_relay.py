@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import re
+import socket
 import sys
 import threading
 import time
@@ -17,7 +18,7 @@ import pytest
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from app.relay import next_attempt
+from app.relay import CLAIM_MARGIN, next_attempt
 from app.signature import sign
 from app.store import Attempt
 
@@ -504,3 +505,49 @@ async def test_two_bridges_and_a_fresh_start_never_give_one_id_twice(
                 await partner_backend.arrived(4)
     ids = [received.headers["webhook-id"] for received in partner_backend.received]
     assert len(ids) == 7 and len(set(ids)) == 7, ids
+
+
+def relay_senders() -> list[asyncio.Task[Any]]:
+    """The relay's sender loops still running in this event loop."""
+    return [task for task in asyncio.all_tasks() if task.get_name() == "relay sender"]
+
+
+async def test_the_relay_stops_when_woken_as_it_is_stopped(relaying: Deployment) -> None:
+    """A webhook recorded (or an attempt ended) just as the app stops wakes the sender in the
+    same turn of the loop as its cancellation: the sender stops all the same, by itself (a
+    second cancellation, here the deadline's, is not what ends it)."""
+    relay = relay_of(relaying)
+    await asyncio.sleep(0.3)  # the sender has looked for work and waits for more
+    relay.wake()
+    async with asyncio.timeout(5) as deadline:
+        await relay.stop()
+    assert not deadline.expired()
+    assert relay_senders() == []
+
+
+async def test_stopping_cuts_short_an_attempt_the_partner_never_answers_and_it_is_sent_again(
+    configured: Configured, partner_backend: Partner, clock: FakeClock
+) -> None:
+    """The partner takes the request and never answers: stopping does not wait for the
+    attempt's time limit, and the delivery, claimed but never finished, goes out again once
+    its claim has lapsed."""
+    loop = asyncio.get_running_loop()
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        silent.setblocking(False)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/smart-glocal"
+        async with configured(RELAY_URL=url, RELAY_TIMEOUT=300) as bridge:
+            body, _ = await deliver(bridge, webhook("ready_to_confirm"))
+            connection, _ = await loop.sock_accept(silent)
+            with connection:
+                assert (await loop.sock_recv(connection, 65536)).startswith(b"POST /smart-glocal")
+                (claimed,) = await bridge.app.extensions["bridge"].store.deliveries("pending", 10)
+                async with asyncio.timeout(20) as deadline:  # far below the attempt's 300 s
+                    await relay_of(bridge).stop()
+                assert not deadline.expired()
+                assert relay_senders() == []
+    clock.advance(300 + CLAIM_MARGIN + 1)
+    async with configured(RELAY_URL=partner_backend.url) as bridge:
+        (received,) = await partner_backend.arrived(1)
+    assert received.body == body
+    assert received.headers["webhook-id"] == claimed.id
+    assert received.headers["x-bridge-attempt"] == "1"  # the one cut short is not on record

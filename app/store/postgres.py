@@ -140,7 +140,8 @@ class PostgresStore(Store):
         self._tasks.append(asyncio.create_task(self._listen(), name="postgres change listener"))
         # Open means other instances' changes are heard from now on.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._listening.wait(), timeout=self._timeout)
+            async with asyncio.timeout(self._timeout):
+                await self._listening.wait()
 
     async def _connect_until_done(self) -> None:
         pause = 0.5
@@ -504,7 +505,8 @@ class PostgresStore(Store):
         try:
             while not lost.is_set():
                 try:
-                    await asyncio.wait_for(lost.wait(), timeout=10)
+                    async with asyncio.timeout(10):
+                        await lost.wait()
                 except TimeoutError:  # a quiet line: make sure it is still there
                     if not await self.caught_up():
                         return
