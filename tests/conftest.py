@@ -41,6 +41,17 @@ class FakeClock:
         self.now += seconds
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On several workers (``scripts/test``, ``--dist loadgroup``) a test file runs on one
+    worker, its module fixtures set up once, and the browser folder as a whole on one: one
+    Chromium, one set of servers and bridges for all of it."""
+    if not config.pluginmanager.has_plugin("xdist"):
+        return
+    for item in items:
+        group = "browser" if item.path.parent.name == "browser" else item.path.name
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(autouse=True)
 def no_store_left_open(request: pytest.FixtureRequest) -> None:
     """A SQLite store a test opened is closed by its end: one left open goes on writing (its
