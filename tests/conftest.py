@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from quart.typing import TestClientProtocol
 from app import create_app
 from app.signature import sign
 from app.store import Store
+from app.store.sqlite import WRITER_THREAD
 
 from .database import open_store
 from .payloads import webhook
@@ -37,6 +39,29 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On several workers (``scripts/test``, ``--dist loadgroup``) a test file runs on one
+    worker, its module fixtures set up once, and the browser folder as a whole on one: one
+    Chromium, one set of servers and bridges for all of it."""
+    if not config.pluginmanager.has_plugin("xdist"):
+        return
+    for item in items:
+        group = "browser" if item.path.parent.name == "browser" else item.path.name
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
+@pytest.fixture(autouse=True)
+def no_store_left_open(request: pytest.FixtureRequest) -> None:
+    """A SQLite store a test opened is closed by its end: one left open goes on writing (its
+    sweeper, its housekeeping) through the tests after it, and a test that counts commits
+    counts those too. Checked as each test starts, for every test before it; the browser
+    tests' bridges serve their whole folder, and are closed when it is done."""
+    if request.node.path.parent.name == "browser":
+        return
+    left = [t.name for t in threading.enumerate() if t.name.startswith(WRITER_THREAD)]
+    assert not left, f"an earlier test left {len(left)} SQLite store(s) open: {left}"
 
 
 @pytest.fixture(scope="session")

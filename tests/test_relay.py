@@ -583,9 +583,11 @@ async def test_stopping_cuts_short_an_attempt_the_partner_never_answers_and_it_i
         url = f"http://127.0.0.1:{silent.getsockname()[1]}/smart-glocal"
         async with configured(RELAY_URL=url, RELAY_TIMEOUT=300) as bridge:
             body, _ = await deliver(bridge, webhook("ready_to_confirm"))
-            connection, _ = await loop.sock_accept(silent)
+            async with asyncio.timeout(20):  # the attempt arrives, and is never answered
+                connection, _ = await loop.sock_accept(silent)
+                request = await loop.sock_recv(connection, 65536)
             with connection:
-                assert (await loop.sock_recv(connection, 65536)).startswith(b"POST /smart-glocal")
+                assert request.startswith(b"POST /smart-glocal")
                 (claimed,) = await bridge.app.extensions["bridge"].store.deliveries("pending", 10)
                 async with asyncio.timeout(20) as deadline:  # far below the attempt's 300 s
                     await relay_of(bridge).stop()

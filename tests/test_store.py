@@ -291,26 +291,43 @@ async def test_sqlite_commits_are_synchronous_full_in_wal(tmp_path: Path) -> Non
     assert journal == ("wal",)
 
 
+def batches_of(store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many writes each transaction of ``store`` commits from now on (it is open). Any
+    other store of the process commits through the same function: its batches are not
+    counted."""
+    batches: list[int] = []
+    commit = sqlite_engine._commit
+
+    def counted(db: sqlite3.Connection, turn: int | None, jobs: list[Any]) -> list[Any]:
+        if db is store._writer:
+            batches.append(len(jobs))
+        return commit(db, turn, jobs)
+
+    monkeypatch.setattr(sqlite_engine, "_commit", counted)
+    return batches
+
+
 async def test_sqlite_commits_concurrent_writes_together(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = sqlite_engine.SQLiteStore(str(tmp_path / "bridge.sqlite3"), timeout=DB_TIMEOUT)
+    # Another store of the process commits meanwhile (a bridge serving in a thread, its
+    # sweeper or its housekeeping): its commits are not this store's batches.
+    other = sqlite_engine.SQLiteStore(str(tmp_path / "other.sqlite3"), timeout=DB_TIMEOUT)
     await store.open()
-    batches: list[int] = []
-    commit = sqlite_engine._commit
-
-    def counted(db: Any, turn: Any, jobs: list[Any]) -> Any:
-        batches.append(len(jobs))
-        return commit(db, turn, jobs)
-
-    monkeypatch.setattr(sqlite_engine, "_commit", counted)
-    results = await asyncio.gather(
-        *(
-            store.record_webhook(delivery(b"%d" % n, f"ps_{n}"), moved(Status.PENDING))
-            for n in range(50)
-        )
+    await other.open()
+    batches = batches_of(store, monkeypatch)
+    results, _ = await asyncio.gather(
+        asyncio.gather(
+            *(
+                store.record_webhook(delivery(b"%d" % n, f"ps_{n}"), moved(Status.PENDING))
+                for n in range(50)
+            )
+        ),
+        other.add_event(Event("ps_other", 1.0, "page", {})),
     )
     await store.close()
+    await other.close()
     assert all(not result.duplicate for result in results)
     assert sum(batches) == 50
     assert max(batches) > 1  # one fsync made many webhooks durable
@@ -514,12 +531,6 @@ async def test_one_failing_job_is_rolled_back_alone_and_its_batch_committed(
     path = tmp_path / "batch.sqlite3"
     store = SQLiteStore(str(path), timeout=DB_TIMEOUT)
     await store.open()
-    batches: list[int] = []
-    commit = sqlite_engine._commit
-
-    def counted(db: Any, turn: Any, jobs: list[Any]) -> Any:
-        batches.append(len(jobs))
-        return commit(db, turn, jobs)
 
     def broken(session: Session | None) -> Session:
         raise RuntimeError("boom")
@@ -527,7 +538,7 @@ async def test_one_failing_job_is_rolled_back_alone_and_its_batch_committed(
     def bad_statement(db: sqlite3.Connection) -> None:
         db.execute("INSERT INTO events (session_id) VALUES ('ps_x')")  # NOT NULL: refused
 
-    monkeypatch.setattr(sqlite_engine, "_commit", counted)
+    batches = batches_of(store, monkeypatch)
     with store.changes.watch("ps_b") as woken:
         outcomes = await asyncio.gather(
             store.record_webhook(delivery(b"a", "ps_a"), lambda _: new_session("ps_a", 1.0)),

@@ -59,6 +59,7 @@ MAX_BATCH = 256
 POLL_INTERVAL = 0.05
 CHANGES_KEPT = 10_000
 ANNOUNCE = "INSERT INTO changes (session_id) VALUES (?)"  # a change other processes hear of
+WRITER_THREAD = "sqlite-writer"  # how the writer thread of an open store is named
 
 T = TypeVar("T")
 
@@ -70,7 +71,7 @@ class SQLiteStore(Store):
         self._timeout = timeout
         self._reader: sqlite3.Connection | None = None  # the loop's: every read, never waits
         self._writer: sqlite3.Connection | None = None  # the writer thread's: every write
-        self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+        self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix=WRITER_THREAD)
         self._turn: int | None = None  # the lock file's descriptor, shared by the processes
         self._jobs: asyncio.Queue[_Job | None] = asyncio.Queue()
         self._committer: asyncio.Task[None] | None = None

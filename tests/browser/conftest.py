@@ -25,14 +25,17 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+# The servers, bridges and pages serve this folder's tests, and stop when they are done: a
+# bridge left serving would go on writing to its store (its sweeper, its housekeeping) while
+# the other tests run.
+@pytest.fixture(scope="package")
 def servers() -> Iterator[ServerThread]:
     thread = ServerThread()
     yield thread
     thread.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def bank_server(servers: ServerThread) -> Bank:
     bank = Bank()
     bank.url = servers.serve(bank.app())
@@ -51,7 +54,7 @@ def engine(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def bridge_factory(
     servers: ServerThread,
     provider_key: rsa.RSAPrivateKey,
@@ -59,7 +62,7 @@ def bridge_factory(
     engine: str,
     request: pytest.FixtureRequest,
 ) -> Callable[..., Bridge]:
-    """Bridges by settings, started once each for the whole run."""
+    """Bridges by settings, started once each for this folder's tests."""
     started: dict[tuple[tuple[str, str], ...], Bridge] = {}
 
     def bridge(**settings: Any) -> Bridge:
@@ -76,7 +79,7 @@ def bridge_factory(
     return bridge
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def partner(servers: ServerThread) -> Partner:
     """A partner's checkout page whose origin the embedding bridge lists in FRAME_ANCESTORS."""
     shop = Partner()
@@ -84,7 +87,7 @@ def partner(servers: ServerThread) -> Partner:
     return shop
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stranger(servers: ServerThread) -> Partner:
     """The same checkout page on an origin no bridge lists."""
     shop = Partner()
