@@ -114,7 +114,11 @@ def create_app(
     app.register_blueprint(script.bp)
     app.register_blueprint(probe.bp)
     telemetry.init_app(app)
-    _wrap(app, lambda inner: Front(inner, bridge, status.CORS, body_timeout=BODY_TIMEOUT))
+    shared = security.page_script(app).encode()  # in every page: kept pages share it
+    _wrap(
+        app,
+        lambda inner: Front(inner, bridge, status.CORS, body_timeout=BODY_TIMEOUT, shared=shared),
+    )
     _wrap(app, lambda inner: Telemetry(inner, bridge.metrics))  # the outermost
     _drop_flask_template_context(app)
     app.before_serving(bridge.start)

@@ -29,7 +29,9 @@ _DROPS_REMEMBERED = 4_096  # sessions dropped recently, to refuse answers built 
 @dataclass(frozen=True, slots=True)
 class Built:
     """An answer as it goes out: its status code, headers and body; good until ``until``
-    (Unix seconds: the action window's end changes an answer with nothing written)."""
+    (Unix seconds: the action window's end changes an answer with nothing written). A page's
+    body is ``body`` + ``shared`` + ``tail``: ``shared``, what every page holds alike (its
+    script), is one object for them all and not counted against the bound."""
 
     status: int
     headers: tuple[tuple[bytes, bytes], ...]
@@ -37,10 +39,18 @@ class Built:
     until: float | None = None
     etag: str = ""  # a status answer's
     shown: Shown | None = None  # a page's, for the session's history
+    shared: bytes = b""
+    tail: bytes = b""
+
+    @property
+    def whole(self) -> bytes:
+        """The body as it goes out."""
+        return self.body + self.shared + self.tail if self.shared else self.body
 
     @property
     def size(self) -> int:
-        return len(self.body) + sum(len(name) + len(value) for name, value in self.headers)
+        headers = sum(len(name) + len(value) for name, value in self.headers)
+        return len(self.body) + len(self.tail) + headers
 
 
 class Answers:

@@ -49,7 +49,8 @@ _SIGNATURE = HEADER.lower().encode()
 
 
 class Front:
-    """ASGI middleware: ``app.asgi_app = Front(app.asgi_app, bridge, status_cors)``."""
+    """ASGI middleware: ``app.asgi_app = Front(app.asgi_app, bridge, status_cors, ...)``;
+    ``shared``: bytes every page holds (its script), which kept pages then share."""
 
     def __init__(
         self,
@@ -58,10 +59,12 @@ class Front:
         status_cors: dict[str, str],
         *,
         body_timeout: float,
+        shared: bytes = b"",
     ) -> None:
         self._inner = inner
         self._bridge = the_bridge
         self._body_timeout = body_timeout
+        self._shared = shared  # what every page holds alike: kept once, not in every page
         self._status_headers = tuple(
             (name.lower().encode(), value.encode()) for name, value in status_cors.items()
         )
@@ -186,7 +189,7 @@ class Front:
             return
         the_bridge.metrics.kept_answer("page", "kept")
         scope[ROUTE] = routes.PAY.rule
-        await _send(send, built.status, list(built.headers), built.body, sized=True)
+        await _send(send, built.status, list(built.headers), built.whole, sized=True)
 
     async def _kept(self, scope: Scope, token: str) -> Built | None:
         """The page kept for this request, if any: under each declaration pages made. (Caught
@@ -226,7 +229,13 @@ class Front:
         note = kept.note
         if note.varies_by not in self._declared:
             self._declared += (note.varies_by,)
-        built = Built(200, headers, body, note.until, shown=note.shown)
+        head, shared, tail = body.partition(self._shared) if self._shared else (body, b"", b"")
+        if shared:  # the one object, not this page's copy of it
+            built = Built(
+                200, headers, head, note.until, shown=note.shown, shared=self._shared, tail=tail
+            )
+        else:
+            built = Built(200, headers, body, note.until, shown=note.shown)
         self._bridge.answers.put(note.session_id, note.varies_by.key(scope), built, kept.since)
         self._bridge.metrics.kept_answer("page", "built")
 

@@ -89,13 +89,19 @@ def origin_matches(pattern: str, origin: str) -> bool:
     return (scheme, port) == (wild[1], wild[3]) and host.endswith("." + wild[2])
 
 
+def page_script(app: Quart) -> str:
+    """The script every customer page carries inline, as the pages hold it."""
+    loader = app.jinja_env.loader
+    assert loader is not None
+    source: str = loader.get_source(app.jinja_env, PAGE_SCRIPT)[0]
+    return source
+
+
 def init_app(app: Quart, frame_ancestors: Sequence[str]) -> None:
     """Every answer under ``/pay/``, error pages and redirects included, carries the headers;
     every other answer ``nosniff``, and JSON ``no-store`` unless its view chose (the status
     API's ``no-cache`` revalidates with its ETag)."""
-    loader = app.jinja_env.loader
-    assert loader is not None
-    source = loader.get_source(app.jinja_env, PAGE_SCRIPT)[0]
+    source = page_script(app)
     app.jinja_env.globals["page_script"] = Markup(source)  # our own file, as it is
     script = script_hash(source)
 

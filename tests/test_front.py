@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from app import lifecycle
+from app import lifecycle, security
 from app.answers import MAX_PER_SESSION, Answers, Built
 from app.changes import ChangeFeed
 
@@ -339,3 +339,24 @@ async def test_a_long_poll_that_fails_while_held_is_answered_at_once(
     the_bridge.store.changes.publish(session_id)  # wakes the hold, whose read fails once
     answer = await asyncio.wait_for(waiting, timeout=5)
     assert answer.status_code == 304  # what the app found, now
+
+
+async def test_kept_pages_share_the_page_script_and_are_counted_without_it(
+    app: Any, client: Any, partner: Partner, provider: Provider
+) -> None:
+    """Every page carries the same inline script (12 KB of its 17): kept pages hold one copy of
+    it between them, and the memory bound counts what is theirs alone."""
+    ids = ["ps_a", "ps_b"]
+    tokens = [await partner.token(session_id) for session_id in ids]
+    for session_id in ids:
+        await provider.deliver("action_required", session_id)
+    pages = [await read_twice(client, f"/pay/{token}") for token in tokens]
+    answers = app.extensions["bridge"].answers
+    kept = [next(iter(answers._sessions[session_id].values())) for session_id in ids]
+    script = security.page_script(app).encode()
+    assert kept[0].shared is kept[1].shared and kept[0].shared == script
+    for page, built in zip(pages, kept, strict=True):
+        body = await page.get_data()
+        assert built.whole == body
+        headers = sum(len(name) + len(value) for name, value in built.headers)
+        assert built.size == len(body) - len(script) + headers
