@@ -229,13 +229,9 @@ class Front:
         note = kept.note
         if note.varies_by not in self._declared:
             self._declared += (note.varies_by,)
-        head, shared, tail = body.partition(self._shared) if self._shared else (body, b"", b"")
-        if shared:  # the one object, not this page's copy of it
-            built = Built(
-                200, headers, head, note.until, shown=note.shown, shared=self._shared, tail=tail
-            )
-        else:
-            built = Built(200, headers, body, note.until, shown=note.shown)
+        head, found, tail = body.partition(self._shared) if self._shared else (body, b"", b"")
+        shared = self._shared if found else b""  # the one object, not this page's copy of it
+        built = Built(200, headers, head, note.until, shown=note.shown, shared=shared, tail=tail)
         self._bridge.answers.put(note.session_id, note.varies_by.key(scope), built, kept.since)
         self._bridge.metrics.kept_answer("page", "built")
 
