@@ -56,7 +56,6 @@ def webhook_row(delivery: Delivery) -> tuple[Any, ...]:
     )
 
 
-SAME_MEANING = "SELECT 1 FROM webhooks WHERE session_id = ? AND meaning = ? LIMIT 1"
 SELECT_SESSION = f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE session_id = ?"
 UPSERT_SESSION = (
     f"INSERT INTO sessions ({_SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -397,6 +396,20 @@ _FORGOTTEN = "forgotten"  # the history's note that retention deleted the sessio
 SELECT_FORGOTTEN = (
     f"SELECT at, detail FROM events WHERE session_id = ? AND kind = '{_FORGOTTEN}'"
     " ORDER BY id DESC LIMIT 1"
+)
+# SQLite's one read of what a webhook's decision needs: the session, what retention kept of it
+# once deleted (looked for only when there is no session), whether the session heard the same
+# meaning before. Values: the session id, the meaning.
+_FORGOTTEN_SQLITE = (
+    "CASE WHEN s.session_id IS NULL THEN (SELECT {} FROM events WHERE session_id = k.id"
+    " AND kind = '" + _FORGOTTEN + "' ORDER BY id DESC LIMIT 1) END"
+)
+SQLITE_WEBHOOK_NEWS = (
+    "SELECT "
+    + ", ".join(f"s.{column.strip()}" for column in _SESSION_COLUMNS.split(","))
+    + f", {_FORGOTTEN_SQLITE.format('at')}, {_FORGOTTEN_SQLITE.format('detail')},"
+    " EXISTS (SELECT 1 FROM webhooks WHERE session_id = k.id AND meaning = k.meaning)"
+    " FROM (SELECT ? AS id, ? AS meaning) k LEFT JOIN sessions s ON s.session_id = k.id"
 )
 
 

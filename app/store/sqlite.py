@@ -192,17 +192,14 @@ class SQLiteStore(Store):
 
     async def record_webhook(self, delivery: Delivery, update: Update) -> Changed:
         def work(db: sqlite3.Connection) -> Changed:
-            session = _select(db, delivery.session_id)
+            *row, at, detail, said_before = db.execute(
+                sql.SQLITE_WEBHOOK_NEWS, (delivery.session_id, delivery.meaning)
+            ).fetchone()
+            session = sql.session_from_row(row if row[0] is not None else None)
             if session is None:  # new, or deleted by retention: then a replay is no news
-                forgotten = sql.forgotten_from_row(
-                    db.execute(sql.SELECT_FORGOTTEN, (delivery.session_id,)).fetchone()
-                )
+                forgotten = sql.forgotten_from_row(None if at is None else (at, detail))
                 if forgotten is not None and forgotten.replayed(delivery):
                     return Changed(before=None, after=None, ignored=True)
-            said_before = (
-                delivery.meaning is not None
-                and db.execute(sql.SAME_MEANING, (delivery.session_id, delivery.meaning)).fetchone()
-            )
             inserted = db.execute(sql.INSERT_WEBHOOK, sql.webhook_row(delivery)).fetchone()
             if inserted is None or said_before:
                 changed = Changed(before=session, after=session, duplicate=inserted is None)
@@ -210,7 +207,8 @@ class SQLiteStore(Store):
                 changed = _change(db, session, update)
             if inserted is not None and delivery.relay_signature is not None:
                 db.execute(sql.INSERT_DELIVERY, sql.delivery_row(inserted[0], delivery))
-            db.executemany(sql.INSERT_DELIVERY, self.emitted(changed, delivery.received_at))
+            if emitted := self.emitted(changed, delivery.received_at):
+                db.executemany(sql.INSERT_DELIVERY, emitted)
             db.execute(sql.INSERT_EVENT, sql.event_row(sql.webhook_event(delivery, changed)))
             return changed
 
@@ -465,21 +463,23 @@ def _commit(db: sqlite3.Connection, turn: int | None, jobs: list[_Job]) -> list[
 
 def _commit_in_turn(db: sqlite3.Connection, jobs: list[_Job]) -> list[Any]:
     outcomes: list[Any] = []
+    announced = []  # the sessions whose change other processes hear of
     try:
         db.execute("BEGIN IMMEDIATE")
         for job in jobs:
             db.execute("SAVEPOINT job")
             try:
                 changed = job.work(db)
-                if isinstance(changed, Changed) and changed.after != changed.before:
-                    db.execute(ANNOUNCE, (job.session_id,))
             except Exception as error:  # this job alone fails; the batch goes on
                 db.execute("ROLLBACK TO job")
                 outcomes.append(error)
             else:
                 outcomes.append(changed)
+                if isinstance(changed, Changed) and changed.after != changed.before:
+                    announced.append((job.session_id,))
             finally:
                 db.execute("RELEASE job")
+        db.executemany(ANNOUNCE, announced)
         db.execute("COMMIT")
     except sqlite3.Error as error:
         if db.in_transaction:  # SQLite may have rolled back by itself already
