@@ -14,7 +14,6 @@ gives up after :data:`LOOK_SECONDS`. ``https`` only (plain ``http`` with
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
@@ -26,6 +25,7 @@ from .framing import BankSteps, Frames, refused_by, verdict
 from .lifecycle import Session
 from .metrics import Metrics
 from .store import StorageUnavailableError, Store
+from .tasks import stopped
 
 log = logging.getLogger(__name__)
 LOOK_INTERVAL = 6 * 3600.0  # seconds between two looks at one origin, by any instance
@@ -140,6 +140,4 @@ class Banks:
 
     async def stop(self) -> None:
         for task in list(self._looking):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stopped(task)

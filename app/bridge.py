@@ -7,7 +7,6 @@ together; :mod:`app.lifecycle` decides.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import logging
@@ -39,6 +38,7 @@ from .store import (
     Update,
     open_store,
 )
+from .tasks import stopped
 from .tokens import Minted, Tokens
 
 log = logging.getLogger(__name__)
@@ -126,9 +126,7 @@ class Bridge:
         if self.relay is not None:
             await self.relay.stop()
         if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+            await stopped(self._sweeper)
         await self.store.close()
 
     async def receive_webhook(

@@ -34,6 +34,7 @@ from standardwebhooks import Webhook
 from .config import Settings
 from .metrics import Metrics
 from .store import Attempt, DeliveryState, RelayJob, StorageUnavailableError, Store
+from .tasks import stopped
 
 log = logging.getLogger(__name__)
 
@@ -122,9 +123,7 @@ class Relay:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stopped(self._task)
         if self._client is not None:
             await self._client.close()
 

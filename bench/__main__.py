@@ -80,6 +80,11 @@ def settings(argv: list[str] | None) -> Settings:
         action="store_true",
         help="each route of the bridge again under py-spy, summaries in bench/results/profiles/",
     )
+    parser.add_argument(
+        "--soak-trace",
+        action="store_true",
+        help="the soak's workers trace their allocations (slower): what grew, by line",
+    )
     found = Settings(**vars(parser.parse_args(argv)))
     if min(found.rounds, found.attempts, found.workers) < 1 or found.engine not in ENGINES:
         parser.error(

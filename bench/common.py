@@ -60,6 +60,7 @@ class Settings:
     soak_minutes: float
     soak_window: float
     soak_rate: float
+    soak_trace: bool
 
 
 @dataclass(frozen=True)

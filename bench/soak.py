@@ -23,6 +23,7 @@ import multiprocessing
 import os
 import re
 import time
+import tracemalloc
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -39,6 +40,8 @@ LEAD = 5.0  # seconds between planning the first journeys and the first being du
 AHEAD = 5  # seconds of journeys planned (signed) ahead of time
 CAPACITY_GUESS = 3000  # requests a second to plan for when measuring the capacity
 _DELETED = re.compile(rb"retention: deleted (\d+)")
+TRACING = Path(__file__).resolve().parent / "tracing"  # its sitecustomize.py, for --soak-trace
+GREW_SHOWN = 12  # lines, of those whose allocations grew most
 
 
 class Sampler:
@@ -64,9 +67,18 @@ class Sampler:
         for pid in self.workers():
             with contextlib.suppress(OSError):
                 status = Path(f"/proc/{pid}/status").read_text()
-                rss = int(status.split("VmRSS:")[1].split()[0]) * 1024
+                rss, anonymous, files = (
+                    int(status.split(f"{field}:")[1].split()[0]) * 1024
+                    for field in ("VmRSS", "RssAnon", "RssFile")
+                )
                 fds = len(os.listdir(f"/proc/{pid}/fd"))
-                workers[str(pid)] = {"rss": rss, "fds": fds, "connections": connections.get(pid, 0)}
+                workers[str(pid)] = {
+                    "rss": rss,
+                    "rss_anonymous": anonymous,  # the heap: Python's, SQLite's, the threads'
+                    "rss_files": files,  # files mapped: SQLite's WAL index, the metrics' files
+                    "fds": fds,
+                    "connections": connections.get(pid, 0),
+                }
         pending = "SELECT count(*) AS n FROM deliveries WHERE state = 'pending'"
         with self.server.log.open("rb") as log:
             log.seek(self.log_read)
@@ -149,7 +161,10 @@ async def _windows(run: Run, server: servers.Server, rate: float) -> dict[str, A
         row |= others.stop()  # what processes not the run's used of the CPUs meanwhile
         rows.append(row | {"minutes": [round(index * window / 60, 2), round(ends / 60, 2)]})
         rows[-1]["accepted"] = tally.accepted
-        rss = "/".join(f"{w['rss'] / 1e6:.0f}" for w in row["workers"].values())
+        rss = "/".join(
+            f"{w['rss'] / 1e6:.0f} ({w['rss_anonymous'] / 1e6:.0f} anon)"
+            for w in row["workers"].values()
+        )
         say(
             f"soak window {index + 1}: {row['rate']:,.0f} req/s, p50 {row['p50_ms']} p99"
             f" {row['p99_ms']} ms, RSS {rss} MB, backlog {row['backlog']}, 5xx"
@@ -268,6 +283,16 @@ def soak_part(run: Run) -> dict[str, Any]:
         "BRIDGE_ACTION_TIMEOUT": str(_ttl(run) // 2),
         "BRIDGE_RELAY_EVENTS": "provider bridge",
     }
+    traces = run.folder / "traces"
+    if run.settings.soak_trace:
+        traces.mkdir(exist_ok=True)
+        window = str(run.settings.soak_window * 60)
+        path = os.pathsep.join(filter(None, [str(TRACING), os.environ.get("PYTHONPATH")]))
+        settings |= {
+            "PYTHONPATH": path,
+            "BENCH_TRACE_DIR": str(traces),
+            "BENCH_TRACE_EVERY": window,
+        }
     log = run.folder / "partner-soak.tsv"
     with contextlib.ExitStack() as stack:
         partner = stack.enter_context(servers.partner(run, log).start())
@@ -285,4 +310,32 @@ def soak_part(run: Run) -> dict[str, Any]:
             digest for row in [*found["rows"], found["after"]] for digest in row.pop("accepted")
         ]
         found["deliveries"] = _deliveries(_database_url(bridge), partner, log, accepted)
+    if run.settings.soak_trace:
+        found["traced"] = _grew(traces, set(found["rows"][-1]["workers"]))
     return found | {"retention_seconds": retention, "engine": run.settings.engine}
+
+
+def _grew(folder: Path, workers: set[str]) -> dict[str, Any]:
+    """Per worker, from its snapshots (one a window, the first at the end of the second): the
+    bytes its Python allocations made since the first window held at each, and the lines whose
+    allocations grew most from the first snapshot to the last."""
+    found: dict[str, Any] = {}
+    for pid in sorted(workers):
+        snapshots = [
+            tracemalloc.Snapshot.load(str(path)) for path in sorted(folder.glob(f"{pid}-*"))
+        ]
+        if len(snapshots) < 2:
+            continue
+        held = [
+            sum(stat.size for stat in snapshot.statistics("filename")) for snapshot in snapshots
+        ]
+        grew = snapshots[-1].compare_to(snapshots[0], "lineno")[:GREW_SHOWN]
+        say(f"soak: worker {pid} held {' / '.join(f'{size / 1e6:.1f}' for size in held)} MB")
+        for stat in grew:
+            grown = f"{stat.size_diff / 1e3:+,.0f} KB, {stat.count_diff:+,} blocks"
+            say(f"soak:   {grown}: {stat.traceback}")
+        found[pid] = {
+            "held_mb": [round(size / 1e6, 1) for size in held],
+            "grew": [[str(stat.traceback), stat.size_diff, stat.count_diff] for stat in grew],
+        }
+    return found

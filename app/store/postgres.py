@@ -19,6 +19,7 @@ import asyncpg
 
 from ..framing import BankRecord, BankSteps, Frames
 from ..lifecycle import Session, Status
+from ..tasks import stopped
 from . import (
     Attempt,
     Changed,
@@ -163,9 +164,8 @@ class PostgresStore(Store):
 
     async def close(self) -> None:
         for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            with contextlib.suppress(Exception):  # its failure was logged where it failed
+                await stopped(task)
         if self._pool is not None:
             await self._pool.close()
         self._pool = None

@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 
 from ..framing import BankRecord, BankSteps, Frames
 from ..lifecycle import Session, Status
+from ..tasks import stopped
 from . import (
     Attempt,
     Changed,
@@ -120,9 +121,7 @@ class SQLiteStore(Store):
 
     async def close(self) -> None:
         if self._follower is not None:
-            self._follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._follower
+            await stopped(self._follower)
         self._closing = True  # no write is queued behind the last one
         if self._committer is not None:
             self._jobs.put_nowait(None)  # the writes already queued are committed first
