@@ -3,11 +3,13 @@ webhooks and plain HTTP on loopback."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
 import secrets
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -38,7 +40,33 @@ def say(message: str) -> None:
 
 
 def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
-    return uvloop.run(coroutine)
+    """Run ``coroutine`` under uvloop; a SIGTERM meanwhile cancels it (so its servers are
+    stopped as it unwinds) and ends the run with 143. (bench/__main__.py's own handler, set
+    with ``signal.signal``, runs only between the loop's callbacks: on a loop waiting for a
+    timer, not until that fires.)"""
+    stopped = False
+
+    async def stoppable() -> T:
+        task, loop = asyncio.current_task(), asyncio.get_running_loop()
+        assert task is not None
+
+        def stop() -> None:
+            nonlocal stopped
+            stopped = True
+            task.cancel()
+
+        loop.add_signal_handler(signal.SIGTERM, stop)
+        try:
+            return await coroutine
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
+
+    try:
+        return uvloop.run(stoppable())
+    except asyncio.CancelledError:
+        if stopped:
+            sys.exit(143)
+        raise
 
 
 @dataclass(frozen=True)
