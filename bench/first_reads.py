@@ -4,9 +4,10 @@ Not part of ``bench/run``: no server, no HTTP, the app's ASGI callable called in
 as a server calls it (``GET /pay/{token}``, the bench's request: no query, no language, not
 framed), on a SQLite store of ``--sessions`` sessions each at its bank step, as the routes
 part prepares them. Each session's page is read twice: the first read builds it, the second
-is the kept page. Prints the CPU of this process (the writer thread's included) and the wall
-time per read, for first reads and for kept ones; ``--profile`` prints where the first reads'
-time goes (cProfile, cumulative).
+is the kept page. Prints the CPU of this process (the writer thread's included) per read, the
+loop's time per read (with several in flight, the inverse of the rate) and how long a read
+waited for its answer (p50, p99), for first reads and for kept ones; ``--profile`` prints
+where the first reads' time goes (cProfile, cumulative).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pstats
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -88,20 +89,32 @@ async def _sessions(the_bridge: Bridge, count: int) -> list[str]:
     return tokens
 
 
-async def _reads(call: Call, tokens: list[str], in_flight: int) -> tuple[float, float]:
-    """CPU and wall seconds per read of every token's page, ``in_flight`` at a time."""
+class Reads(NamedTuple):
+    cpu: float  # seconds of this process's CPU per read
+    wall: float  # seconds of the loop's time per read (its inverse: reads a second)
+    p50: float  # seconds from a read's request to its answer
+    p99: float
+
+
+async def _reads(call: Call, tokens: list[str], in_flight: int) -> Reads:
+    """Every token's page read once, ``in_flight`` at a time."""
     queue = iter(tokens)
+    took: list[float] = []
 
     async def reader() -> None:
         for token in queue:
+            began = time.perf_counter()
             status = await call(f"/pay/{token}")
+            took.append(time.perf_counter() - began)
             if status != 200:
                 raise RuntimeError(f"a page answered {status}")
 
     cpu, wall = time.process_time(), time.perf_counter()
     await asyncio.gather(*(reader() for _ in range(in_flight)))
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    return cpu / len(tokens), wall / len(tokens)
+    took.sort()
+    p50, p99 = took[len(took) // 2], took[min(len(took) - 1, len(took) * 99 // 100)]
+    return Reads(cpu / len(tokens), wall / len(tokens), p50, p99)
 
 
 async def _measure(options: argparse.Namespace, folder: str) -> None:
@@ -126,9 +139,13 @@ async def _measure(options: argparse.Namespace, folder: str) -> None:
         if profile is not None:
             profile.disable()
         kept = await _reads(call, tokens, options.in_flight)
-    print("| read | CPU us per read | wall us per read |\n|---|---|---|")
-    for name, (cpu, wall) in (("first", first), ("kept", kept)):
-        print(f"| {name} | {cpu * 1e6:,.0f} | {wall * 1e6:,.0f} |")
+    print(f"{options.in_flight} in flight")
+    print("| read | CPU us per read | wall us per read | p50 ms | p99 ms |\n|---|---|---|---|---|")
+    for name, reads in (("first", first), ("kept", kept)):
+        print(
+            f"| {name} | {reads.cpu * 1e6:,.0f} | {reads.wall * 1e6:,.0f} "
+            f"| {reads.p50 * 1e3:.1f} | {reads.p99 * 1e3:.1f} |"
+        )
     if profile is not None:
         pstats.Stats(profile).sort_stats("cumulative").print_stats(options.profile_lines)
 
