@@ -15,6 +15,8 @@ from typing import Any
 from jinja2 import Environment
 from quart import Quart, current_app
 
+from . import i18n
+
 _EXTENSION = "customer_pages_jinja"
 
 
@@ -28,5 +30,6 @@ async def render(template: str, **context: Any) -> str:
     """``template`` rendered as Quart's ``render_template`` renders it."""
     app: Quart = current_app._get_current_object()  # type: ignore[attr-defined]
     await app.update_template_context(context)
+    context.update(i18n.translations())  # the language looked up once, not per sentence
     environment: Environment = app.extensions[_EXTENSION]
     return environment.get_template(template).render(context)
