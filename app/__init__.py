@@ -25,6 +25,7 @@ from . import (
     ops,
     pages,
     probe,
+    rendering,
     reports,
     script,
     security,
@@ -102,6 +103,7 @@ def create_app(
     security.init_app(app, settings.frame_ancestors)
     i18n.init_app(app)
     links.init_app(app)
+    rendering.init_app(app)  # after every template global
     app.register_blueprint(pages.bp)
     app.register_blueprint(reports.bp)
     app.register_blueprint(holders.bp)

@@ -12,10 +12,10 @@ from __future__ import annotations
 import re
 
 from pydantic import BaseModel, ConfigDict, Field
-from quart import Blueprint, Response, abort, render_template, request
+from quart import Blueprint, Response, abort, request
 from quart_schema import hide
 
-from . import routes
+from . import rendering, routes
 from .actions import qr_image
 from .auth import customer_session
 from .bodies import optional_body
@@ -92,7 +92,7 @@ async def take_handoff(token: str) -> Response:
 
 
 async def _handoff_page(secret: str, *, usable: bool) -> Response:
-    page = await render_template(
+    page = await rendering.render(
         "pay/handoff.html",
         usable=usable,
         action=local(routes.HANDOFF_LINK.path(secret)),

@@ -10,6 +10,7 @@ need no compiled message catalogs.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from quart import Quart, g, request
@@ -39,12 +40,31 @@ def language() -> str:
     return chosen
 
 
+def _translators(catalog: dict[str, str]) -> dict[str, Callable[..., str]]:
+    def gettext(message: str) -> str:
+        return catalog.get(message, message)
+
+    def ngettext(singular: str, plural: str, count: int) -> str:
+        return gettext(singular if count == 1 else plural)
+
+    return {"gettext": gettext, "ngettext": ngettext}
+
+
+_TRANSLATORS = {name: _translators(catalog) for name, catalog in _CATALOGS.items()}
+
+
+def translations() -> dict[str, Callable[..., str]]:
+    """``gettext`` and ``ngettext`` in this request's language, for a template's context: a
+    page says ``_()`` a score of times, and each would look the language up again."""
+    return _TRANSLATORS[language()]
+
+
 def gettext(message: str) -> str:
-    return _CATALOGS[language()].get(message, message)
+    return translations()["gettext"](message)
 
 
 def ngettext(singular: str, plural: str, count: int) -> str:
-    return gettext(singular if count == 1 else plural)
+    return translations()["ngettext"](singular, plural, count)
 
 
 def init_app(app: Quart) -> None:

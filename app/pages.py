@@ -7,10 +7,10 @@ from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import urlencode
 
-from quart import Blueprint, Response, abort, render_template, request
+from quart import Blueprint, Response, abort, request
 from quart_schema import hide
 
-from . import lifecycle, routes
+from . import lifecycle, rendering, routes
 from .actions import BankStep, Elsewhere, QRCode, RefusedActionError, customer_action
 from .answers import Shown
 from .current import bridge, mark
@@ -152,7 +152,7 @@ async def _html(
         until=lifecycle.expires_at(session),
         bank_origin=bank_origin,
     )
-    return Page(await render_template(template, **context), status, note=note)
+    return Page(await rendering.render(template, **context), status, note=note)
 
 
 async def _bank_window(token: str, session: Session, action: BankStep) -> dict[str, Any]:

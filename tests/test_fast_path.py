@@ -238,14 +238,20 @@ async def every_page(bridge: Deployment, clock: FakeClock) -> int:
                 pages_read += 1
 
     await read_all()  # waiting
-    for interaction in (redirect(), inform(), redirect(url="http://acs.test/", base_url=None)):
-        await provider.deliver("action_required", interaction=interaction)
-        await read_all()  # bank, qr, refused
-    await provider.deliver(
-        "action_required",
-        interaction={"type": "app_confirmation", "app_confirmation": {"bank": "x"}},
+    steps = (
+        redirect(),
+        redirect(method="GET"),
+        inform(),
+        redirect(url="http://acs.test/", base_url=None),
+        {"type": "app_confirmation", "app_confirmation": {"bank": "x"}},
     )
-    await read_all()  # elsewhere
+    for minute, interaction in enumerate(steps):
+        # Each newer than the last and than the return, so each is shown: after a return the
+        # page waits until a newer action comes.
+        clock.advance(1)
+        updated_at = f"2027-01-15T07:0{minute}:00.000000Z"
+        await provider.deliver("action_required", interaction=interaction, updated_at=updated_at)
+        await read_all()  # bank by form, bank by link, qr, refused, elsewhere
     clock.advance(3601)
     await read_all()  # expired
     await provider.deliver("payment_finished", updated_at="2027-01-15T09:01:00.000000Z")

@@ -85,6 +85,30 @@ async def test_the_history_of_a_confirm_first_payment(
         assert secret not in text
 
 
+async def test_a_page_view_is_in_the_history_once_and_before_its_page_is_answered(
+    app: Any, provider: Provider, partner: Partner, client: Any
+) -> None:
+    """The first read builds the page, the next are sent as kept, one is built again after
+    what was kept went: the history holds the view as each answer arrives, and once."""
+    token = await partner.token()
+    await provider.deliver("action_required")
+    path = f"/pay/{token}"
+
+    async def pages() -> list[tuple[Any, ...]]:
+        answer = await client.get("/api/v1/sessions/ps_1/events", headers=partner.headers)
+        return [brief(event) for event in (await answer.get_json())["events"][1:]]
+
+    assert (await client.head(path)).status_code == 200
+    assert await pages() == []  # a HEAD shows nobody anything
+    assert (await client.get(path)).status_code == 200
+    assert await pages() == [("page", "bank")]  # no waiting: written before the answer
+    for _ in range(3):
+        assert (await client.get(path)).status_code == 200
+    app.extensions["bridge"].answers.drop(None)  # built again
+    assert (await client.get(path, headers={"Accept-Language": "ru"})).status_code == 200
+    assert await pages() == [("page", "bank")]
+
+
 async def test_the_timeout_is_in_the_history(
     app: Any, provider: Provider, partner: Partner, client: Any, clock: FakeClock
 ) -> None:
