@@ -7,7 +7,9 @@ Each delivery was recorded in the transaction that stored its webhook, so a webh
 in flight, whatever the number of processes or instances, and a claim that a dead process left
 behind lapses by itself. A session's deliveries go out in the order they were received: only
 the oldest pending one of a session is ever due. Sessions do not wait for each other: each
-attempt runs on its own, and a free connection is filled as soon as one is done.
+attempt runs on its own, and a free connection is filled as soon as one is done. Outcomes
+that finish close together are written together (:mod:`app.batches`): one write for all that
+finished while the write before was in flight, none waiting when the relay is quiet.
 
 aiohttp sends them: its pool bounds the connections to the partner, and every attempt is
 bounded in time as a whole (connect, send, answer). The answer is read to its end (64 KB at
@@ -31,6 +33,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from standardwebhooks import Webhook
 
+from .batches import Batches
 from .config import Settings
 from .metrics import Metrics
 from .store import Attempt, DeliveryState, RelayJob, StorageUnavailableError, Store
@@ -41,6 +44,7 @@ log = logging.getLogger(__name__)
 FIRST_DELAY = 1.0  # seconds before the second attempt; it doubles up to BRIDGE_RELAY_MAX_DELAY
 CLAIM_MARGIN = 5.0  # a claim outlives its attempt's time limit by this much
 CONNECTIONS = 16  # to the partner at once, and so deliveries at the partner at a time
+FINAL_WRITE = 5.0  # seconds stopping waits for the outcomes the partner gave already
 LOOK_AGAIN = 1.0  # seconds between looks for due deliveries (other processes', retries)
 BACKLOG_EVERY = 5.0  # seconds between counts of the pending deliveries, for the metrics
 ANSWER_READ_BYTES = 64 * 1024  # of a partner's answer, read and dropped; a longer one closes
@@ -107,7 +111,12 @@ class Relay:
         self._due = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._in_flight: set[asyncio.Task[None]] = set()  # attempts, outcomes being written too
-        self._posting = 0  # attempts at the partner now: each holds one of its connections
+        # Attempts at the partner now, by delivery: each holds one of its connections.
+        self._posting: dict[int, asyncio.Task[None]] = {}
+        # The store's method is looked up at each write, not once.
+        self._outcomes: Batches[Attempt, bool] = Batches(
+            lambda attempts: self._store.finish_attempts(attempts)
+        )
         self._backlog_counted = -BACKLOG_EVERY
 
     async def start(self) -> None:
@@ -138,8 +147,8 @@ class Relay:
         jobs = await self._store.claim_deliveries(now, claim, limit)
         started = []
         for job in jobs:
-            self._posting += 1
             task = asyncio.create_task(self._attempt(job), name=f"relay delivery {job.message_id}")
+            self._posting[job.id] = task
             self._in_flight.add(task)
             task.add_done_callback(self._attempted)
             started.append(task)
@@ -155,7 +164,7 @@ class Relay:
         try:
             while True:
                 self._due.clear()
-                free = CONNECTIONS - self._posting
+                free = CONNECTIONS - len(self._posting)
                 started = []
                 try:
                     if free > 0:
@@ -168,8 +177,16 @@ class Relay:
                         async with asyncio.timeout(LOOK_AGAIN):
                             await self._due.wait()
         finally:
-            # Stopped: the attempts under way end here; their claims lapse by themselves (the
-            # partner may still be reading one, so no other process may start it sooner).
+            # Stopped: the attempts at the partner end here; their claims lapse by themselves
+            # (the partner may still be reading one, so no other process may start it sooner).
+            # The outcomes the partner gave already are written (the store closes after the
+            # relay), for FINAL_WRITE seconds at most: past that, their claims lapse too.
+            for task in list(self._posting.values()):
+                task.cancel()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(FINAL_WRITE):
+                    await asyncio.gather(*self._in_flight, return_exceptions=True)
+            await self._outcomes.close()
             for task in list(self._in_flight):
                 task.cancel()
             await asyncio.gather(*self._in_flight, return_exceptions=True)
@@ -180,7 +197,7 @@ class Relay:
         finally:
             # Its connection is free: another session's delivery may go while this outcome
             # waits for its commit (this session's next one waits for that commit).
-            self._posting -= 1
+            self._posting.pop(job.id, None)
             self._due.set()
         now = self._clock()
         if status is not None and 200 <= status < 300:
@@ -199,7 +216,7 @@ class Relay:
             state = DeliveryState.PENDING if later else DeliveryState.FAILED
             attempt = Attempt(job, now, status, state, later or now)
         try:
-            recorded = await self._store.finish_attempt(attempt)
+            recorded = await self._outcomes.add(attempt)
         except StorageUnavailableError:  # the claim lapses and the delivery is tried again
             recorded = False
             log.warning("relay delivery %s: its outcome could not be stored", job.message_id)

@@ -602,13 +602,13 @@ async def test_only_a_failure_on_record_counts_as_failed_for_good(
         store = bridge.app.extensions["bridge"].store
         told: list[Any] = []
 
-        async def not_recorded(attempt: Any) -> bool:
-            told.append(attempt)
+        async def not_recorded(attempts: list[Any]) -> list[bool]:
+            told.extend(attempts)
             if outcome == "storage unavailable":
                 raise StorageUnavailableError("gone")
-            return False
+            return [False] * len(attempts)
 
-        store.finish_attempt = not_recorded
+        store.finish_attempts = not_recorded
         await send(bridge, "ps_1", "ready_to_confirm", 1)
         await until(lambda: asyncio.sleep(0, told), "an attempt told")
         assert told[0].state == "failed"

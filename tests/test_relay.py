@@ -20,7 +20,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from app.relay import CLAIM_MARGIN, next_attempt
 from app.signature import sign
-from app.store import Attempt, DeliveryState
+from app.store import Attempt, DeliveryState, StorageUnavailableError
 
 from .conftest import RELAY_SECRET, Configured, Deployment, FakeClock
 from .database import open_store, query
@@ -324,9 +324,8 @@ async def test_claims_stay_cheap_as_the_backlog_grows_on_postgresql(
                 started = time.monotonic()
                 jobs = await store.claim_deliveries(2e9, 2e9 + 60, 16)
                 timings.append(time.monotonic() - started)
-                for job in jobs:
-                    done = Attempt(job, 2e9, 200, "delivered", 2e9)
-                    assert await store.finish_attempt(done)
+                done = [Attempt(job, 2e9, 200, "delivered", 2e9) for job in jobs]
+                assert await store.finish_attempts(done) == [True] * len(jobs)
                 sent += len(jobs)
                 if not jobs or not stop_when_empty:
                     return sent
@@ -532,13 +531,13 @@ async def test_a_connection_is_free_for_the_next_delivery_while_an_outcome_is_wr
     monkeypatch.setattr("app.relay.CONNECTIONS", 1)
     async with configured(RELAY_URL=partner_backend.url, RELAY_MAX_AGE=600) as bridge:
         store = bridge.app.extensions["bridge"].store
-        finish, written = store.finish_attempt, asyncio.Event()
+        finish, written = store.finish_attempts, asyncio.Event()
 
-        async def slow_to_write(attempt: Attempt) -> bool:
+        async def slow_to_write(attempts: list[Attempt]) -> list[bool]:
             await written.wait()
-            return bool(await finish(attempt))
+            return list(await finish(attempts))
 
-        monkeypatch.setattr(store, "finish_attempt", slow_to_write)
+        monkeypatch.setattr(store, "finish_attempts", slow_to_write)
         await deliver(bridge, webhook("ready_to_confirm", "ps_first"))
         await partner_backend.arrived(1)
         await deliver(bridge, webhook("ready_to_capture", "ps_first"))
@@ -599,3 +598,186 @@ async def test_stopping_cuts_short_an_attempt_the_partner_never_answers_and_it_i
     assert received.body == body
     assert received.headers["webhook-id"] == claimed.id
     assert received.headers["x-bridge-attempt"] == "1"  # the one cut short is not on record
+
+
+STAMPS = ("2027-01-15T07:00:00Z", "2027-01-15T07:01:00Z")
+
+
+class HeldWrites:
+    """The store's writes of outcomes, each held until ``release`` is set, then failing with
+    ``failure`` when one is given: the batches they were asked to write, in order."""
+
+    def __init__(self, store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.batches: list[list[Attempt]] = []
+        self.release = asyncio.Event()
+        self.failure: Exception | None = None
+        finish = store.finish_attempts
+
+        async def held(attempts: list[Attempt]) -> list[bool]:
+            self.batches.append(list(attempts))
+            await self.release.wait()
+            if self.failure is not None:
+                raise self.failure
+            return list(await finish(attempts))
+
+        monkeypatch.setattr(store, "finish_attempts", held)
+
+    async def asked(self, count: int) -> None:
+        """Until ``count`` writes were asked for."""
+        for _ in range(400):
+            if len(self.batches) >= count:
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"{len(self.batches)} writes of outcomes, not {count}")
+
+
+async def gathered(bridge: Deployment, count: int) -> None:
+    """Until ``count`` outcomes wait for the write after the one in flight."""
+    for _ in range(400):
+        if len(relay_of(bridge)._outcomes._gathered) >= count:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{len(relay_of(bridge)._outcomes._gathered)} outcomes gathered")
+
+
+async def on_record(bridge: Deployment, state: str, count: int) -> list[Any]:
+    store = bridge.app.extensions["bridge"].store
+    for _ in range(400):
+        if len(found := await store.deliveries(state, 100)) >= count:
+            return list(found)
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{len(found)} deliveries {state}, not {count}")
+
+
+def relayed_sessions(received: list[Received]) -> list[tuple[str, str]]:
+    return [
+        (body["session"]["id"], body["type"])
+        for body in (json.loads(item.body) for item in received)
+    ]
+
+
+async def test_outcomes_that_finish_together_are_written_together(
+    relaying: Deployment, partner_backend: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A quiet relay writes its first outcome at once, alone; the outcomes that finish while
+    that write is in flight are written together in the next. A session's next delivery
+    waits until its outcome is on record, batched or not."""
+    writes = HeldWrites(relaying.app.extensions["bridge"].store, monkeypatch)
+    sessions = [f"ps_{number}" for number in range(9)]
+    await deliver(relaying, webhook("ready_to_confirm", sessions[0], updated_at=STAMPS[0]))
+    await writes.asked(1)
+    assert [len(batch) for batch in writes.batches] == [1]
+    for session_id in sessions:
+        if session_id != sessions[0]:
+            await deliver(relaying, webhook("ready_to_confirm", session_id, updated_at=STAMPS[0]))
+        await deliver(relaying, webhook("action_required", session_id, updated_at=STAMPS[1]))
+    await gathered(relaying, 8)
+    await asyncio.sleep(0.3)
+    assert sorted(relayed_sessions(partner_backend.received)) == [
+        (session_id, "ready_to_confirm") for session_id in sessions
+    ]  # the second of each waits for the first's outcome
+    assert [len(batch) for batch in writes.batches] == [1]
+    writes.release.set()
+    received = await partner_backend.arrived(18)
+    await on_record(relaying, "delivered", 18)
+    sizes = [len(batch) for batch in writes.batches]
+    assert sizes[:2] == [1, 8] and sum(sizes) == 18
+    for session_id in sessions:
+        order = [kind for session, kind in relayed_sessions(received) if session == session_id]
+        assert order == ["ready_to_confirm", "action_required"]
+
+
+async def test_a_batch_whose_write_fails_loses_nothing(
+    configured: Configured,
+    partner_backend: Partner,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The storage fails the writes of a batch: no outcome of it is on record, each attempt
+    counts as pending and says so in the log, and once their claims lapse every delivery is
+    sent again and then recorded."""
+    async with configured(RELAY_URL=partner_backend.url, RELAY_TIMEOUT=2) as bridge:
+        writes = HeldWrites(bridge.app.extensions["bridge"].store, monkeypatch)
+        writes.failure = StorageUnavailableError("the database is away")
+        with caplog.at_level(logging.WARNING, logger="app.relay"):
+            for number in range(5):
+                await deliver(bridge, webhook("ready_to_confirm", f"ps_{number}"))
+                if number == 0:
+                    await writes.asked(1)
+            await gathered(bridge, 4)
+            writes.release.set()
+            await writes.asked(2)
+            for _ in range(100):
+                lost = [r for r in caplog.records if "could not be stored" in r.getMessage()]
+                if len(lost) == 5:
+                    break
+                await asyncio.sleep(0.05)
+        assert len(lost) == 5
+        assert [len(batch) for batch in writes.batches] == [1, 4]
+        text = await (await bridge.client.get("/metrics")).get_data(as_text=True)
+        assert 'bridge_relay_attempts_total{outcome="pending"} 5.0' in text
+        assert await on_record(bridge, "pending", 5)
+        writes.failure = None
+        clock.advance(2 + CLAIM_MARGIN + 1)  # the claims have lapsed
+        relay_of(bridge).wake()
+        received = await partner_backend.arrived(10)
+        delivered = await on_record(bridge, "delivered", 5)
+    assert sorted(relayed_sessions(received)) == sorted(
+        [(f"ps_{number}", "ready_to_confirm") for number in range(5)] * 2
+    )
+    assert {item.headers["x-bridge-attempt"] for item in received} == {"1"}
+    assert {delivery.attempts for delivery in delivered} == {1}
+
+
+async def test_stopping_writes_the_outcomes_the_partner_already_gave(
+    configured: Configured, partner_backend: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The relay stops while outcomes wait for their write: the store is still open (it
+    closes after the relay), so they are written before the relay has stopped, and counted."""
+    async with configured(RELAY_URL=partner_backend.url) as bridge:
+        writes = HeldWrites(bridge.app.extensions["bridge"].store, monkeypatch)
+        await deliver(bridge, webhook("ready_to_confirm", "ps_0"))
+        await writes.asked(1)
+        for session_id in ("ps_1", "ps_2"):
+            await deliver(bridge, webhook("ready_to_confirm", session_id))
+        await gathered(bridge, 2)
+        stopping = asyncio.create_task(relay_of(bridge).stop())
+        await asyncio.sleep(0.3)
+        assert not stopping.done()  # it waits for the outcomes
+        writes.release.set()
+        async with asyncio.timeout(10):
+            await stopping
+        assert relay_senders() == []
+        assert [len(batch) for batch in writes.batches] == [1, 2]
+        delivered = await bridge.app.extensions["bridge"].store.deliveries("delivered", 10)
+        assert len(delivered) == 3
+        text = await (await bridge.client.get("/metrics")).get_data(as_text=True)
+        assert 'bridge_relay_attempts_total{outcome="delivered"} 3.0' in text
+
+
+async def test_stopping_waits_a_bounded_time_for_outcomes_then_their_claims_lapse(
+    configured: Configured,
+    partner_backend: Partner,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An outcome's write that does not end: stopping waits FINAL_WRITE for it and no
+    longer; its delivery, claimed but never finished, goes out again once its claim lapsed."""
+    monkeypatch.setattr("app.relay.FINAL_WRITE", 0.5)
+    async with configured(RELAY_URL=partner_backend.url, RELAY_TIMEOUT=2) as bridge:
+        writes = HeldWrites(bridge.app.extensions["bridge"].store, monkeypatch)
+        body, _ = await deliver(bridge, webhook("ready_to_confirm"))
+        await writes.asked(1)
+        async with asyncio.timeout(10) as deadline:
+            await relay_of(bridge).stop()
+        assert not deadline.expired()
+        assert relay_senders() == []
+        assert [task for task in asyncio.all_tasks() if task.get_name() == "batch writer"] == []
+    clock.advance(2 + CLAIM_MARGIN + 1)
+    async with configured(RELAY_URL=partner_backend.url) as bridge:
+        received = await partner_backend.arrived(2)
+        (delivered,) = await on_record(bridge, "delivered", 1)
+    assert [item.body for item in received] == [body, body]
+    assert [item.headers["x-bridge-attempt"] for item in received] == ["1", "1"]
+    assert delivered.attempts == 1

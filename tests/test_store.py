@@ -11,7 +11,7 @@ import os
 import sqlite3
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -699,8 +699,8 @@ async def test_no_row_id_is_used_twice_after_retention(store: Store, database_ur
     for number in range(3):
         body = f'{{"n": {number}}}'.encode()
         await store.record_webhook(relayed(body, f"ps_{number}", 10.0), pending(f"ps_{number}"))
-    for job in await store.claim_deliveries(20.0, 30.0, 10):
-        await store.finish_attempt(Attempt(job, 21.0, 200, "delivered", 21.0))
+    jobs = await store.claim_deliveries(20.0, 30.0, 10)
+    await store.finish_attempts([Attempt(job, 21.0, 200, "delivered", 21.0) for job in jobs])
     tables = ("webhooks", "deliveries")
     newest = {table: await query(database_url, f"SELECT max(id) FROM {table}") for table in tables}
     assert await store.forget(1_000.0, 100, 1_000.0) > 0
@@ -861,12 +861,12 @@ async def test_a_delivery_put_back_waits_for_its_sessions_one_in_flight(store: S
         body = f'{{"n": {number}}}'.encode()
         await store.record_webhook(relayed(body, "ps_1", 10.0 + number), pending("ps_1"))
     [first] = await store.claim_deliveries(20.0, 30.0, 10)
-    assert await store.finish_attempt(Attempt(first, 21.0, 500, "failed", 21.0))
+    assert await store.finish_attempts([Attempt(first, 21.0, 500, "failed", 21.0)]) == [True]
     [second] = await store.claim_deliveries(22.0, 40.0, 10)
     assert second.body == b'{"n": 1}'
     assert await store.retry_delivery(first.message_id, 23.0)
     assert await store.claim_deliveries(24.0, 50.0, 10) == []  # the second is still out
-    assert await store.finish_attempt(Attempt(second, 25.0, 200, "delivered", 25.0))
+    assert await store.finish_attempts([Attempt(second, 25.0, 200, "delivered", 25.0)]) == [True]
     [again] = await store.claim_deliveries(26.0, 60.0, 10)
     assert again.message_id == first.message_id
 
@@ -883,8 +883,8 @@ async def test_deliveries_behind_one_put_off_are_not_due_before_it(
     await store.record_webhook(relayed(b"other", "ps_2", 10.0), pending("ps_2"))
     first, other = await store.claim_deliveries(20.0, 30.0, 10)
     assert (first.body, other.body) == (b'{"n": 0}', b"other")
-    assert await store.finish_attempt(Attempt(first, 21.0, 500, "pending", 100.0))
-    assert await store.finish_attempt(Attempt(other, 21.0, 500, "pending", 40.0))
+    assert await store.finish_attempts([Attempt(first, 21.0, 500, "pending", 100.0)]) == [True]
+    assert await store.finish_attempts([Attempt(other, 21.0, 500, "pending", 40.0)]) == [True]
     await store.record_webhook(relayed(b'{"n": 3}', "ps_1", 50.0), pending("ps_1"))
     due = "SELECT next_attempt_at FROM deliveries WHERE session_id = 'ps_1' ORDER BY id"
     assert await query(database_url, due) == [(100.0,)] * 4
@@ -892,14 +892,117 @@ async def test_deliveries_behind_one_put_off_are_not_due_before_it(
     assert again.body == b"other"
     [again] = await store.claim_deliveries(100.0, 130.0, 10)
     assert again.message_id == first.message_id
-    assert await store.finish_attempt(Attempt(again, 101.0, 200, "delivered", 101.0))
+    assert await store.finish_attempts([Attempt(again, 101.0, 200, "delivered", 101.0)]) == [True]
     sent = []
     for at in range(102, 106):
         jobs = await store.claim_deliveries(float(at), at + 0.5, 10)
         sent += [job.body for job in jobs]
-        for job in jobs:
-            assert await store.finish_attempt(Attempt(job, at + 0.1, 200, "delivered", at))
+        outcomes = [Attempt(job, at + 0.1, 200, "delivered", at) for job in jobs]
+        assert await store.finish_attempts(outcomes) == [True] * len(jobs)
     assert sent == [b'{"n": 1}', b'{"n": 2}', b'{"n": 3}']
+
+
+async def write_transactions(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Callable[[], Awaitable[int]]:
+    """How many write transactions the store has begun since this call, when the returned
+    function is called: on SQLite the jobs its writer committed (each a savepoint of a group
+    commit), on PostgreSQL the transaction ids handed out (each read of them takes one)."""
+    if database_url.startswith("sqlite:///"):
+        jobs: list[int] = []
+        commit = sqlite_engine._commit
+
+        def counted(db: sqlite3.Connection, turn: int | None, batch: list[Any]) -> list[Any]:
+            jobs.append(len(batch))
+            return commit(db, turn, batch)
+
+        monkeypatch.setattr(sqlite_engine, "_commit", counted)
+
+        async def committed() -> int:
+            return sum(jobs)
+
+        return committed
+    [(first,)] = await query(database_url, "SELECT txid_current()")
+
+    async def begun() -> int:
+        [(now,)] = await query(database_url, "SELECT txid_current()")
+        return int(now - first - 1)
+
+    return begun
+
+
+async def test_attempts_finished_together_are_written_in_one_transaction(
+    store: Store, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each outcome as one attempt alone would leave it (its delivery's state, the session's
+    later deliveries put off with it, its history event), all in one write."""
+    for number in range(4):
+        body = f'{{"n": {number}}}'.encode()
+        await store.record_webhook(relayed(body, f"ps_{number}", 10.0), pending(f"ps_{number}"))
+    await store.record_webhook(relayed(b"behind", "ps_1", 11.0), pending("ps_1"))
+    jobs = sorted(await store.claim_deliveries(20.0, 30.0, 10), key=lambda job: job.id)
+    assert [job.session_id for job in jobs] == ["ps_0", "ps_1", "ps_2", "ps_3"]
+    outcomes = [
+        Attempt(jobs[0], 21.0, 200, "delivered", 21.0),
+        Attempt(jobs[1], 21.5, 500, "pending", 100.0),
+        Attempt(jobs[2], 22.0, 410, "failed", 22.0),
+        Attempt(jobs[3], 22.5, None, "pending", 40.0),
+    ]
+    transactions = await write_transactions(database_url, monkeypatch)
+    assert await store.finish_attempts(outcomes) == [True] * 4
+    assert await transactions() == 1
+    rows = await query(
+        database_url,
+        "SELECT session_id, state, attempts, last_attempt_at, last_status, next_attempt_at,"
+        " claimed_until FROM deliveries ORDER BY id",
+    )
+    assert rows == [
+        ("ps_0", "delivered", 1, 21.0, 200, 21.0, None),
+        ("ps_1", "pending", 1, 21.5, 500, 100.0, None),
+        ("ps_2", "failed", 1, 22.0, 410, 22.0, None),
+        ("ps_3", "pending", 1, 22.5, None, 40.0, None),
+        ("ps_1", "pending", 0, None, None, 100.0, None),  # put off with the one before it
+    ]
+    for attempt in outcomes:
+        (event,) = [e for e in await store.events(attempt.job.session_id) if e.kind == "relay"]
+        assert event.at == attempt.at
+        assert event.detail == {
+            "delivery_id": attempt.job.message_id,
+            "type": "ready_to_confirm",
+            "attempt": 1,
+            "http_status": attempt.http_status,
+            "state": attempt.state,
+        }
+    assert await store.finish_attempts([]) == []
+
+
+async def test_a_lapsed_claim_in_a_batch_answers_false_for_that_attempt_alone(
+    store: Store, database_url: str
+) -> None:
+    """One delivery's claim lapsed and another process took it meanwhile: that outcome is not
+    written (the other process's attempt is the one on record), and the batch's others are."""
+    for number in range(3):
+        body = f'{{"n": {number}}}'.encode()
+        await store.record_webhook(relayed(body, f"ps_{number}", 10.0), pending(f"ps_{number}"))
+    first, second, third = sorted(
+        await store.claim_deliveries(20.0, 30.0, 10), key=lambda job: job.id
+    )
+    await query(
+        database_url, "UPDATE deliveries SET claimed_until = 25.0 WHERE id = ?", (second.id,)
+    )
+    [taken] = await store.claim_deliveries(26.0, 60.0, 10)  # another process's, once lapsed
+    assert taken.id == second.id
+    recorded = await store.finish_attempts(
+        [Attempt(job, 31.0, 200, "delivered", 31.0) for job in (first, second, third)]
+    )
+    assert recorded == [True, False, True]
+    rows = await query(
+        database_url, "SELECT state, attempts, claimed_until FROM deliveries ORDER BY id"
+    )
+    assert rows == [("delivered", 1, None), ("pending", 0, 60.0), ("delivered", 1, None)]
+    assert [e.kind for e in await store.events("ps_1")] == ["webhook"]
+    assert [e.kind for e in await store.events("ps_2")] == ["webhook", "relay"]
+    assert await store.finish_attempts([Attempt(taken, 40.0, 200, "delivered", 40.0)]) == [True]
 
 
 async def test_one_page_holds_a_sessions_bank_step_until_another_takes_it(store: Store) -> None:

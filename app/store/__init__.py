@@ -11,7 +11,7 @@ mappers both engines share, :mod:`.migrations` the schema's versions, and :mod:`
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -236,9 +236,10 @@ class Store(abc.ABC):
         pending one, none another process holds."""
 
     @abc.abstractmethod
-    async def finish_attempt(self, attempt: Attempt) -> bool:
-        """Record an attempt's outcome and its history event; ``False`` (nothing written) when
-        the claim was lost meanwhile."""
+    async def finish_attempts(self, attempts: Sequence[Attempt]) -> list[bool]:
+        """Record attempts' outcomes and their history events, in one write: for each, in
+        order, whether it is on record, ``False`` (nothing written of it) when its claim was
+        lost meanwhile."""
 
     @abc.abstractmethod
     async def deliveries(

@@ -435,6 +435,42 @@ MIGRATIONS: tuple[Migration, ...] = (
     CREATE INDEX deliveries_due ON deliveries (next_attempt_at, id) WHERE state = 'pending';
     """,
     ),
+    # 13. PostgreSQL writes the relay's outcomes a batch at a time (see
+    # PostgresStore.finish_attempts): for each in order, what sql.FINISH_ATTEMPT,
+    # sql.PUT_OFF_LATER and sql.INSERT_EVENT do for one, in one call; whether each was still
+    # claimed, in the same order. SQLite's writer runs them as one job already: nothing to do.
+    Migration(
+        sqlite="",
+        postgres="""
+    CREATE FUNCTION bridge_finish_attempts(
+        ids BIGINT[], claims DOUBLE PRECISION[], states TEXT[], ats DOUBLE PRECISION[],
+        statuses INTEGER[], next_ats DOUBLE PRECISION[], details TEXT[]
+    ) RETURNS BOOLEAN[] LANGUAGE plpgsql AS $$
+    DECLARE
+        recorded BOOLEAN[] := '{}';
+        of_session TEXT;
+    BEGIN
+        FOR i IN 1 .. coalesce(array_length(ids, 1), 0) LOOP
+            UPDATE deliveries SET state = states[i], attempts = attempts + 1,
+                    last_attempt_at = ats[i], last_status = statuses[i],
+                    next_attempt_at = next_ats[i], claimed_until = NULL
+                WHERE id = ids[i] AND claimed_until = claims[i]
+                RETURNING session_id INTO of_session;
+            recorded := recorded || FOUND;
+            CONTINUE WHEN NOT FOUND;
+            IF states[i] = 'pending' THEN  -- put off, it puts off its session's later ones
+                UPDATE deliveries SET next_attempt_at = next_ats[i]
+                    WHERE session_id = of_session AND state = 'pending' AND id > ids[i]
+                        AND next_attempt_at < next_ats[i];
+            END IF;
+            INSERT INTO events (session_id, at, kind, detail)
+                VALUES (of_session, ats[i], 'relay', details[i]);
+        END LOOP;
+        RETURN recorded;
+    END
+    $$;
+    """,
+    ),
 )
 DATED = 4  # the migration that added the provider's clock: sessions are dated after it
 

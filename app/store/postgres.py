@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -280,20 +280,13 @@ class PostgresStore(Store):
 
         return await self._run(work)
 
-    async def finish_attempt(self, attempt: Attempt) -> bool:
-        async def work(db: asyncpg.Connection) -> bool:
-            async with db.transaction():
-                if (
-                    await db.execute(POSTGRES.FINISH_ATTEMPT, *sql.attempt_row(attempt))
-                    == "UPDATE 0"
-                ):
-                    return False
-                if (put_off := sql.put_off_row(attempt)) is not None:
-                    await db.execute(POSTGRES.PUT_OFF_LATER, *put_off)
-                await db.execute(POSTGRES.INSERT_EVENT, *sql.event_row(sql.attempt_event(attempt)))
-                return True
-
-        return await self._run(work)
+    async def finish_attempts(self, attempts: Sequence[Attempt]) -> list[bool]:
+        """One round trip for the batch (migration 13's function), one transaction."""
+        if not attempts:
+            return []
+        values = sql.finish_attempts_values(attempts)
+        recorded = await self._run(lambda db: db.fetchval(POSTGRES.FINISH_ATTEMPTS, *values))
+        return list(recorded)
 
     async def deliveries(
         self,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -302,6 +302,10 @@ FINISH_ATTEMPT = (
     " last_status = ?, next_attempt_at = ?, claimed_until = NULL"
     " WHERE id = ? AND claimed_until = ?"
 )
+# PostgreSQL's: every outcome of a batch in one call (migration 13's function runs the three
+# statements here for each, in order), its answers in the same order. Values: see
+# :func:`finish_attempts_values`.
+FINISH_ATTEMPTS = "SELECT bridge_finish_attempts(?, ?, ?, ?, ?, ?, ?)"
 # A delivery put off to a later attempt puts off its session's later ones as far (see
 # :data:`INSERT_DELIVERY`). Values: the time of its next attempt, its session, its id, that
 # time again.
@@ -555,12 +559,18 @@ def delivery_row(webhook_id: int, delivery: Delivery) -> tuple[Any, ...]:
     )
 
 
-def put_off_row(attempt: Attempt) -> tuple[Any, ...] | None:
-    """The values of :data:`PUT_OFF_LATER` when an attempt puts its delivery off, else None."""
-    if attempt.state != DeliveryState.PENDING:
-        return None
-    later = attempt.next_attempt_at
-    return (later, attempt.job.session_id, attempt.job.id, later)
+def after_attempts(
+    attempts: Sequence[Attempt], recorded: Sequence[bool]
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """What the attempts on record write after their :data:`FINISH_ATTEMPT`: the values of
+    :data:`PUT_OFF_LATER` of those that put their delivery off, and of :data:`INSERT_EVENT`."""
+    written = [attempt for attempt, on_record in zip(attempts, recorded, strict=True) if on_record]
+    put_off = [
+        (attempt.next_attempt_at, attempt.job.session_id, attempt.job.id, attempt.next_attempt_at)
+        for attempt in written
+        if attempt.state == DeliveryState.PENDING
+    ]
+    return put_off, [event_row(attempt_event(attempt)) for attempt in written]
 
 
 def attempt_row(attempt: Attempt) -> tuple[Any, ...]:
@@ -573,6 +583,15 @@ def attempt_row(attempt: Attempt) -> tuple[Any, ...]:
         attempt.job.id,
         attempt.job.claim,
     )
+
+
+def finish_attempts_values(attempts: Sequence[Attempt]) -> tuple[list[Any], ...]:
+    """The values of :data:`FINISH_ATTEMPTS`: one array of each of :data:`FINISH_ATTEMPT`'s
+    values, then the history events' details."""
+    columns = zip(*(attempt_row(attempt) for attempt in attempts), strict=True)
+    states, ats, statuses, next_ats, ids, claims = (list(column) for column in columns)
+    details = [event_row(attempt_event(attempt))[3] for attempt in attempts]
+    return ids, claims, states, ats, statuses, next_ats, details
 
 
 def numbered(statement: str) -> str:

@@ -26,7 +26,7 @@ import fcntl
 import logging
 import os
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -262,14 +262,20 @@ class SQLiteStore(Store):
 
         return await self._transaction("", work)
 
-    async def finish_attempt(self, attempt: Attempt) -> bool:
-        def work(db: sqlite3.Connection) -> bool:
-            if db.execute(sql.FINISH_ATTEMPT, sql.attempt_row(attempt)).rowcount == 0:
-                return False
-            if (put_off := sql.put_off_row(attempt)) is not None:
-                db.execute(sql.PUT_OFF_LATER, put_off)
-            db.execute(sql.INSERT_EVENT, sql.event_row(sql.attempt_event(attempt)))
-            return True
+    async def finish_attempts(self, attempts: Sequence[Attempt]) -> list[bool]:
+        if not attempts:
+            return []
+
+        def work(db: sqlite3.Connection) -> list[bool]:
+            # One by one: each answers whether its claim still held.
+            recorded = [
+                db.execute(sql.FINISH_ATTEMPT, sql.attempt_row(attempt)).rowcount == 1
+                for attempt in attempts
+            ]
+            put_off, events = sql.after_attempts(attempts, recorded)
+            db.executemany(sql.PUT_OFF_LATER, put_off)
+            db.executemany(sql.INSERT_EVENT, events)
+            return recorded
 
         return await self._transaction("", work)
 
