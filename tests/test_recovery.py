@@ -257,9 +257,9 @@ async def test_every_listing_and_retry_reads_an_index(database_url: str) -> None
         for before in (None, 15_000)
     ]
     retries = [
-        (sql.RETRY_DELIVERY, (2.0, 2.0, "msg_303")),
-        (sql.RETRY_FAILED, (2.0, 2.0)),
-        (sql.RETRY_FAILED_OF_SESSION, (2.0, 2.0, "ps_75")),
+        (sql.RETRY_DELIVERY, (2.0, 2.0, 2.0, "msg_303")),
+        (sql.RETRY_FAILED, (2.0, 2.0, 2.0)),
+        (sql.RETRY_FAILED_OF_SESSION, (2.0, 2.0, 2.0, "ps_75")),
     ]
     # PostgreSQL plans each listing for its values (PostgresStore.deliveries); the retries may
     # run on a generic plan too.

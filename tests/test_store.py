@@ -25,6 +25,7 @@ from app.store import (
     Delivery,
     Event,
     Handoff,
+    RelayJob,
     StorageUnavailableError,
     Store,
     migrations,
@@ -854,14 +855,21 @@ async def test_an_event_is_due_when_the_change_was_recorded(
     assert rows == [(900.0, 900.0, 900.0)]
 
 
-async def test_a_delivery_put_back_waits_for_its_sessions_one_in_flight(store: Store) -> None:
-    """The session's first delivery failed and the second is at the partner when the first is
-    put back in line: the first waits until that attempt is over, never two at once."""
+async def first_of_two_failed(store: Store) -> RelayJob:
+    """Two deliveries of ``ps_1``, received at 10 and 11; the first claimed at 20 and failed
+    for good at 21: its job."""
     for number in range(2):
         body = f'{{"n": {number}}}'.encode()
         await store.record_webhook(relayed(body, "ps_1", 10.0 + number), pending("ps_1"))
     [first] = await store.claim_deliveries(20.0, 30.0, 10)
     assert await store.finish_attempts([Attempt(first, 21.0, 500, "failed", 21.0)]) == [True]
+    return first
+
+
+async def test_a_delivery_put_back_waits_for_its_sessions_one_in_flight(store: Store) -> None:
+    """The session's first delivery failed and the second is at the partner when the first is
+    put back in line: the first waits until that attempt is over, never two at once."""
+    first = await first_of_two_failed(store)
     [second] = await store.claim_deliveries(22.0, 40.0, 10)
     assert second.body == b'{"n": 1}'
     assert await store.retry_delivery(first.message_id, 23.0)
@@ -900,6 +908,29 @@ async def test_deliveries_behind_one_put_off_are_not_due_before_it(
         outcomes = [Attempt(job, at + 0.1, 200, "delivered", at) for job in jobs]
         assert await store.finish_attempts(outcomes) == [True] * len(jobs)
     assert sent == [b'{"n": 1}', b'{"n": 2}', b'{"n": 3}']
+
+
+@pytest.mark.parametrize("put_back", ["one", "of its session", "every one"])
+async def test_a_delivery_put_back_behind_one_waiting_for_a_retry_is_not_due_before_it(
+    store: Store, database_url: str, put_back: str
+) -> None:
+    """Put back in line behind an earlier pending delivery of its session that waits for a
+    later attempt, a delivery is due no sooner than that one (as one recorded then would be),
+    so a claim walking the due deliveries reads none of them before then."""
+    first = await first_of_two_failed(store)
+    [second] = await store.claim_deliveries(22.0, 40.0, 10)
+    assert await store.finish_attempts([Attempt(second, 23.0, 500, "failed", 23.0)]) == [True]
+    assert await store.retry_delivery(first.message_id, 24.0)
+    [again] = await store.claim_deliveries(25.0, 50.0, 10)
+    assert again.id == first.id
+    assert await store.finish_attempts([Attempt(again, 26.0, 500, "pending", 100.0)]) == [True]
+    if put_back == "one":
+        assert await store.retry_delivery(second.message_id, 30.0)
+    else:
+        session_id = "ps_1" if put_back == "of its session" else None
+        assert await store.retry_failed(30.0, session_id) == 1
+    due = "SELECT state, next_attempt_at, retry_from FROM deliveries ORDER BY id"
+    assert await query(database_url, due) == [("pending", 100.0, 24.0), ("pending", 100.0, 30.0)]
 
 
 async def write_transactions(

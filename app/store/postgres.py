@@ -311,7 +311,7 @@ class PostgresStore(Store):
 
     async def retry_delivery(self, delivery_id: str, now: float) -> bool | None:
         async def work(db: asyncpg.Connection) -> bool | None:
-            if await db.execute(POSTGRES.RETRY_DELIVERY, now, now, delivery_id) != "UPDATE 0":
+            if await db.execute(POSTGRES.RETRY_DELIVERY, now, now, now, delivery_id) != "UPDATE 0":
                 return True
             return False if await db.fetchval(POSTGRES.DELIVERY_EXISTS, delivery_id) else None
 
@@ -320,8 +320,10 @@ class PostgresStore(Store):
     async def retry_failed(self, now: float, session_id: str | None = None) -> int:
         async def work(db: asyncpg.Connection) -> str:
             if session_id is None:
-                return str(await db.execute(POSTGRES.RETRY_FAILED, now, now))
-            return str(await db.execute(POSTGRES.RETRY_FAILED_OF_SESSION, now, now, session_id))
+                return str(await db.execute(POSTGRES.RETRY_FAILED, now, now, now))
+            return str(
+                await db.execute(POSTGRES.RETRY_FAILED_OF_SESSION, now, now, now, session_id)
+            )
 
         return int((await self._run(work)).split()[-1])
 

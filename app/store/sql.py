@@ -313,19 +313,24 @@ PUT_OFF_LATER = (
     "UPDATE deliveries SET next_attempt_at = ? WHERE session_id = ?"
     f" AND state = {_PENDING} AND id > ? AND next_attempt_at < ?"
 )
+# Failed deliveries back in line, due at the given time, or no sooner than an earlier pending
+# one of their session (see :data:`INSERT_DELIVERY`); retried from the given time. Values: the
+# time (three times), then those of the WHERE clause that follows.
+_PUT_BACK = (
+    f"UPDATE deliveries SET state = {_PENDING}, next_attempt_at = coalesce("
+    "(SELECT max(p.next_attempt_at) FROM deliveries p WHERE p.session_id = deliveries.session_id"
+    f" AND p.state = {_PENDING} AND p.id < deliveries.id AND p.next_attempt_at > ?), ?),"
+    " retry_from = ?"
+)
 # A failed delivery back in line, and with it every earlier failed one of its session: the
 # relay sends a session's oldest pending delivery first, so those go first, in their order.
 RETRY_DELIVERY = (
-    f"UPDATE deliveries SET state = {_PENDING}, next_attempt_at = ?, retry_from = ?"
-    " WHERE id IN (SELECT e.id FROM deliveries d JOIN deliveries e"
+    f"{_PUT_BACK} WHERE id IN (SELECT e.id FROM deliveries d JOIN deliveries e"
     f" ON e.session_id = d.session_id AND e.id <= d.id AND e.state = {_FAILED}"
     f" WHERE d.message_id = ? AND d.state = {_FAILED})"
 )
 # Every failed delivery back in line, or every one of a session.
-RETRY_FAILED = (
-    f"UPDATE deliveries SET state = {_PENDING}, next_attempt_at = ?, retry_from = ?"
-    f" WHERE state = {_FAILED}"
-)
+RETRY_FAILED = f"{_PUT_BACK} WHERE state = {_FAILED}"
 RETRY_FAILED_OF_SESSION = f"{RETRY_FAILED} AND session_id = ?"
 DELIVERY_EXISTS = "SELECT 1 FROM deliveries WHERE message_id = ?"
 RELAY_BACKLOG = f"SELECT count(*), min(received_at) FROM deliveries WHERE state = {_PENDING}"

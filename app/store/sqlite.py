@@ -281,7 +281,7 @@ class SQLiteStore(Store):
 
     async def retry_delivery(self, delivery_id: str, now: float) -> bool | None:
         def work(db: sqlite3.Connection) -> bool | None:
-            if db.execute(sql.RETRY_DELIVERY, (now, now, delivery_id)).rowcount:
+            if db.execute(sql.RETRY_DELIVERY, (now, now, now, delivery_id)).rowcount:
                 return True
             return False if db.execute(sql.DELIVERY_EXISTS, (delivery_id,)).fetchone() else None
 
@@ -290,8 +290,8 @@ class SQLiteStore(Store):
     async def retry_failed(self, now: float, session_id: str | None = None) -> int:
         def work(db: sqlite3.Connection) -> int:
             if session_id is None:
-                return db.execute(sql.RETRY_FAILED, (now, now)).rowcount
-            return db.execute(sql.RETRY_FAILED_OF_SESSION, (now, now, session_id)).rowcount
+                return db.execute(sql.RETRY_FAILED, (now, now, now)).rowcount
+            return db.execute(sql.RETRY_FAILED_OF_SESSION, (now, now, now, session_id)).rowcount
 
         return await self._transaction("", work)
 
