@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from app.config import DB_TIMEOUT
@@ -374,6 +375,33 @@ async def test_postgres_listeners_come_back_after_their_connections_are_killed(
     finally:
         await here.close()
         await there.close()
+
+
+async def test_closing_a_postgres_store_ends_a_look_at_other_instances_changes(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``caught_up`` asks on the listening connection; should the store close while that
+    question is out, the look ends with it (no task left running), and its callers hear
+    that nothing could be known."""
+    url = request.getfixturevalue("postgres").new_database()
+    store = open_store(url)
+    await store.open()
+    asked = asyncio.Event()
+    fetchval = asyncpg.Connection.fetchval
+
+    async def never_answered(db: asyncpg.Connection, *args: Any, **kwargs: Any) -> Any:
+        if db is getattr(store, "_listener", None):
+            asked.set()
+            await asyncio.Event().wait()
+        return await fetchval(db, *args, **kwargs)
+
+    monkeypatch.setattr(asyncpg.Connection, "fetchval", never_answered)
+    looking = asyncio.create_task(store.caught_up())
+    await asyncio.wait_for(asked.wait(), timeout=5)
+    async with asyncio.timeout(10):
+        await store.close()
+    assert await asyncio.wait_for(looking, timeout=5) is False
+    assert [task for task in asyncio.all_tasks() if task.get_name() == "postgres barriers"] == []
 
 
 async def test_postgres_connections_go_back_to_the_pool_with_nothing_held(

@@ -163,7 +163,9 @@ class PostgresStore(Store):
         log.info("PostgreSQL is reachable again")
 
     async def close(self) -> None:
-        for task in self._tasks:
+        # The listener, and a look at other instances' changes still out (its callers hear
+        # that nothing could be known).
+        for task in [*self._tasks, *([self._barriers] if self._barriers else [])]:
             with contextlib.suppress(Exception):  # its failure was logged where it failed
                 await stopped(task)
         if self._pool is not None:
@@ -183,10 +185,11 @@ class PostgresStore(Store):
         if self._next_barrier is None:
             self._next_barrier = asyncio.get_running_loop().create_future()
             if self._barriers is None:
-                self._barriers = asyncio.create_task(self._run_barriers())
+                self._barriers = asyncio.create_task(self._run_barriers(), name="postgres barriers")
         return await asyncio.shield(self._next_barrier)
 
     async def _run_barriers(self) -> None:
+        barrier: asyncio.Future[bool] | None = None
         try:
             while self._next_barrier is not None:
                 barrier, self._next_barrier = self._next_barrier, None
@@ -198,6 +201,11 @@ class PostgresStore(Store):
                 barrier.set_result(heard)
         finally:
             self._barriers = None
+            # Cut short (the store closes): whoever waits cannot know.
+            for waiting in (barrier, self._next_barrier):
+                if waiting is not None and not waiting.done():
+                    waiting.set_result(False)
+            self._next_barrier = None
 
     async def record_webhook(self, delivery: Delivery, update: Update) -> Changed:
         """Two round trips and no transaction block: a read of everything the decision needs,
