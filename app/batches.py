@@ -6,7 +6,6 @@ the next, so the time one write takes is the time the next batch gathers."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -38,8 +37,11 @@ class Batches(Generic[Item, Answer]):
         gathered for the next, are cancelled."""
         if self._writer is not None:
             self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
+            # Not app.tasks.stopped, which raises when its caller is being cancelled: the relay
+            # closes this from its sender's stop, cancelled already, and goes on to end its
+            # attempts. gather hands the writer's cancellation back as a value, and a new
+            # cancellation of the caller still goes on up.
+            await asyncio.gather(self._writer, return_exceptions=True)
 
     async def _write_batches(self) -> None:
         batch: list[tuple[Item, asyncio.Future[Answer]]] = []
