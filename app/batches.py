@@ -42,6 +42,11 @@ class Batches(Generic[Item, Answer]):
             # attempts. gather hands the writer's cancellation back as a value, and a new
             # cancellation of the caller still goes on up.
             await asyncio.gather(self._writer, return_exceptions=True)
+        # A writer cancelled before it first ran never reached its own clean-up.
+        self._writer = None
+        for _, answer in self._gathered:
+            answer.cancel()
+        self._gathered = []
 
     async def _write_batches(self) -> None:
         batch: list[tuple[Item, asyncio.Future[Answer]]] = []

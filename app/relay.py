@@ -111,8 +111,9 @@ class Relay:
         self._due = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._in_flight: set[asyncio.Task[None]] = set()  # attempts, outcomes being written too
-        # Attempts at the partner now, by delivery: each holds one of its connections.
-        self._posting: dict[int, asyncio.Task[None]] = {}
+        # Attempts at the partner now: each holds one of its connections. (Not by delivery: a
+        # delivery whose claim lapsed while its attempt was out may be at the partner twice.)
+        self._posting: set[asyncio.Task[None]] = set()
         # The store's method is looked up at each write, not once.
         self._outcomes: Batches[Attempt, bool] = Batches(
             lambda attempts: self._store.finish_attempts(attempts)
@@ -148,7 +149,7 @@ class Relay:
         started = []
         for job in jobs:
             task = asyncio.create_task(self._attempt(job), name=f"relay delivery {job.message_id}")
-            self._posting[job.id] = task
+            self._posting.add(task)
             self._in_flight.add(task)
             task.add_done_callback(self._attempted)
             started.append(task)
@@ -181,15 +182,17 @@ class Relay:
             # (the partner may still be reading one, so no other process may start it sooner).
             # The outcomes the partner gave already are written (the store closes after the
             # relay), for FINAL_WRITE seconds at most: past that, their claims lapse too.
-            for task in list(self._posting.values()):
+            for task in list(self._posting):
                 task.cancel()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(FINAL_WRITE):
-                    await asyncio.gather(*self._in_flight, return_exceptions=True)
-            await self._outcomes.close()
-            for task in list(self._in_flight):
-                task.cancel()
-            await asyncio.gather(*self._in_flight, return_exceptions=True)
+            try:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(FINAL_WRITE):
+                        await asyncio.gather(*self._in_flight, return_exceptions=True)
+            finally:  # even if the stop itself is cut short: nothing writes after it
+                await self._outcomes.close()
+                for task in list(self._in_flight):
+                    task.cancel()
+                await asyncio.gather(*self._in_flight, return_exceptions=True)
 
     async def _attempt(self, job: RelayJob) -> None:
         try:
@@ -197,7 +200,7 @@ class Relay:
         finally:
             # Its connection is free: another session's delivery may go while this outcome
             # waits for its commit (this session's next one waits for that commit).
-            self._posting.pop(job.id, None)
+            self._posting.discard(asyncio.current_task())
             self._due.set()
         now = self._clock()
         if status is not None and 200 <= status < 300:

@@ -114,3 +114,20 @@ async def test_closing_cuts_short_the_write_and_cancels_its_callers_and_the_gath
     write.release.set()
     assert await batches.add(3) == 6  # a later item starts a writer again
     assert write.batches == [[1], [3]]
+
+
+async def test_closing_before_the_writer_ran_cancels_its_callers_and_leaves_it_usable() -> None:
+    """A writer task made but not yet run, cancelled, never runs its own clean-up: closing
+    does it, so no caller waits for ever and a later item is written."""
+
+    async def write(items: list[int]) -> list[int]:
+        return [item * 2 for item in items]
+
+    batches: Batches[int, int] = Batches(write)
+    caller = asyncio.create_task(batches.add(1))
+    await asyncio.sleep(0)  # the caller gathered its item; the writer has not run
+    await batches.close()
+    done, _ = await asyncio.wait([caller], timeout=5)
+    assert caller in done and caller.cancelled()
+    async with asyncio.timeout(5):
+        assert await batches.add(2) == 4

@@ -18,7 +18,7 @@ import pytest
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from app.relay import CLAIM_MARGIN, next_attempt
+from app.relay import CLAIM_MARGIN, FINAL_WRITE, next_attempt
 from app.signature import sign
 from app.store import Attempt, DeliveryState, StorageUnavailableError
 
@@ -781,3 +781,54 @@ async def test_stopping_waits_a_bounded_time_for_outcomes_then_their_claims_laps
     assert [item.body for item in received] == [body, body]
     assert [item.headers["x-bridge-attempt"] for item in received] == ["1", "1"]
     assert delivered.attempts == 1
+
+
+async def test_a_delivery_claimed_again_while_its_first_attempt_is_out_counts_twice(
+    configured: Configured, clock: FakeClock
+) -> None:
+    """Its claim lapsed by the bridge's clock (a clock stepped on, a machine resumed) while the
+    first attempt is still at a partner that does not answer: the second attempt is counted
+    at the partner too, and stopping cuts it short rather than waiting for it."""
+    loop = asyncio.get_running_loop()
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        silent.setblocking(False)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/smart-glocal"
+        async with configured(RELAY_URL=url, RELAY_TIMEOUT=30) as bridge:
+            await deliver(bridge, webhook("ready_to_confirm"))
+            async with asyncio.timeout(20):
+                first, _ = await loop.sock_accept(silent)
+                await loop.sock_recv(first, 65536)
+            clock.advance(30 + CLAIM_MARGIN + 1)
+            async with asyncio.timeout(20):
+                second, _ = await loop.sock_accept(silent)
+                await loop.sock_recv(second, 65536)
+            with second:
+                first.close()  # the first attempt ends, unanswered, while the second is out
+                relay = relay_of(bridge)
+                async with asyncio.timeout(10):
+                    while len(relay._in_flight) > 1:
+                        await asyncio.sleep(0.05)
+                assert len(relay._posting) == 1
+                async with asyncio.timeout(FINAL_WRITE / 2):
+                    await relay.stop()
+
+
+async def test_a_stop_cut_short_leaves_no_outcome_written_after_it(
+    configured: Configured, partner_backend: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The relay's stop, cancelled while it gives the partner's answers their last write,
+    still closes its batch writer: nothing of the relay's writes after it."""
+    async with configured(RELAY_URL=partner_backend.url) as bridge:
+        store = bridge.app.extensions["bridge"].store
+        writes = HeldWrites(store, monkeypatch)
+        await deliver(bridge, webhook("ready_to_confirm", "ps_0"))
+        await writes.asked(1)
+        stopping = asyncio.create_task(relay_of(bridge).stop())
+        await asyncio.sleep(0.2)  # within FINAL_WRITE's wait
+        stopping.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await stopping
+        writes.release.set()
+        await asyncio.sleep(0.3)
+        assert relay_of(bridge)._outcomes._writer is None
+        assert await store.deliveries("delivered", 10) == []
