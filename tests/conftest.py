@@ -43,12 +43,17 @@ class FakeClock:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """On several workers (``scripts/test``, ``--dist loadgroup``) a test file runs on one
-    worker, its module fixtures set up once, and the browser folder as a whole on one: one
-    Chromium, one set of servers and bridges for all of it."""
+    worker, its module fixtures set up once; a browser test file once per storage engine, so
+    that the browser tests, each engine's bridges started once a file, share the workers.
+    Each worker has its own Chromium, PostgreSQL server and loopback ports."""
     if not config.pluginmanager.has_plugin("xdist"):
         return
     for item in items:
-        group = "browser" if item.path.parent.name == "browser" else item.path.name
+        group = item.path.name
+        if item.path.parent.name == "browser":
+            callspec = getattr(item, "callspec", None)
+            engine = callspec.params.get("engine", "") if callspec else ""
+            group = f"browser/{group}[{engine}]"
         item.add_marker(pytest.mark.xdist_group(group))
 
 

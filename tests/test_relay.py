@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -20,7 +21,8 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from app.relay import CLAIM_MARGIN, FINAL_WRITE, next_attempt
 from app.signature import sign
-from app.store import Attempt, DeliveryState, StorageUnavailableError
+from app.store import Attempt, DeliveryState, StorageUnavailableError, Store, sql
+from app.store.postgres import CLAIM_PLANNING, SERVER_SETTINGS
 
 from .conftest import RELAY_SECRET, Configured, Deployment, FakeClock
 from .database import open_store, query
@@ -278,76 +280,139 @@ async def test_relay_metrics(relaying: Deployment, partner_backend: Partner) -> 
     assert "bridge_relay_pending" in text and "bridge_relay_oldest_pending_seconds" in text
 
 
-@pytest.mark.parametrize("before", ["first looks on an empty table", "analysed while idle"])
-async def test_claims_stay_cheap_as_the_backlog_grows_on_postgresql(
+async def pending(db: asyncpg.Connection, count: int, tag: str) -> None:
+    """``count`` webhooks of sessions of their own, each with its delivery pending and due."""
+    await db.execute(
+        "INSERT INTO webhooks (digest, session_id, type, received_at, body)"
+        " SELECT sha256(($1 || g)::bytea), $1 || g, 't', 1e9, '{}' FROM"
+        " generate_series(1, $2) g",
+        tag,
+        count,
+    )
+    await db.execute(
+        "INSERT INTO deliveries (message_id, webhook_id, session_id, type, received_at,"
+        " signature, state, attempts, next_attempt_at, retry_from) SELECT 'msg_' || id,"
+        " id, session_id, type, 1e9, 'sig', 'pending', 0, 1e9, 1e9 FROM webhooks"
+        " WHERE session_id LIKE $1",
+        tag + "%",
+    )
+
+
+@dataclass(frozen=True)
+class ClaimPlan:
+    """What one claim of 16 read, from its plan as PostgreSQL ran it."""
+
+    indexes: frozenset[str]
+    rows: int  # every row a node of the plan produced or filtered out, over all its loops
+    buffers: int  # shared buffers hit or read
+    claimed: int
+
+
+def plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from plan_nodes(child)
+
+
+async def next_claim(db: asyncpg.Connection) -> ClaimPlan:
+    """The relay's next claim, planned as the store plans it (the statement prepared once as
+    ``claim`` and executed again, under the store's planning settings), run, and rolled back."""
+    transaction = db.transaction()
+    await transaction.start()
+    try:
+        await db.execute(CLAIM_PLANNING)
+        explained = await db.fetchval(
+            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE claim(2e9 + 60, 2e9, 2e9, 2e9, 16)"
+        )
+    finally:
+        await transaction.rollback()
+    plan = json.loads(explained)[0]["Plan"]
+    nodes = list(plan_nodes(plan))
+    return ClaimPlan(
+        indexes=frozenset(node["Index Name"] for node in nodes if "Index Name" in node),
+        rows=sum(
+            (node["Actual Rows"] + node.get("Rows Removed by Filter", 0)) * node["Actual Loops"]
+            for node in nodes
+        ),
+        buffers=plan["Shared Hit Blocks"] + plan["Shared Read Blocks"],
+        claimed=plan["Actual Rows"],
+    )
+
+
+@pytest.mark.parametrize(
+    "before",
+    [
+        "first looks on an empty table",
+        pytest.param(
+            "analysed while idle",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="statistics that say nothing is pending make the check that none of a"
+                " candidate's session is at the partner (max(claimed_until)) walk deliveries_due,"
+                " every pending delivery for each candidate: 5,104 rows read at 300, 48,304 at"
+                " 3,000",
+            ),
+        ),
+    ],
+)
+async def test_a_claim_reads_as_much_whatever_the_backlog_on_postgresql(
     postgres: PostgresServer, before: str
 ) -> None:
-    # A burst leaves thousands of deliveries pending, and two senders claim them 16 at a time.
-    # PostgreSQL plans the claim from what it believes of the table; each claim must stay
-    # cheap whatever that is:
+    # A burst leaves thousands of deliveries pending, and the relay claims them 16 at a time.
+    # PostgreSQL plans the claim from what it believes of the table; a claim must read about
+    # the 16 it takes whatever that is, and however long the backlog:
     # - "first looks": the senders' first claims ran on a nearly empty table (a new
-    #   deployment), and asyncpg's prepared statement kept the generic plan made then, which
-    #   scanned the whole table for every candidate (0.6 s a claim with 3,000 pending);
+    #   deployment), and the prepared statement kept the plan made then, which scanned the
+    #   whole table for every candidate (0.6 s a claim with 3,000 pending);
     # - "analysed while idle": autovacuum analysed the table when nothing was pending, so the
     #   planner believes no delivery ever is, and checked each candidate's session against
-    #   every pending delivery (O(pending) per candidate: 0.3 s a claim with 450 pending,
-    #   seconds with thousands).
+    #   every pending delivery.
+    # What a claim read is counted in its plan, not timed: the same figures on any machine
+    # (bench/claims.py times claims on backlogs of 200,000). Without the store's planning
+    # settings, a claim after the first looks read 18,128 rows at 3,000 pending, 192 with them.
     url = postgres.new_database()
     store = open_store(url)
     await store.open()
-    admin = await asyncpg.connect(url)
+    db = await asyncpg.connect(url, server_settings=SERVER_SETTINGS)
     try:
-        await admin.execute("ALTER TABLE deliveries SET (autovacuum_enabled = false)")
-        await admin.execute("ALTER TABLE webhooks SET (autovacuum_enabled = false)")
-
-        async def pending(count: int, tag: str) -> None:
-            await admin.execute(
-                "INSERT INTO webhooks (digest, session_id, type, received_at, body)"
-                " SELECT sha256(($1 || g)::bytea), $1 || g, 't', 1e9, '{}' FROM"
-                " generate_series(1, $2) g",
-                tag,
-                count,
-            )
-            await admin.execute(
-                "INSERT INTO deliveries (message_id, webhook_id, session_id, type, received_at,"
-                " signature, state, attempts, next_attempt_at, retry_from) SELECT 'msg_' || id,"
-                " id, session_id, type, 1e9, 'sig', 'pending', 0, 1e9, 1e9 FROM webhooks"
-                " WHERE session_id LIKE $1",
-                tag + "%",
-            )
-
-        timings: list[float] = []
-
-        async def send(stop_when_empty: bool) -> int:
-            sent = 0
-            while True:
-                started = time.monotonic()
-                jobs = await store.claim_deliveries(2e9, 2e9 + 60, 16)
-                timings.append(time.monotonic() - started)
-                done = [Attempt(job, 2e9, 200, "delivered", 2e9) for job in jobs]
-                assert await store.finish_attempts(done) == [True] * len(jobs)
-                sent += len(jobs)
-                if not jobs or not stop_when_empty:
-                    return sent
-
+        await db.execute("ALTER TABLE deliveries SET (autovacuum_enabled = false)")
+        await db.execute("ALTER TABLE webhooks SET (autovacuum_enabled = false)")
+        await db.execute(f"PREPARE claim AS {sql.POSTGRES.CLAIM_DELIVERIES_SKIP_LOCKED}")
         if before == "first looks on an empty table":
             for number in range(12):  # one delivery at a time
-                await pending(1, f"ps_first_{number}_")
-                await asyncio.gather(send(False), send(False))
+                await pending(db, 1, f"ps_first_{number}_")
+                await next_claim(db)
+            await db.execute("DELETE FROM deliveries")
         else:
-            await pending(5000, "ps_earlier_")
-            await asyncio.gather(send(True), send(True))
-            await admin.execute("ANALYZE deliveries")
-        timings.clear()
-        await pending(3000, "ps_burst_")
-        sent = await asyncio.wait_for(asyncio.gather(send(True), send(True)), 180)
-        assert sum(sent) == 3000
-        timings.sort()
-        # About 7 ms here, against 0.6 to 0.7 s before.
-        assert timings[len(timings) // 2] < 0.2, f"median claim {timings[len(timings) // 2]:.3f} s"
+            await pending(db, 5000, "ps_earlier_")
+            await db.execute("UPDATE deliveries SET state = 'delivered'")
+            await db.execute("ANALYZE deliveries")
+        await pending(db, 300, "ps_burst_")
+        smaller = await next_claim(db)
+        await pending(db, 2700, "ps_more_")
+        larger = await next_claim(db)
+        print(f"a claim at 300 pending: {smaller}; at 3,000: {larger}")
+        for claim in (smaller, larger):
+            assert claim.claimed == 16
+            assert "deliveries_due" in claim.indexes  # walked in the order they fell due
+        # Ten times the backlog, no more read (an index a level deeper may cost a page each).
+        assert larger.rows <= smaller.rows, (smaller, larger)
+        assert larger.buffers <= 1.5 * smaller.buffers, (smaller, larger)
+        # And the store claims the whole backlog, two senders at a time, each delivery once.
+        one, other = await asyncio.wait_for(asyncio.gather(drain(store), drain(store)), 180)
+        assert len(one | other) == 3000 and not one & other
     finally:
-        await admin.close()
+        await db.close()
         await store.close()
+
+
+async def drain(store: Store) -> set[int]:
+    """A sender's claims until none is left (none sent: a claim holds until after the last):
+    the deliveries it claimed."""
+    claimed: set[int] = set()
+    while jobs := await store.claim_deliveries(2e9, 2e9 + 60, 16):
+        claimed.update(job.id for job in jobs)
+    return claimed
 
 
 @pytest.mark.parametrize(
