@@ -35,6 +35,8 @@ _SESSION_COLUMNS = (
     "session_id, status, reason, interaction, action_received_at, action_expires_at,"
     " returned_at, payments, created_at, updated_at, provider_updated_at, next_action"
 )
+# The same of a session row read as ``s`` (the webhook's reads join it).
+_SESSION_COLUMNS_OF_S = ", ".join(f"s.{column.strip()}" for column in _SESSION_COLUMNS.split(","))
 # The delivery states the statements name, as SQL literals.
 _PENDING, _FAILED = (f"'{state}'" for state in (DeliveryState.PENDING, DeliveryState.FAILED))
 
@@ -79,9 +81,7 @@ SESSIONS_DUE = (
 # a webhook of the same meaning or these very bytes were logged. Values: the meaning, the
 # digest, the session id.
 WEBHOOK_NEWS = (
-    "SELECT s.xmin::text, "
-    + ", ".join(f"s.{column.strip()}" for column in _SESSION_COLUMNS.split(","))
-    + ", f.id, f.at, f.detail,"
+    f"SELECT s.xmin::text, {_SESSION_COLUMNS_OF_S}, f.id, f.at, f.detail,"
     " EXISTS (SELECT 1 FROM webhooks WHERE session_id = k.id AND meaning = ?),"
     " EXISTS (SELECT 1 FROM webhooks WHERE digest = ?)"
     " FROM (SELECT CAST(? AS TEXT) AS id) k LEFT JOIN sessions s ON s.session_id = k.id"
@@ -417,9 +417,8 @@ _FORGOTTEN_SQLITE = (
     " AND kind = '" + _FORGOTTEN + "' ORDER BY id DESC LIMIT 1) END"
 )
 SQLITE_WEBHOOK_NEWS = (
-    "SELECT "
-    + ", ".join(f"s.{column.strip()}" for column in _SESSION_COLUMNS.split(","))
-    + f", {_FORGOTTEN_SQLITE.format('at')}, {_FORGOTTEN_SQLITE.format('detail')},"
+    f"SELECT {_SESSION_COLUMNS_OF_S}, {_FORGOTTEN_SQLITE.format('at')},"
+    f" {_FORGOTTEN_SQLITE.format('detail')},"
     " EXISTS (SELECT 1 FROM webhooks WHERE session_id = k.id AND meaning = k.meaning)"
     " FROM (SELECT ? AS id, ? AS meaning) k LEFT JOIN sessions s ON s.session_id = k.id"
 )
